@@ -1,0 +1,4 @@
+from .config import ConditionalPromptConfig
+from .model import ConditionalPrompt
+
+__all__ = ["ConditionalPrompt", "ConditionalPromptConfig"]

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..base import AdapterConfig, hfield
+
+
+@dataclass
+class LoRAConfig(AdapterConfig):
+    """LoRA (Hu et al., 2021) through PEFT: low-rank updates to the backbone's linear layers."""
+
+    adapter_type = "lora"
+
+    r: int = hfield(8, "rank of the update")
+    alpha: int = hfield(16, "scaling numerator: the update is scaled by alpha / r")
+    dropout: float = hfield(0.0, "dropout on the LoRA input while training")
+    target_modules: list[str] | None = hfield(None, "module names to adapt (None: PEFT's default for the architecture; "
+                                                     "['all-linear'] for every linear layer)")
+
+    def validate(self) -> None:
+        self._require(isinstance(self.r, int) and self.r > 0, "r", "a positive integer")
+        self._require(self.alpha > 0, "alpha", "a positive number")
+        self._require(0.0 <= self.dropout < 1.0, "dropout", "a probability in [0, 1)")
+        self._require(self.target_modules is None or (isinstance(self.target_modules, list) and self.target_modules),
+                      "target_modules", "null or a non-empty list of module names")

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from ...errors import ConfigError
+from ..base import Adapter
+from .config import LoRAConfig
+
+
+class LoRA(Adapter):
+    """LoRA layers injected into the backbone by PEFT; only their weights train and are saved.
+
+    The backbone is changed in place, so one backbone carries at most one LoRA adapter.
+    """
+
+    config_class = LoRAConfig
+
+    def __init__(self, config: LoRAConfig, backbone):
+        super().__init__(config, backbone)
+        from peft import LoraConfig, inject_adapter_in_model
+
+        model = backbone.model
+        if getattr(model, "_softprompt_lora", False):
+            raise ConfigError("this backbone already carries a LoRA adapter; load a fresh backbone")
+        targets = config.target_modules
+        if targets == ["all-linear"]:
+            targets = "all-linear"
+        peft_config = LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                                 target_modules=targets)
+        try:
+            inject_adapter_in_model(peft_config, model, adapter_name="default")
+        except ValueError as e:
+            raise ConfigError(f"lora.target_modules={config.target_modules!r}: {e}") from None
+        model._softprompt_lora = True
+        # keep the backbone out of this module's children: only the LoRA weights belong to the adapter
+        object.__setattr__(self, "_model", model)
+        for name, p in self._named_lora():
+            p.requires_grad_(True)
+
+    def _named_lora(self):
+        return [(n, p) for n, p in self._model.named_parameters() if "lora_" in n]
+
+    def trainable_parameters(self):
+        return [p for _, p in self._named_lora()]
+
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach() for n, p in self._named_lora()}
+
+    def _assign(self, tensors: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, p in self._named_lora():
+                p.copy_(tensors[name])
+
+    @contextlib.contextmanager
+    def disabled(self):
+        """Run the backbone without the LoRA update (e.g. as the RL reference model)."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        layers = [m for m in self._model.modules() if isinstance(m, BaseTunerLayer)]
+        for m in layers:
+            m.enable_adapters(False)
+        try:
+            yield
+        finally:
+            for m in layers:
+                m.enable_adapters(True)

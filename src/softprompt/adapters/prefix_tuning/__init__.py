@@ -1,0 +1,4 @@
+from .config import PrefixTuningConfig
+from .model import PrefixTuning
+
+__all__ = ["PrefixTuning", "PrefixTuningConfig"]

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..base import AdapterConfig, hfield, parse_init
+
+
+@dataclass
+class PrefixTuningConfig(AdapterConfig):
+    """Prefix tuning (Li & Liang, 2021): n trainable keys and values in front of every layer's KV cache."""
+
+    adapter_type = "prefix_tuning"
+
+    num_virtual_tokens: int = hfield(20, "prefix length n (keys/values per layer)")
+    init: str = hfield("vocab", "'random', 'vocab' (the frozen model's own K/V of sampled frequent tokens) or "
+                                "'text:<string>' (the K/V of that text: starts out equal to the hard prompt)")
+    init_seed: int | None = hfield(None, "seed for the random/vocab init (None: the global torch RNG)")
+    reparameterize: bool = hfield(False, "produce the prefix with an MLP from n embeddings (more stable training)")
+    encoder_hidden_size: int = hfield(512, "hidden width of the reparameterisation MLP")
+    dropout: float = hfield(0.0, "dropout on the prefix keys/values while training")
+
+    def validate(self) -> None:
+        self._require(isinstance(self.num_virtual_tokens, int) and self.num_virtual_tokens > 0,
+                      "num_virtual_tokens", "a positive integer")
+        self._require(self.encoder_hidden_size > 0, "encoder_hidden_size", "a positive integer")
+        self._require(0.0 <= self.dropout < 1.0, "dropout", "a probability in [0, 1)")
+        kind, _ = parse_init(self.init)
+        self._require(not (self.reparameterize and kind == "text"), "init",
+                      "'random' or 'vocab' when reparameterize is on (text init sets the K/V directly)")

@@ -1,0 +1,4 @@
+from .config import PromptTuningConfig
+from .model import PromptTuning
+
+__all__ = ["PromptTuning", "PromptTuningConfig"]

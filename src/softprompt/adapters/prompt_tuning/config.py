@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..base import AdapterConfig, hfield, parse_init
+
+
+@dataclass
+class PromptTuningConfig(AdapterConfig):
+    """Prompt tuning (Lester et al., 2021): n trainable embeddings in front of the input."""
+
+    adapter_type = "prompt_tuning"
+
+    num_virtual_tokens: int = hfield(20, "number of virtual tokens placed after the left padding")
+    init: str = hfield("vocab", "'random' (embedding-matrix statistics), 'vocab' (embeddings of sampled "
+                                "frequent tokens) or 'text:<string>' (embeddings of that text's tokens)")
+    init_seed: int | None = hfield(None, "seed for the random/vocab init (None: the global torch RNG)")
+    dropout: float = hfield(0.0, "dropout on the virtual tokens while training (a second view for contrastive losses)")
+
+    def validate(self) -> None:
+        self._require(isinstance(self.num_virtual_tokens, int) and self.num_virtual_tokens > 0,
+                      "num_virtual_tokens", "a positive integer")
+        self._require(0.0 <= self.dropout < 1.0, "dropout", "a probability in [0, 1)")
+        parse_init(self.init)

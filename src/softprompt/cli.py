@@ -1,0 +1,93 @@
+"""The ``softprompt`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from .errors import SoftPromptError
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="generate text from a backbone, optionally with a trained adapter")
+    p.add_argument("--model", default=None, help="alias, local dir, .gguf file or hub id (default: the adapter's)")
+    p.add_argument("--adapter", default=None, help="adapter directory or run folder")
+    p.add_argument("--prompt", nargs="+", required=True, help="one or more prompts")
+    p.add_argument("--chat", action="store_true", help="wrap each prompt in the model's chat template")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--num-samples", type=int, default=1, help="samples per prompt (shares the prompt's cache)")
+    p.add_argument("--stop", nargs="*", default=[], help="stop strings")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_generate)
+
+
+def cmd_generate(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .backbones import load_backbone
+    from .model import SoftPromptModel
+
+    console = Console()
+    if args.adapter is None and args.model is None:
+        raise SoftPromptError("give --model, --adapter, or both")
+    with console.status("loading model"):
+        if args.adapter is not None:
+            model = SoftPromptModel.from_pretrained(args.adapter, backbone=args.model)
+        else:
+            model = SoftPromptModel(load_backbone(args.model))
+    if not model.backbone.is_causal:
+        raise SoftPromptError(f"model {model.backbone.spec!r} is an encoder; generate needs a causal LM")
+    start = time.perf_counter()
+    with console.status("generating"):
+        out = model.generate(
+            args.prompt, max_new_tokens=args.max_new_tokens, do_sample=not args.greedy,
+            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, group_size=args.num_samples,
+            stop_strings=args.stop, seed=args.seed, chat=args.chat,
+        )
+    seconds = time.perf_counter() - start
+    table = Table(show_lines=True)
+    table.add_column("prompt", style="cyan", max_width=40)
+    table.add_column("completion")
+    table.add_column("end", style="dim")
+    for i, text in enumerate(out.texts):
+        table.add_row(out.prompts[int(out.prompt_index[i])], text.strip(), out.finish_reasons[i])
+    console.print(table)
+    console.print(f"[dim]{out.num_tokens} tokens in {seconds:.1f} s ({out.num_tokens / seconds:.1f} tokens/s)[/dim]")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="softprompt", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_generate(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not args.verbose:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    try:
+        return args.func(args)
+    except SoftPromptError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

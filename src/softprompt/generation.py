@@ -1,0 +1,317 @@
+"""Batched generation with soft prompts and the KV cache on.
+
+The prompt batch (left-padded, virtual tokens placed as DESIGN.md says) is prefilled
+once; with ``group_size=G`` its cache is then repeated G times, so G samples of one
+prompt share one prefill. Decoding feeds one token per step through the cache, never
+re-inserting the virtual tokens. Rows that finish are dropped from the batch once enough
+of them have, so late steps cost what the unfinished rows cost.
+
+The returned ``logprobs`` are log softmax(logits / temperature) of each sampled token:
+the policy RL differentiates (top-k / top-p truncation is not folded in), equal to
+:meth:`SoftPromptModel.sequence_logprobs` on the same sequences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+from transformers.cache_utils import Cache, DynamicLayer
+
+from .errors import ConfigError, closest
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 64
+    do_sample: bool = True
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    group_size: int = 1
+    stop_strings: list[str] = field(default_factory=list)
+    eos_token_ids: list[int] | None = None
+    seed: int | None = None
+    chat: bool = False
+    max_prompt_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, key: str, expected: str) -> None:
+            if not ok:
+                raise ConfigError(f"generation.{key}={getattr(self, key)!r}: expected {expected}")
+
+        need(isinstance(self.max_new_tokens, int) and self.max_new_tokens > 0, "max_new_tokens", "a positive integer")
+        need(self.temperature > 0, "temperature", "a positive number")
+        need(isinstance(self.top_k, int) and self.top_k >= 0, "top_k", "an integer >= 0 (0 = off)")
+        need(0 < self.top_p <= 1, "top_p", "a number in (0, 1]")
+        need(isinstance(self.group_size, int) and self.group_size >= 1, "group_size", "an integer >= 1")
+        need(self.max_prompt_tokens is None or self.max_prompt_tokens > 0, "max_prompt_tokens", "a positive integer")
+        if isinstance(self.stop_strings, str):
+            self.stop_strings = [self.stop_strings]
+
+    @classmethod
+    def from_kwargs(cls, base: GenerationConfig | None = None, **kwargs) -> GenerationConfig:
+        names = {f.name for f in fields(cls)}
+        for key in kwargs:
+            if key not in names:
+                raise ConfigError(f"unknown generation option {key!r}{closest(key, names)}")
+        values = {f.name: getattr(base, f.name) for f in fields(cls)} if base is not None else {}
+        values.update(kwargs)
+        return cls(**values)
+
+
+@dataclass
+class GenerationOutput:
+    prompts: list[str]
+    prompt_ids: torch.Tensor  # (B, Lp) left-padded
+    prompt_mask: torch.Tensor  # (B, Lp)
+    prompt_index: torch.Tensor  # (N,) which prompt each sample answers; N = B * group_size
+    completion_ids: torch.Tensor  # (N, T) right-padded with the pad id
+    completion_mask: torch.Tensor  # (N, T) 1 on generated tokens (EOS / stop token included)
+    logprobs: torch.Tensor  # (N, T) log-prob of each generated token under the sampling policy, 0 on pads
+    texts: list[str]
+    finish_reasons: list[str]  # "eos", "stop" or "length"
+    group_size: int = 1
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.completion_mask.sum())
+
+    def groups(self) -> list[list[str]]:
+        g = self.group_size
+        return [self.texts[i * g:(i + 1) * g] for i in range(len(self.prompts))]
+
+    def expanded_prompts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt ids and mask repeated to line up with the N samples."""
+        return self.prompt_ids[self.prompt_index], self.prompt_mask[self.prompt_index]
+
+
+# --------------------------------------------------------------------------- cache
+
+
+class _BufferLayer(DynamicLayer):
+    """A KV layer that writes into a preallocated buffer instead of concatenating each step."""
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+        self.length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.dtype, self.device = key_states.dtype, key_states.device
+        b, h, _, d = key_states.shape
+        self.kbuf = key_states.new_empty(b, h, self.capacity, d)
+        self.vbuf = value_states.new_empty(b, value_states.shape[1], self.capacity, value_states.shape[3])
+        self.is_initialized = True
+
+    def _views(self) -> None:
+        self.keys = self.kbuf[:, :, : self.length]
+        self.values = self.vbuf[:, :, : self.length]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        t = key_states.shape[-2]
+        if self.length + t > self.capacity:
+            raise RuntimeError(f"KV buffer of {self.capacity} positions is full")
+        self.kbuf[:, :, self.length:self.length + t] = key_states
+        self.vbuf[:, :, self.length:self.length + t] = value_states
+        self.length += t
+        self._views()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.is_initialized:
+            self.kbuf = self.kbuf.repeat_interleave(repeats, dim=0)
+            self.vbuf = self.vbuf.repeat_interleave(repeats, dim=0)
+            self._views()
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized:
+            self.kbuf = self.kbuf[indices]
+            self.vbuf = self.vbuf[indices]
+            self._views()
+
+
+class BufferCache(DynamicCache):
+    """DynamicCache whose layers preallocate ``capacity`` positions (generation only, no autograd)."""
+
+    def __init__(self, num_layers: int, capacity: int):
+        Cache.__init__(self, layers=[_BufferLayer(capacity) for _ in range(num_layers)])
+
+
+def generation_cache(model_config, capacity: int) -> DynamicCache:
+    """A preallocated cache, or a plain DynamicCache for models with sliding-window layers."""
+    text = model_config.get_text_config(decoder=True)
+    layer_types = getattr(text, "layer_types", None) or []
+    if any(t != "full_attention" for t in layer_types):
+        return DynamicCache(config=model_config)
+    return BufferCache(text.num_hidden_layers, capacity)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def eos_ids(tokenizer, model, config: GenerationConfig) -> list[int]:
+    if config.eos_token_ids is not None:
+        return list(config.eos_token_ids)
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config, tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if value is None:
+            continue
+        ids.update(value if isinstance(value, (list, tuple)) else [value])
+    return sorted(ids)
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str], config: GenerationConfig, device) -> dict:
+    if isinstance(prompts, str) or not len(prompts):
+        raise ConfigError("prompts must be a non-empty list of strings")
+    texts = list(prompts)
+    if config.chat:
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                               add_generation_prompt=True) for p in texts]
+    old_side = tokenizer.truncation_side
+    tokenizer.truncation_side = "left"
+    try:
+        enc = tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=not config.chat,
+                        truncation=config.max_prompt_tokens is not None, max_length=config.max_prompt_tokens)
+    finally:
+        tokenizer.truncation_side = old_side
+    if enc["input_ids"].shape[1] == 0 or (enc["attention_mask"].sum(1) == 0).any():
+        raise ConfigError("every prompt needs at least one token")
+    return {k: enc[k].to(device) for k in ("input_ids", "attention_mask")}
+
+
+def _warpers(config: GenerationConfig):
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    procs = LogitsProcessorList()
+    if config.temperature != 1.0:
+        procs.append(TemperatureLogitsWarper(config.temperature))
+    if config.top_k:
+        procs.append(TopKLogitsWarper(config.top_k))
+    if config.top_p < 1.0:
+        procs.append(TopPLogitsWarper(config.top_p))
+    return procs
+
+
+# --------------------------------------------------------------------------- main loop
+
+
+@torch.no_grad()
+def generate(model, prompts, config: GenerationConfig | None = None, condition: torch.Tensor | None = None,
+             **kwargs) -> GenerationOutput:
+    """Generate from a :class:`SoftPromptModel` (or a plain one: adapter None).
+
+    ``prompts`` is a list of strings or a dict with left-padded ``input_ids`` and
+    ``attention_mask``. ``condition`` (B, d) feeds a conditional prompt.
+    """
+    config = GenerationConfig.from_kwargs(config, **kwargs)
+    tok, lm = model.tokenizer, model.model
+    device = model.device
+    if isinstance(prompts, dict):
+        enc = {k: prompts[k].to(device) for k in ("input_ids", "attention_mask")}
+        texts_in = tok.batch_decode(enc["input_ids"], skip_special_tokens=True)
+    else:
+        enc = encode_prompts(tok, prompts, config, device)
+        texts_in = list(prompts)
+    prompt_ids, prompt_mask = enc["input_ids"], enc["attention_mask"]
+    batch, g, max_new = prompt_ids.shape[0], config.group_size, config.max_new_tokens
+    if condition is not None:
+        condition = condition.to(device)
+
+    # prefill: the prompt batch once, the prefix (if any) first in the cache
+    n_prefix = model.num_prefix_tokens
+    capacity = n_prefix + model.num_sequence_tokens + prompt_ids.shape[1] + max_new
+    cache = generation_cache(lm.config, capacity)
+    if n_prefix:
+        for layer, (k, v) in enumerate(model.adapter.prefix_key_values(batch)):
+            cache.update(k, v, layer)
+    inputs = model.model_inputs(prompt_ids, prompt_mask, condition, past_key_values=cache)
+    out = lm(**inputs, use_cache=True, logits_to_keep=1)
+    logits = out.logits[:, -1].float()
+    attn = inputs["attention_mask"]
+    next_pos = inputs["position_ids"][:, -1] + 1
+    if g > 1:
+        cache.batch_repeat_interleave(g)
+        logits, attn, next_pos = (x.repeat_interleave(g, 0) for x in (logits, attn, next_pos))
+
+    n = batch * g
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    out_ids = torch.full((n, max_new), pad_id, dtype=torch.long, device=device)
+    out_mask = torch.zeros((n, max_new), dtype=torch.long, device=device)
+    out_logp = torch.zeros((n, max_new), dtype=torch.float32, device=device)
+    reasons = ["length"] * n
+    eos = torch.tensor(eos_ids(tok, lm, config), dtype=torch.long, device=device)
+    warp = _warpers(config)
+    stop = None
+    if config.stop_strings:
+        from transformers import StopStringCriteria
+
+        stop = StopStringCriteria(tokenizer=tok, stop_strings=list(config.stop_strings))
+    gen = torch.Generator(device=device).manual_seed(config.seed) if config.seed is not None else None
+    # full-capacity mask; the live part is attn_buf[:, :length]
+    length = attn.shape[1]
+    attn_buf = torch.cat([attn, attn.new_ones(n, max_new)], 1)
+    rows = torch.arange(n, device=device)  # original row index of each row in the batch
+    alive = torch.ones(n, dtype=torch.bool, device=device)  # rows of the batch still generating
+    temp = config.temperature if config.do_sample else 1.0
+
+    for t in range(max_new):
+        if config.do_sample:
+            scores = warp(out_ids[rows, :t], logits) if len(warp) else logits
+            token = torch.multinomial(F.softmax(scores, -1), 1, generator=gen).squeeze(1)
+        else:
+            token = logits.argmax(-1)
+        live = rows[alive]
+        out_ids[live, t] = token[alive]
+        out_mask[live, t] = 1
+        out_logp[live, t] = F.log_softmax(logits[alive] / temp, -1).gather(1, token[alive, None]).squeeze(1)
+
+        done = alive & torch.isin(token, eos)
+        for r in rows[done].tolist():
+            reasons[r] = "eos"
+        if stop is not None:
+            hit = alive & ~done & stop(out_ids[rows, : t + 1], None)
+            for r in rows[hit].tolist():
+                reasons[r] = "stop"
+            done |= hit
+        alive &= ~done
+        if t == max_new - 1 or not bool(alive.any()):
+            break
+        # drop finished rows once they are a quarter of the batch: a cache copy costs about a step
+        if int((~alive).sum()) * 4 >= len(rows):
+            keep = alive.nonzero().squeeze(1)
+            rows, token, next_pos, attn_buf, alive = rows[keep], token[keep], next_pos[keep], attn_buf[keep], alive[keep]
+            cache.batch_select_indices(keep)
+        token = torch.where(alive, token, pad_id)
+        length += 1
+        step = lm(input_ids=token[:, None], attention_mask=attn_buf[:, :length], position_ids=next_pos[:, None],
+                  past_key_values=cache, use_cache=True, logits_to_keep=1)
+        logits = step.logits[:, -1].float()
+        next_pos = next_pos + 1
+
+    # trim columns nobody reached
+    width = int(out_mask.sum(1).max())
+    out_ids, out_mask, out_logp = out_ids[:, :width], out_mask[:, :width], out_logp[:, :width]
+    texts = [tok.decode(ids[m.bool()], skip_special_tokens=True) for ids, m in zip(out_ids, out_mask)]
+    if config.stop_strings:
+        texts = [_cut_at_stop(t, config.stop_strings) if r == "stop" else t for t, r in zip(texts, reasons)]
+    return GenerationOutput(
+        prompts=texts_in, prompt_ids=prompt_ids, prompt_mask=prompt_mask,
+        prompt_index=torch.arange(batch, device=device).repeat_interleave(g),
+        completion_ids=out_ids, completion_mask=out_mask, logprobs=out_logp, texts=texts,
+        finish_reasons=reasons, group_size=g,
+    )
+
+
+def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
+    return text[:cut]

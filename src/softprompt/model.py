@@ -1,0 +1,194 @@
+"""SoftPromptModel: a frozen backbone plus one adapter, with the placement of DESIGN.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .adapters import Adapter, AdapterConfig, build_adapter, load_adapter, read_adapter_meta, save_adapter
+from .backbones import Backbone, load_backbone
+from .errors import AdapterLoadError
+from .placement import insert_virtual, position_ids
+
+
+@dataclass
+class SoftPromptOutput:
+    logits: torch.Tensor | None  # (B, k, V), aligned with the last k input tokens
+    hidden: torch.Tensor | None = None  # (B, k, H) last hidden state, same alignment
+    past_key_values: object | None = None
+
+
+def resolve_adapter_dir(path: str | Path) -> Path:
+    """An adapter directory, or a run folder whose best (else last) checkpoint holds one."""
+    path = Path(path)
+    for candidate in (path, path / "checkpoints" / "best", path / "checkpoints" / "last"):
+        if (candidate / "softprompt_adapter.json").exists():
+            return candidate
+    if (path / "adapter_config.json").exists():
+        raise AdapterLoadError(f"{path} is a PEFT adapter; load it with softprompt.peft_interop.import_peft")
+    raise AdapterLoadError(f"{path} holds no softprompt adapter (softprompt_adapter.json) nor a run's checkpoint")
+
+
+class SoftPromptModel(nn.Module):
+    """A frozen backbone with a trainable adapter (or none: the untouched base model)."""
+
+    def __init__(self, backbone: Backbone, adapter: Adapter | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.model = backbone.model
+        self.adapter = adapter
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_backbone(cls, backbone: Backbone | str, config: AdapterConfig | None = None) -> SoftPromptModel:
+        if isinstance(backbone, str):
+            backbone = load_backbone(backbone)
+        return cls(backbone, build_adapter(config, backbone) if config is not None else None)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, backbone: Backbone | str | None = None, **load_kw) -> SoftPromptModel:
+        """Load an adapter directory or a run folder; the backbone recorded in it unless one is given."""
+        directory = resolve_adapter_dir(path)
+        meta = read_adapter_meta(directory)
+        if backbone is None:
+            backbone = meta["backbone"]["spec"]
+        if isinstance(backbone, str):
+            backbone = load_backbone(backbone, kind=meta["backbone"].get("kind"), **load_kw)
+        return cls(backbone, load_adapter(directory, backbone))
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        if self.adapter is None:
+            raise AdapterLoadError("this model has no adapter to save")
+        return save_adapter(self.adapter, directory)
+
+    # -- properties ----------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        return self.backbone.tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def num_sequence_tokens(self) -> int:
+        return self.adapter.num_sequence_tokens if self.adapter is not None else 0
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return self.adapter.num_prefix_tokens if self.adapter is not None else 0
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return self.adapter.trainable_parameters() if self.adapter is not None else []
+
+    # -- placement -----------------------------------------------------------------------------
+    def prefix_cache(self, batch_size: int):
+        """A fresh DynamicCache holding the adapter's prefix keys/values (or None)."""
+        kv = self.adapter.prefix_key_values(batch_size) if self.adapter is not None else None
+        if kv is None:
+            return None
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        for layer, (k, v) in enumerate(kv):
+            cache.update(k, v, layer)
+        return cache
+
+    def model_inputs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
+        past_key_values=None,
+    ) -> dict:
+        """Backbone keyword arguments that realise the placement for a (left-padded) batch."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        attention_mask = attention_mask.to(input_ids.device).long()
+        batch = input_ids.shape[0]
+        embeds = self.model.get_input_embeddings()(input_ids)
+        seq_mask = attention_mask
+        if self.num_sequence_tokens:
+            virtual = self.adapter.prompt_embeddings(batch, condition)
+            embeds, seq_mask = insert_virtual(embeds, attention_mask, virtual)
+        n_prefix = self.num_prefix_tokens
+        if n_prefix and past_key_values is None:
+            past_key_values = self.prefix_cache(batch)
+        offset = n_prefix if self.backbone.is_causal else 0
+        full_mask = torch.cat([seq_mask.new_ones(batch, n_prefix), seq_mask], 1) if n_prefix else seq_mask
+        return {
+            "inputs_embeds": embeds,
+            "attention_mask": full_mask,
+            "position_ids": position_ids(seq_mask, offset),
+            "past_key_values": past_key_values,
+        }
+
+    # -- forward -------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
+        return_hidden: bool = False,
+        use_cache: bool = False,
+    ) -> SoftPromptOutput:
+        """Logits (and optionally last hidden states) for the last ``logits_to_keep`` input tokens (0: all).
+
+        Virtual positions are dropped, so output column j belongs to input token j.
+        """
+        if not self.backbone.is_causal:
+            raise TypeError("forward() is for causal LMs; use encode() for an encoder backbone")
+        keep = logits_to_keep or input_ids.shape[1]
+        kwargs = self.model_inputs(input_ids, attention_mask, condition)
+        out = self.model(**kwargs, use_cache=use_cache, logits_to_keep=keep, output_hidden_states=return_hidden)
+        hidden = out.hidden_states[-1][:, -keep:] if return_hidden else None
+        return SoftPromptOutput(out.logits, hidden, out.past_key_values if use_cache else None)
+
+    def encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, condition: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder path: last hidden states over the full layout (virtual tokens included) and its mask."""
+        kwargs = self.model_inputs(input_ids, attention_mask, condition)
+        n_prefix = self.num_prefix_tokens
+        out = self.model(**kwargs)
+        mask = kwargs["attention_mask"][:, n_prefix:]
+        return out.last_hidden_state, mask
+
+    def sequence_logprobs(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        completion_ids: torch.Tensor,
+        completion_mask: torch.Tensor,
+        temperature: float = 1.0,
+        condition: torch.Tensor | None = None,
+        return_hidden: bool = False,
+    ):
+        """Teacher-forced log-probs (B, T) of right-padded completions after left-padded prompts.
+
+        Entries where ``completion_mask`` is 0 are set to 0.
+        """
+        ids = torch.cat([prompt_ids, completion_ids], 1)
+        mask = torch.cat([prompt_mask, completion_mask], 1)
+        t = completion_ids.shape[1]
+        out = self.forward(ids, mask, condition, logits_to_keep=t + 1, return_hidden=return_hidden)
+        logits = out.logits[:, :-1].float()
+        if temperature != 1.0:
+            logits = logits / temperature
+        logp = torch.gather(F.log_softmax(logits, -1), 2, completion_ids.unsqueeze(-1)).squeeze(-1)
+        logp = logp * completion_mask
+        if return_hidden:
+            return logp, out.hidden[:, :-1]
+        return logp
+
+    # -- generation ----------------------------------------------------------------------------
+    def generate(self, prompts, config=None, **kwargs):
+        """Generate with the KV cache; see :func:`softprompt.generation.generate`."""
+        from .generation import generate
+
+        return generate(self, prompts, config, **kwargs)
