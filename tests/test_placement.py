@@ -1,0 +1,88 @@
+"""The placement contract: virtual tokens after the left pads, positions from the first real token."""
+
+import pytest
+import torch
+
+from helpers import encode
+from softprompt import ConditionalPromptConfig, LoRAConfig, PrefixTuningConfig, PromptTuningConfig, SoftPromptModel
+from softprompt.placement import insert_virtual, position_ids
+
+CONFIGS = {
+    "prompt": PromptTuningConfig(num_virtual_tokens=4, init="random", init_seed=1),
+    "prefix": PrefixTuningConfig(num_virtual_tokens=3, init="random", init_seed=1),
+    "prefix_mlp": PrefixTuningConfig(num_virtual_tokens=3, reparameterize=True, encoder_hidden_size=16, init_seed=1),
+    "lora": LoRAConfig(r=2),
+    "none": None,
+}
+TEXTS = ["the movie was great", "i loved it", "a really boring and very bad plot with actors"]
+
+
+def test_insert_virtual_layout():
+    embeds = torch.arange(1, 6, dtype=torch.float).view(1, 5, 1).repeat(2, 1, 1)
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 0]])  # left-padded; trailing pad (completion) row
+    virtual = torch.full((2, 2, 1), -1.0)
+    full, full_mask = insert_virtual(embeds, mask, virtual)
+    assert full[0, :, 0].tolist() == [1, 2, -1, -1, 3, 4, 5]
+    assert full_mask[0].tolist() == [0, 0, 1, 1, 1, 1, 1]
+    assert full[1, :, 0].tolist() == [-1, -1, 1, 2, 3, 4, 5]
+    assert full_mask[1].tolist() == [1, 1, 1, 1, 1, 1, 0]
+    assert position_ids(full_mask)[0].tolist() == [0, 0, 0, 1, 2, 3, 4]
+    assert position_ids(mask, offset=3)[0].tolist() == [3, 3, 3, 4, 5]
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_batched_equals_one_by_one(llama, name):
+    model = SoftPromptModel.from_backbone(llama, CONFIGS[name])
+    if name == "lora":  # a fresh LoRA is the identity; move it so the test means something
+        with torch.no_grad():
+            for p in model.trainable_parameters():
+                p.normal_(0, 0.2)
+    ids, mask = encode(llama.tokenizer, TEXTS)
+    assert (mask[:, 0] == 0).any(), "the batch must contain left padding"
+    batched = model(ids, mask).logits
+    for i, text in enumerate(TEXTS):
+        one_ids, one_mask = encode(llama.tokenizer, [text])
+        alone = model(one_ids, one_mask).logits[0]
+        length = one_ids.shape[1]
+        torch.testing.assert_close(batched[i, -length:], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_conditional_batched_equals_one_by_one(llama):
+    model = SoftPromptModel.from_backbone(llama, ConditionalPromptConfig(num_virtual_tokens=3, condition_dim=8,
+                                                                         init_seed=0))
+    cond = torch.randn(3, 8)
+    ids, mask = encode(llama.tokenizer, TEXTS)
+    batched = model(ids, mask, condition=cond).logits
+    for i, text in enumerate(TEXTS):
+        one_ids, one_mask = encode(llama.tokenizer, [text])
+        alone = model(one_ids, one_mask, condition=cond[i:i + 1]).logits[0]
+        torch.testing.assert_close(batched[i, -one_ids.shape[1]:], alone, atol=1e-5, rtol=1e-5)
+    other = model(ids, mask, condition=torch.randn(3, 8)).logits
+    assert not torch.allclose(batched, other), "the condition must change the output"
+
+
+@pytest.mark.parametrize("adapter", ["prompt", "prefix"])
+def test_text_init_equals_hard_prompt(llama, adapter):
+    """A prompt or prefix initialised from a text starts out equal to that text as a hard prompt."""
+    text = "this movie was"
+    n = len(llama.tokenizer(text, add_special_tokens=False)["input_ids"])
+    cls = PromptTuningConfig if adapter == "prompt" else PrefixTuningConfig
+    model = SoftPromptModel.from_backbone(llama, cls(num_virtual_tokens=n, init=f"text:{text}"))
+    ids, mask = encode(llama.tokenizer, ["i loved it", "the plot"])
+    soft = model(ids, mask).logits
+    hard_ids, hard_mask = encode(llama.tokenizer, [f"{text} i loved it", f"{text} the plot"])
+    hard = SoftPromptModel(llama)(hard_ids, hard_mask).logits
+    real = mask.bool()  # pads have no meaningful output
+    torch.testing.assert_close(soft[real], hard[:, -ids.shape[1]:][real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["prompt", "prefix"])
+def test_encoder_padding_invariant(bert, name):
+    model = SoftPromptModel.from_backbone(bert, CONFIGS[name])
+    ids, mask = encode(bert.tokenizer, TEXTS)  # right-padded, as BERT tokenizers do
+    hidden, full_mask = model.encode(ids, mask)
+    for i, text in enumerate(TEXTS):
+        one_ids, one_mask = encode(bert.tokenizer, [text])
+        alone, alone_mask = model.encode(one_ids, one_mask)
+        rows = full_mask[i].bool()
+        torch.testing.assert_close(hidden[i][rows], alone[0][alone_mask[0].bool()], atol=1e-5, rtol=1e-5)
