@@ -1,0 +1,42 @@
+"""The command line: generation from a local model dir and an adapter, one-line errors."""
+
+import subprocess
+import sys
+
+from conftest import tiny_llama
+from softprompt import PromptTuningConfig, SoftPromptModel
+from softprompt.cli import main
+
+
+def _save_tiny(tmp_path):
+    backbone = tiny_llama()
+    backbone.model.save_pretrained(tmp_path / "model")
+    backbone.tokenizer.save_pretrained(tmp_path / "model")
+    return backbone
+
+
+def test_generate_from_local_dir_with_adapter(tmp_path, capsys):
+    backbone = _save_tiny(tmp_path)
+    model = SoftPromptModel.from_backbone(backbone, PromptTuningConfig(num_virtual_tokens=3, init="random"))
+    model.save_pretrained(tmp_path / "adapter")
+    code = main(["generate", "--model", str(tmp_path / "model"), "--adapter", str(tmp_path / "adapter"),
+                 "--prompt", "the movie was", "i loved it", "--greedy", "--max-new-tokens", "5",
+                 "--num-samples", "2"])
+    assert code == 0
+    shown = capsys.readouterr().out
+    assert "the movie was" in shown and "tokens/s" in shown
+    expected = model.generate(["the movie was"], max_new_tokens=5, do_sample=False).texts[0].strip()
+    assert expected in shown
+
+
+def test_errors_are_one_line_without_traceback(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "softprompt", "generate", "--model", "no-such-model",
+                          "--prompt", "hi"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.startswith("error: unknown model spec 'no-such-model'")
+    assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "softprompt_adapter.json").write_text('{"adapter_type": "prompt_tuning"}')
+    run = subprocess.run([sys.executable, "-m", "softprompt", "generate", "--adapter", str(tmp_path / "adapter"),
+                          "--prompt", "hi"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "missing key 'config'" in run.stderr and "Traceback" not in run.stderr

