@@ -37,6 +37,7 @@ class GenerationConfig:
     seed: int | None = None
     chat: bool = False
     max_prompt_tokens: int | None = None
+    fast_kernels: bool = True  # pre-packed fp32 weights for decoding on CPU (softprompt.kernels)
 
     def __post_init__(self) -> None:
         def need(ok: bool, key: str, expected: str) -> None:
@@ -205,6 +206,18 @@ def _warpers(config: GenerationConfig):
 # --------------------------------------------------------------------------- main loop
 
 
+def sample(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One draw per row from unnormalised probabilities (N, V), by inverse CDF.
+
+    Exact like ``torch.multinomial`` and about 10x cheaper over a 49k vocabulary (one
+    uniform per row instead of an exponential per entry). Zero-probability entries are never
+    drawn: u lies in (0, total], and the first index whose CDF reaches u has mass.
+    """
+    cdf = probs.cumsum(-1)
+    u = (1.0 - torch.rand(probs.shape[0], 1, generator=generator, device=probs.device)) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u).clamp_(max=probs.shape[-1] - 1).squeeze(1)
+
+
 @torch.no_grad()
 def generate(model, prompts, config: GenerationConfig | None = None, condition: torch.Tensor | None = None,
              **kwargs) -> GenerationOutput:
@@ -213,7 +226,14 @@ def generate(model, prompts, config: GenerationConfig | None = None, condition: 
     ``prompts`` is a list of strings or a dict with left-padded ``input_ids`` and
     ``attention_mask``. ``condition`` (B, d) feeds a conditional prompt.
     """
+    from .kernels import packed_linears
+
     config = GenerationConfig.from_kwargs(config, **kwargs)
+    with packed_linears(model.model, batch_hint=16, enabled=config.fast_kernels):
+        return _generate(model, prompts, config, condition)
+
+
+def _generate(model, prompts, config: GenerationConfig, condition: torch.Tensor | None) -> GenerationOutput:
     tok, lm = model.tokenizer, model.model
     device = model.device
     if isinstance(prompts, dict):
@@ -263,7 +283,7 @@ def generate(model, prompts, config: GenerationConfig | None = None, condition: 
     for t in range(max_new):
         if config.do_sample:
             scores = warp(out_ids[rows, :t], logits) if len(warp) else logits
-            token = torch.multinomial(F.softmax(scores, -1), 1, generator=gen).squeeze(1)
+            token = sample(F.softmax(scores, -1), gen)
         else:
             token = logits.argmax(-1)
         live = rows[alive]
