@@ -14,7 +14,7 @@ the policy RL differentiates (top-k / top-p truncation is not folded in), equal 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -22,22 +22,24 @@ from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
 
 from .errors import ConfigError, closest
+from .fields import hfield
 
 
 @dataclass
 class GenerationConfig:
-    max_new_tokens: int = 64
-    do_sample: bool = True
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    group_size: int = 1
-    stop_strings: list[str] = field(default_factory=list)
-    eos_token_ids: list[int] | None = None
-    seed: int | None = None
-    chat: bool = False
-    max_prompt_tokens: int | None = None
-    fast_kernels: bool = True  # pre-packed fp32 weights for decoding on CPU (softprompt.kernels)
+    max_new_tokens: int = hfield(64, "tokens to generate at most per sample")
+    do_sample: bool = hfield(True, "sample (True) or greedy decoding (False)")
+    temperature: float = hfield(1.0, "softmax temperature of the sampling policy")
+    top_k: int = hfield(0, "sample among the k most likely tokens (0: off)")
+    top_p: float = hfield(1.0, "nucleus sampling mass (1.0: off)")
+    group_size: int = hfield(1, "samples per prompt; the prompt is prefilled once and its cache shared")
+    stop_strings: list[str] = hfield([], "stop a sample once its text contains one of these (cut from the text)")
+    eos_token_ids: list[int] | None = hfield(None, "token ids that end a sample (None: the model's EOS ids)")
+    seed: int | None = hfield(None, "seed for sampling (None: the global torch RNG)")
+    chat: bool = hfield(False, "wrap each prompt as a user message in the model's chat template")
+    max_prompt_tokens: int | None = hfield(None, "keep only the last this-many prompt tokens")
+    fast_kernels: bool = hfield(True, "decode with pre-packed fp32 weights on CPU (softprompt.kernels); keeps "
+                                      "a packed copy of the linear weights in memory")
 
     def __post_init__(self) -> None:
         def need(ok: bool, key: str, expected: str) -> None:
@@ -229,6 +231,8 @@ def generate(model, prompts, config: GenerationConfig | None = None, condition: 
     from .kernels import packed_linears
 
     config = GenerationConfig.from_kwargs(config, **kwargs)
+    if not model.backbone.is_causal:
+        raise ConfigError(f"model {model.backbone.spec!r} is an encoder; generation needs a causal LM")
     with packed_linears(model.model, batch_hint=16, enabled=config.fast_kernels):
         return _generate(model, prompts, config, condition)
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from .adapters import Adapter, AdapterConfig, build_adapter, load_adapter, read_adapter_meta, save_adapter
 from .backbones import Backbone, load_backbone
-from .errors import AdapterLoadError
+from .errors import AdapterLoadError, ConfigError
 from .placement import insert_virtual, position_ids
 
 
@@ -142,7 +142,7 @@ class SoftPromptModel(nn.Module):
         Virtual positions are dropped, so output column j belongs to input token j.
         """
         if not self.backbone.is_causal:
-            raise TypeError("forward() is for causal LMs; use encode() for an encoder backbone")
+            raise ConfigError(f"{self.backbone.spec!r} is an encoder: use encode(), not forward()")
         keep = logits_to_keep or input_ids.shape[1]
         kwargs = self.model_inputs(input_ids, attention_mask, condition)
         out = self.model(**kwargs, use_cache=use_cache, logits_to_keep=keep, output_hidden_states=return_hidden)

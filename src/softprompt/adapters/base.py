@@ -19,16 +19,9 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, closest
+from ..fields import field_help, hfield  # noqa: F401  (re-exported for the adapter configs)
 
 log = logging.getLogger(__name__)
-
-
-def hfield(default: Any = dataclasses.MISSING, help: str = "", **kw):
-    """A dataclass field with help text (shown by ``--help`` and the config reference)."""
-    if isinstance(default, (list, dict)):
-        value = default
-        return dataclasses.field(default_factory=lambda: type(value)(value), metadata={"help": help}, **kw)
-    return dataclasses.field(default=default, metadata={"help": help}, **kw)
 
 
 @dataclass
@@ -62,7 +55,7 @@ class AdapterConfig:
 
     @classmethod
     def help(cls) -> dict[str, str]:
-        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+        return field_help(cls)
 
 
 def parse_init(init: str) -> tuple[str, str]:
