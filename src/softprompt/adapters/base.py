@@ -40,6 +40,17 @@ class AdapterConfig:
         if not ok:
             raise ConfigError(f"{self.adapter_type}.{key}={getattr(self, key)!r}: expected {expected}")
 
+    def _require_positive_int(self, *keys: str) -> None:
+        for key in keys:
+            value = getattr(self, key)
+            self._require(isinstance(value, int) and not isinstance(value, bool) and value > 0, key,
+                          "a positive integer")
+
+    def _require_probability(self, *keys: str) -> None:
+        for key in keys:
+            value = getattr(self, key)
+            self._require(isinstance(value, (int, float)) and 0.0 <= value < 1.0, key, "a probability in [0, 1)")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -19,10 +19,7 @@ class ConditionalPromptConfig(AdapterConfig):
     dropout: float = hfield(0.0, "dropout inside the MLP while training")
 
     def validate(self) -> None:
-        self._require(isinstance(self.num_virtual_tokens, int) and self.num_virtual_tokens > 0,
-                      "num_virtual_tokens", "a positive integer")
-        self._require(isinstance(self.condition_dim, int) and self.condition_dim > 0,
-                      "condition_dim", "a positive integer")
-        self._require(isinstance(self.hidden_dim, int) and self.hidden_dim > 0, "hidden_dim", "a positive integer")
-        self._require(0.0 <= self.dropout < 1.0, "dropout", "a probability in [0, 1)")
+        self._require_positive_int("num_virtual_tokens")
+        self._require_positive_int("condition_dim", "hidden_dim")
+        self._require_probability("dropout")
         parse_init(self.init)

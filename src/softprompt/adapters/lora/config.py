@@ -18,8 +18,8 @@ class LoRAConfig(AdapterConfig):
                                                      "['all-linear'] for every linear layer)")
 
     def validate(self) -> None:
-        self._require(isinstance(self.r, int) and self.r > 0, "r", "a positive integer")
+        self._require_positive_int("r")
         self._require(self.alpha > 0, "alpha", "a positive number")
-        self._require(0.0 <= self.dropout < 1.0, "dropout", "a probability in [0, 1)")
+        self._require_probability("dropout")
         self._require(self.target_modules is None or (isinstance(self.target_modules, list) and self.target_modules),
                       "target_modules", "null or a non-empty list of module names")

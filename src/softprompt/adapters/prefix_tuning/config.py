@@ -20,10 +20,9 @@ class PrefixTuningConfig(AdapterConfig):
     dropout: float = hfield(0.0, "dropout on the prefix keys/values while training")
 
     def validate(self) -> None:
-        self._require(isinstance(self.num_virtual_tokens, int) and self.num_virtual_tokens > 0,
-                      "num_virtual_tokens", "a positive integer")
-        self._require(self.encoder_hidden_size > 0, "encoder_hidden_size", "a positive integer")
-        self._require(0.0 <= self.dropout < 1.0, "dropout", "a probability in [0, 1)")
+        self._require_positive_int("num_virtual_tokens")
+        self._require_positive_int("encoder_hidden_size")
+        self._require_probability("dropout")
         kind, _ = parse_init(self.init)
         self._require(not (self.reparameterize and kind == "text"), "init",
                       "'random' or 'vocab' when reparameterize is on (text init sets the K/V directly)")

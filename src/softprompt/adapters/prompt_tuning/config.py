@@ -18,7 +18,6 @@ class PromptTuningConfig(AdapterConfig):
     dropout: float = hfield(0.0, "dropout on the virtual tokens while training (a second view for contrastive losses)")
 
     def validate(self) -> None:
-        self._require(isinstance(self.num_virtual_tokens, int) and self.num_virtual_tokens > 0,
-                      "num_virtual_tokens", "a positive integer")
-        self._require(0.0 <= self.dropout < 1.0, "dropout", "a probability in [0, 1)")
+        self._require_positive_int("num_virtual_tokens")
+        self._require_probability("dropout")
         parse_init(self.init)
