@@ -104,17 +104,23 @@ class SoftPromptModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         condition: torch.Tensor | None = None,
         past_key_values=None,
+        prompt: torch.Tensor | None = None,
     ) -> dict:
-        """Backbone keyword arguments that realise the placement for a (left-padded) batch."""
+        """Backbone keyword arguments that realise the placement for a (left-padded) batch.
+
+        ``prompt`` (B, m, H) replaces the adapter's virtual tokens for this call (a mutated
+        or dropped-out view of them, e.g. for contrastive losses); m may differ from n.
+        """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         attention_mask = attention_mask.to(input_ids.device).long()
         batch = input_ids.shape[0]
         embeds = self.model.get_input_embeddings()(input_ids)
         seq_mask = attention_mask
-        if self.num_sequence_tokens:
-            virtual = self.adapter.prompt_embeddings(batch, condition)
-            embeds, seq_mask = insert_virtual(embeds, attention_mask, virtual)
+        if prompt is None and self.num_sequence_tokens:
+            prompt = self.adapter.prompt_embeddings(batch, condition)
+        if prompt is not None:
+            embeds, seq_mask = insert_virtual(embeds, attention_mask, prompt)
         n_prefix = self.num_prefix_tokens
         if n_prefix and past_key_values is None:
             past_key_values = self.prefix_cache(batch)
@@ -136,6 +142,7 @@ class SoftPromptModel(nn.Module):
         logits_to_keep: int = 0,
         return_hidden: bool = False,
         use_cache: bool = False,
+        prompt: torch.Tensor | None = None,
     ) -> SoftPromptOutput:
         """Logits (and optionally last hidden states) for the last ``logits_to_keep`` input tokens (0: all).
 
@@ -144,20 +151,48 @@ class SoftPromptModel(nn.Module):
         if not self.backbone.is_causal:
             raise ConfigError(f"{self.backbone.spec!r} is an encoder: use encode(), not forward()")
         keep = logits_to_keep or input_ids.shape[1]
-        kwargs = self.model_inputs(input_ids, attention_mask, condition)
+        kwargs = self.model_inputs(input_ids, attention_mask, condition, prompt=prompt)
         out = self.model(**kwargs, use_cache=use_cache, logits_to_keep=keep, output_hidden_states=return_hidden)
         hidden = out.hidden_states[-1][:, -keep:] if return_hidden else None
         return SoftPromptOutput(out.logits, hidden, out.past_key_values if use_cache else None)
 
     def encode(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, condition: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
+        prompt: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder path: last hidden states over the full layout (virtual tokens included) and its mask."""
-        kwargs = self.model_inputs(input_ids, attention_mask, condition)
-        n_prefix = self.num_prefix_tokens
-        out = self.model(**kwargs)
-        mask = kwargs["attention_mask"][:, n_prefix:]
-        return out.last_hidden_state, mask
+        """Last hidden states over the full layout and a mask that is 1 on real tokens only.
+
+        Works for encoders and for causal LMs (through their base model, no LM head).
+        Virtual tokens are in the hidden states but masked out, so pooling sees the text.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        kwargs = self.model_inputs(input_ids, attention_mask, condition, prompt=prompt)
+        body = self.model if not self.backbone.is_causal else self.model.base_model
+        hidden = body(**kwargs, use_cache=False).last_hidden_state
+        n_seq = hidden.shape[1] - input_ids.shape[1]
+        real = attention_mask.to(hidden.device).long()
+        if n_seq:  # place zeros where the virtual tokens sit
+            zeros = real.new_zeros(real.shape[0], n_seq, 1)
+            real = insert_virtual(real.unsqueeze(-1), attention_mask.to(hidden.device).long(), zeros)[0].squeeze(-1)
+        return hidden, real
+
+    def last_hidden(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
+        prompt: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Final hidden state (after the final norm) at each row's last position: (B, H).
+
+        With left padding the last column is every row's last real token.
+        """
+        hidden, _ = self.encode(input_ids, attention_mask, condition, prompt)
+        return hidden[:, -1]
 
     def sequence_logprobs(
         self,
