@@ -63,11 +63,51 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train an adapter from a YAML experiment config with key=value overrides")
+    p.add_argument("--config-name", "--config", dest="config_name", default=None,
+                   help="a name in configs/ (e.g. sst2_ptcprl_minilm) or a path to a .yaml file")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.batch=4 method.k_negatives=1")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its checkpoints/last")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .build import make_trainer
+    from .config import load_yaml
+    from .experiment import from_dict, resolve
+
+    console = Console()
+    if args.resume:
+        if args.overrides or args.config_name:
+            raise SoftPromptError("--resume takes the run's own config.yaml; drop --config-name and overrides")
+        config = from_dict(load_yaml(f"{args.resume}/config.yaml"))
+    else:
+        if not args.config_name:
+            raise SoftPromptError("give --config-name NAME (see configs/) or --resume RUN_DIR")
+        config = resolve(args.config_name, args.overrides)
+    trainer = make_trainer(config, resume=args.resume, progress=not args.no_progress)
+    console.print(f"run folder: [bold]{trainer.run.path}[/bold]")
+    metrics = trainer.fit(progress=not args.no_progress)
+    table = Table(title="final evaluation (best checkpoint)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="softprompt", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
+    _add_train(sub)
     return parser
 
 

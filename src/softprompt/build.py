@@ -1,0 +1,90 @@
+"""From a resolved ExperimentConfig to data, a classifier and a trainer.
+
+Everything that can fail on bad input (config, data files, model spec, adapter options)
+runs before the run folder is created, so a failed start leaves nothing behind that
+``--resume`` would pick up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .backbones import load_backbone
+from .classifiers import EmbeddingClassifier, VerbalizerClassifier
+from .errors import ConfigError
+from .model import SoftPromptModel
+from .runs import RunFolder
+from .tasks import get_task, load_split
+from .trainer import Data, Trainer
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def task_of(config):
+    task = get_task(config.task.name)
+    changes = {}
+    if config.task.template:
+        changes["template"] = config.task.template
+    if config.task.label_words:
+        changes["label_words"] = config.task.label_words
+    return dataclasses.replace(task, **changes) if changes else task
+
+
+def load_data(config, task) -> Data:
+    t = config.task
+
+    def split(name: str, file: str | None) -> list:
+        if file:
+            return load_split(task.name, name, path=file, text_column=t.text_column,
+                              text_pair_column=t.text_pair_column, label_column=t.label_column)
+        if not t.data_dir:
+            raise ConfigError("set task.data_dir (a GLUE-layout folder) or task.train_file/task.eval_file")
+        return load_split(task.name, name, data_dir=t.data_dir)
+
+    train = split(t.train_split, t.train_file)
+    evaluation = split(t.eval_split, t.eval_file)
+    if t.max_train_examples and len(train) > t.max_train_examples:  # a seeded random subset, not the file's head
+        keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))[:t.max_train_examples]
+        train = [train[i] for i in sorted(keep.tolist())]
+    if t.max_eval_examples:
+        evaluation = evaluation[:t.max_eval_examples]
+    return Data(train, evaluation)
+
+
+def classifier_kind(config, backbone) -> str:
+    if config.classifier != "auto":
+        return config.classifier
+    return "verbalizer" if backbone.is_causal and backbone.pooling is None else "embedding"
+
+
+def build_classifier(config, task, backbone=None):
+    backbone = backbone or load_backbone(config.model)
+    model = SoftPromptModel.from_backbone(backbone, config.adapter_config())
+    kind = classifier_kind(config, backbone)
+    if kind == "verbalizer":
+        if task.regression:
+            values = [float(v) for v in range(6)]
+            return VerbalizerClassifier(model, [[str(int(v))] for v in values], values=values)
+        return VerbalizerClassifier(model, task.label_words)
+    return EmbeddingClassifier(model, max(task.num_labels, 1), pooling=config.pooling, regression=task.regression)
+
+
+def make_trainer(config, resume: str | Path | None = None, progress: bool = True) -> Trainer:
+    seed_everything(config.seed)
+    task = task_of(config)
+    data = load_data(config, task)  # bad data fails here, before any folder exists
+    classifier = build_classifier(config, task)
+    run = RunFolder(Path(resume)) if resume else RunFolder.create(config)
+    trainer = Trainer(config, task, classifier, data, run)
+    if resume:
+        trainer.resume()
+    return trainer

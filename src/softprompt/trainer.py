@@ -1,0 +1,219 @@
+"""The one training loop: objectives and phases come from the config, never a new loop.
+
+Per optimizer step: tokenize a batch, run the active objectives (they share the plain
+forward pass), sum their weighted losses, backward (accumulated over ``grad_accum``
+micro-batches), clip, step AdamW and the warmup+cosine schedule. Evaluate each epoch (or
+every N steps), keep ``checkpoints/best`` by the task's main metric and ``checkpoints/last``
+for an exact ``--resume``, stop early on a plateau, show a rich progress bar.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+import torch
+
+from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from .classifiers import Classifier
+from .objectives import OBJECTIVES, StepInputs
+from .runs import RunFolder
+
+
+@dataclass
+class Data:
+    train: list  # list[Example]
+    eval: list
+
+
+def batches_of(n: int, size: int, seed: int, epoch: int) -> list[torch.Tensor]:
+    """The epoch's shuffled batches of example indices: a pure function of (seed, epoch)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return [order[i:i + size] for i in range(0, n, size)]
+
+
+class Trainer:
+    def __init__(self, config, task, classifier: Classifier, data: Data, run: RunFolder | None):
+        from accelerate import Accelerator
+        from transformers import get_scheduler
+
+        self.config, self.task, self.clf, self.data, self.run = config, task, classifier, data, run
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.clf.to(self.accelerator.device)
+        tr = config.train
+        self.objectives = {name: OBJECTIVES.get(name)(cfg) for name, cfg in config.objectives().items()}
+        self.schedule = config.schedule()
+        groups = [{"params": self.clf.model.trainable_parameters(), "lr": tr.lr}]
+        head = [p for p in self.clf.head_parameters() if p.requires_grad]
+        if head:
+            groups.append({"params": head, "lr": tr.head_lr if tr.head_lr is not None else tr.lr / 10})
+        self.optimizer = torch.optim.AdamW(groups, lr=tr.lr, weight_decay=tr.weight_decay)
+        self.steps_per_epoch = math.ceil(math.ceil(len(data.train) / tr.batch) / tr.grad_accum)
+        total = self.steps_per_epoch * tr.epochs
+        if tr.max_steps:
+            total = min(total, tr.max_steps)
+        self.total_steps = total
+        self.scheduler = get_scheduler(tr.scheduler if tr.scheduler != "constant" else "constant_with_warmup",
+                                       self.optimizer, num_warmup_steps=int(tr.warmup_ratio * total),
+                                       num_training_steps=total)
+        self.counters = {"epoch": 0, "micro_step": 0, "global_step": 0, "best": None, "bad_evals": 0,
+                         "train_time_sec": 0.0, "stopped_early": False}
+
+    # -- batches ---------------------------------------------------------------------------------
+    def make_batch(self, examples: list) -> dict:
+        batch = self.clf.tokenize([self.task.format(e) for e in examples], self.config.task.max_length)
+        dtype = torch.float if self.task.regression else torch.long
+        batch["labels"] = torch.tensor([e.label for e in examples], dtype=dtype, device=self.accelerator.device)
+        return batch
+
+    # -- training --------------------------------------------------------------------------------
+    def resume(self) -> None:
+        last = self.run.checkpoints / "last"
+        if find_checkpoint(last) is None:
+            from .errors import SoftPromptError
+
+            raise SoftPromptError(f"{self.run.path} has no complete checkpoint to resume from (checkpoints/last)")
+        self.counters = load_checkpoint(last, self.clf, self.optimizer, self.scheduler)
+        self.run.truncate_epoch_metrics(self.counters["epoch"] - (1 if self._epoch_done() else 0) + 1)
+
+    def _epoch_done(self) -> bool:
+        return self.counters["micro_step"] == 0
+
+    def fit(self, progress: bool = True) -> dict:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        tr, c = self.config.train, self.counters
+        self.clf.train()
+        columns = [TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("loss {task.fields[loss]:.4f}  {task.fields[metric]}"), TimeRemainingColumn()]
+        with Progress(*columns, disable=not progress, transient=False) as bar:
+            job = bar.add_task("train", total=self.total_steps, completed=c["global_step"], epoch=c["epoch"] + 1,
+                               loss=float("nan"), metric="")
+            while c["epoch"] < tr.epochs and not self._finished():
+                start = time.perf_counter()
+                self._train_epoch(bar, job)
+                c["train_time_sec"] += time.perf_counter() - start
+                if c["micro_step"] == 0 or self._finished():  # a whole epoch (or the step budget) is done
+                    c["epoch"] += 1
+                    c["micro_step"] = 0
+                    if not tr.eval_every:
+                        self._evaluate_and_keep(bar, job, epoch=c["epoch"])
+                    self._save("last")
+                if c["stopped_early"]:
+                    break
+        return self.finish()
+
+    def _finished(self) -> bool:
+        return self.counters["global_step"] >= self.total_steps or self.counters["stopped_early"]
+
+    def _train_epoch(self, bar, job) -> None:
+        tr, c = self.config.train, self.counters
+        weights = self.schedule.weights(c["epoch"])
+        batches = batches_of(len(self.data.train), tr.batch, self.config.seed, c["epoch"])
+        for i in range(c["micro_step"], len(batches)):
+            examples = [self.data.train[j] for j in batches[i].tolist()]
+            inputs = StepInputs(self.make_batch(examples), self.clf, c["epoch"], c["global_step"])
+            total, logs = 0.0, {}
+            for name, weight in weights.items():
+                out = self.objectives[name](inputs)
+                total = total + weight * out.loss
+                logs[f"loss/{name}"] = out.loss.item()
+                logs.update({f"{name}/{k}": v for k, v in out.metrics.items()})
+            self.accelerator.backward(total / tr.grad_accum)
+            c["micro_step"] = i + 1
+            last_micro = (i + 1) % tr.grad_accum == 0 or i + 1 == len(batches)
+            if not last_micro:
+                continue
+            if tr.max_grad_norm:
+                logs["grad_norm"] = float(self.accelerator.clip_grad_norm_(self.clf.trainable_parameters(),
+                                                                           tr.max_grad_norm))
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            c["global_step"] += 1
+            logs["loss"] = float(total.detach())
+            logs["lr"] = self.scheduler.get_last_lr()[0]
+            if self.run:
+                self.run.log_scalars(logs, c["global_step"], "train/")
+            bar.update(job, advance=1, loss=logs["loss"], epoch=c["epoch"] + 1)
+            if i + 1 == len(batches):
+                c["micro_step"] = 0
+            if tr.eval_every and c["global_step"] % tr.eval_every == 0:
+                self._evaluate_and_keep(bar, job, epoch=c["epoch"] + (c["micro_step"] == 0),
+                                        partial=c["micro_step"] != 0)
+                self._save("last")
+            if self._finished():
+                return
+
+    def _evaluate_and_keep(self, bar, job, epoch: int, partial: bool = False) -> None:
+        c, main = self.counters, self.task.main_metric
+        metrics, _ = self.evaluate()
+        row = {"epoch": epoch, "step": c["global_step"], **metrics}
+        if partial:
+            row["partial"] = True
+        score = metrics[f"eval_{main}"]
+        improved = c["best"] is None or score > c["best"]
+        if improved:
+            c["best"], c["bad_evals"] = score, 0
+            self._save("best")
+        else:
+            c["bad_evals"] += 1
+            patience = self.config.train.early_stopping_patience
+            if patience and c["bad_evals"] >= patience:
+                c["stopped_early"] = True
+        if self.run:
+            self.run.append_epoch_metrics(row)
+            self.run.log_scalars(metrics, c["global_step"], "eval/")
+        bar.update(job, metric=f"{main} {score:.4f} (best {c['best']:.4f})")
+
+    def _save(self, which: str) -> None:
+        if self.run:
+            save_checkpoint(self.run.checkpoints / which, self.clf, self.optimizer, self.scheduler,
+                            dict(self.counters))
+
+    # -- evaluation ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, examples: list | None = None) -> tuple[dict, list[dict]]:
+        """Task metrics on ``examples`` (default: the eval split), plus eval loss and speed."""
+        examples = self.data.eval if examples is None else examples
+        was_training = self.clf.training
+        self.clf.eval()
+        mle = OBJECTIVES.get("mle")(self.config.objectives()["mle"])
+        order = sorted(range(len(examples)), key=lambda i: len(self.task.format(examples[i])))
+        size = self.config.train.eval_batch
+        start = time.perf_counter()
+        preds, scores, losses, steps = {}, {}, [], 0
+        for b in range(0, len(order), size):
+            idx = order[b:b + size]
+            batch = self.make_batch([examples[i] for i in idx])
+            inputs = StepInputs(batch, self.clf)
+            losses.append(mle(inputs).loss.item() * len(idx))
+            pred = self.clf.predict(inputs.scores())
+            for i, p, s in zip(idx, pred.tolist(), inputs.scores().tolist()):
+                preds[i], scores[i] = p, s
+            steps += 1
+        runtime = time.perf_counter() - start
+        gold = [e.label for e in examples]
+        pred_list = [preds[i] for i in range(len(examples))]
+        metrics = {f"eval_{k}": v for k, v in self.task.compute_metrics(gold, pred_list).items()}
+        metrics.update({"eval_loss": sum(losses) / max(1, len(examples)), "eval_runtime": runtime,
+                        "eval_samples_per_second": len(examples) / runtime, "eval_steps_per_second": steps / runtime})
+        rows = [{"index": e.index, "text": self.task.format(e), "gold": e.label, "predicted": preds[i],
+                 "scores": scores[i]} for i, e in enumerate(examples)]
+        self.clf.train(was_training)
+        return metrics, rows
+
+    def finish(self) -> dict:
+        c = self.counters
+        best = self.run.checkpoints / "best" if self.run else None
+        if best is not None and find_checkpoint(best) is not None:  # report the best checkpoint's numbers
+            load_checkpoint(best, self.clf, self.optimizer, self.scheduler)
+        metrics, rows = self.evaluate()
+        summary = {"train_time_sec": c["train_time_sec"], "epochs": c["epoch"], "global_step": c["global_step"],
+                   "stopped_early": c["stopped_early"], **metrics}
+        if self.run:
+            self.run.write_predictions(rows)
+            self.run.write_metrics(summary)
+            self.run.close()
+        return summary
+

@@ -1,0 +1,121 @@
+"""The trainer end to end on a tiny model: run folder, phases, exact resume, clean failures."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_llama
+from softprompt.build import make_trainer
+from softprompt.errors import ConfigError, DataError
+from softprompt.experiment import from_dict
+
+POS = ["the movie was great", "i loved it", "really fun and good", "a great story", "so good", "great actors"]
+NEG = ["the movie was awful", "i hated it", "a boring plot", "bad actors", "not very good", "an awful story"]
+
+
+def glue_dir(tmp_path, bad_row: str | None = None):
+    root = tmp_path / "glue" / "SST-2"
+    root.mkdir(parents=True, exist_ok=True)
+    rows = [f"{t} \t1" for t in POS] + [f"{t} \t0" for t in NEG]
+    if bad_row:
+        rows.insert(3, bad_row)
+    (root / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows * 2) + "\n")
+    (root / "dev.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    return tmp_path / "glue"
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    backbone = tiny_llama()
+    backbone.model.save_pretrained(tmp_path / "model")
+    backbone.tokenizer.save_pretrained(tmp_path / "model")
+    return tmp_path / "model"
+
+
+def config(tmp_path, model_dir, **sections):
+    raw = {
+        "model": str(model_dir), "classifier": "verbalizer", "output_dir": str(tmp_path / "runs"), "run_id": "r",
+        "task": {"name": "sst2", "data_dir": str(glue_dir(tmp_path)), "template": "{text} :",
+                 "label_words": [["bad", "awful"], ["good", "great"]]},
+        "adapter": {"type": "prompt_tuning", "num_virtual_tokens": 3, "init": "random", "init_seed": 0},
+        "method": {"name": "ptcprl", "phase1_epochs": 1, "k_negatives": 1, "rl_subset_size": 4},
+        "train": {"batch": 4, "epochs": 3, "lr": 0.05},
+    }
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    return raw
+
+
+def test_train_writes_the_run_folder(tmp_path, model_dir):
+    trainer = make_trainer(from_dict(config(tmp_path, model_dir)), progress=False)
+    metrics = trainer.fit(progress=False)
+    run = trainer.run.path
+    assert run == tmp_path / "runs" / "model" / "sst2" / "ptcprl" / "r"
+    rows = [json.loads(x) for x in (run / "epoch_metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert {"eval_loss", "eval_accuracy", "eval_runtime"} <= set(rows[0])
+    saved = json.loads((run / "metrics.json").read_text())
+    for key in ("train_time_sec", "epochs", "eval_loss", "eval_accuracy", "eval_samples_per_second",
+                "eval_steps_per_second"):
+        assert key in saved
+    assert saved == pytest.approx(metrics)
+    for which in ("best", "last"):
+        names = {p.name for p in (run / "checkpoints" / which).iterdir()}
+        assert {"adapter.safetensors", "softprompt_adapter.json", "optimizer.safetensors",
+                "trainer_state.json"} <= names
+    assert (run / "config.yaml").exists() and list((run / "tb").iterdir())
+    preds = [json.loads(x) for x in (run / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 12 and {"index", "text", "gold", "predicted", "scores"} <= set(preds[0])
+
+
+def test_phase_switch_activates_the_other_terms(tmp_path, model_dir):
+    trainer = make_trainer(from_dict(config(tmp_path, model_dir)), progress=False)
+    seen = []
+    for name, objective in trainer.objectives.items():
+        def spy(inputs, _obj=objective, _name=name):
+            seen.append((inputs.epoch, _name))
+            return type(_obj).__call__(_obj, inputs)
+        trainer.objectives[name] = spy
+    trainer.fit(progress=False)
+    assert {n for e, n in seen if e == 0} == {"mle"}
+    assert {n for e, n in seen if e == 1} == {"mle", "contrastive", "label_reinforce"}
+
+
+def test_resume_ends_like_an_uninterrupted_run(tmp_path, model_dir):
+    full = make_trainer(from_dict(config(tmp_path, model_dir, run_id="full")), progress=False)
+    expected = full.fit(progress=False)
+
+    interrupted = make_trainer(from_dict(config(tmp_path, model_dir, run_id="cut")), progress=False)
+    original = interrupted._save
+
+    def save_then_die(which):
+        original(which)
+        if which == "last" and interrupted.counters["epoch"] == 2:
+            raise KeyboardInterrupt
+    interrupted._save = save_then_die
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit(progress=False)
+    resumed = make_trainer(from_dict(config(tmp_path, model_dir, run_id="cut")), resume=interrupted.run.path,
+                           progress=False)
+    assert resumed.counters["epoch"] == 2
+    got = resumed.fit(progress=False)
+    for key in ("eval_accuracy", "eval_loss", "epochs", "global_step"):
+        assert got[key] == pytest.approx(expected[key], abs=1e-6), key
+    a = full.clf.model.adapter.embeddings
+    b = resumed.clf.model.adapter.embeddings
+    assert torch.allclose(a, b, atol=1e-6)
+    rows = (interrupted.run.path / "epoch_metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3]
+
+
+def test_unknown_key_and_bad_data_fail_before_any_folder(tmp_path, model_dir):
+    with pytest.raises(ConfigError, match="did you mean 'train.batch'"):
+        from_dict(config(tmp_path, model_dir), ["train.bach=4"])
+    cfg = from_dict(config(tmp_path, model_dir), ["method_cfg.k_negatives=2", "method_cfg.num_virtual_tokens=5"])
+    assert cfg.method.k_negatives == 2 and cfg.adapter_config().num_virtual_tokens == 5
+    raw = config(tmp_path / "bad", model_dir)
+    raw["task"]["data_dir"] = str(glue_dir(tmp_path / "bad" / "x", bad_row="a fine film \t7"))
+    with pytest.raises(DataError, match=r"train.tsv.*line"):
+        make_trainer(from_dict(raw), progress=False)
+    assert not (tmp_path / "bad" / "runs").exists()
