@@ -47,6 +47,23 @@ def test_batched_equals_one_by_one(llama, name):
         torch.testing.assert_close(batched[i, -length:], alone, atol=1e-5, rtol=1e-5)
 
 
+def test_shared_prompt_cache_equals_in_sequence(llama):
+    model = SoftPromptModel.from_backbone(llama, CONFIGS["prompt"])
+    assert model.shares_prompt_cache()
+    ids, mask = encode(llama.tokenizer, TEXTS)
+    shared = model(ids, mask).logits
+    hidden, real = model.encode(ids, mask)
+    model.share_prompt = False
+    real_rows = mask.bool()  # pads' outputs are meaningless in either layout
+    torch.testing.assert_close(shared[real_rows], model(ids, mask).logits[real_rows], atol=1e-5, rtol=1e-5)
+    hidden_seq, real_seq = model.encode(ids, mask)
+    torch.testing.assert_close(hidden[real.bool()], hidden_seq[real_seq.bool()], atol=1e-5, rtol=1e-5)
+    # the gradient reaches the prompt through the cached K/V too
+    model.share_prompt = True
+    model(ids, mask).logits[mask.bool()].logsumexp(-1).sum().backward()
+    assert model.adapter.embeddings.grad.abs().sum() > 0
+
+
 def test_conditional_batched_equals_one_by_one(llama):
     model = SoftPromptModel.from_backbone(llama, ConditionalPromptConfig(num_virtual_tokens=3, condition_dim=8,
                                                                          init_seed=0))

@@ -41,6 +41,7 @@ class SoftPromptModel(nn.Module):
         self.backbone = backbone
         self.model = backbone.model
         self.adapter = adapter
+        self.share_prompt = True  # see shares_prompt_cache()
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
@@ -98,6 +99,33 @@ class SoftPromptModel(nn.Module):
             cache.update(k, v, layer)
         return cache
 
+    def shares_prompt_cache(self) -> bool:
+        """True when every row sees the same virtual tokens in a causal LM.
+
+        Their keys/values then do not depend on the text after them, so they are computed
+        once (batch 1) and repeated in the KV cache instead of recomputed per row: the
+        same numbers as in-sequence placement at a fraction of the cost.
+        """
+        from .adapters import PromptTuning
+
+        adapter = self.adapter
+        return (self.share_prompt and self.backbone.is_causal and isinstance(adapter, PromptTuning)
+                and not (adapter.training and adapter.config.dropout > 0))
+
+    def prompt_cache(self, batch_size: int, cache=None):
+        """Append the virtual tokens' per-layer K/V (computed once) for ``batch_size`` rows to ``cache``."""
+        from transformers import DynamicCache
+
+        prompt = self.adapter.embeddings.unsqueeze(0)
+        n = prompt.shape[1]
+        alone = DynamicCache(config=self.model.config)
+        positions = torch.arange(n, device=prompt.device).unsqueeze(0)
+        self.model.base_model(inputs_embeds=prompt, position_ids=positions, past_key_values=alone, use_cache=True)
+        cache = cache if cache is not None else DynamicCache(config=self.model.config)
+        for i, layer in enumerate(alone.layers):
+            cache.update(layer.keys.expand(batch_size, -1, -1, -1), layer.values.expand(batch_size, -1, -1, -1), i)
+        return cache
+
     def model_inputs(
         self,
         input_ids: torch.Tensor,
@@ -117,15 +145,18 @@ class SoftPromptModel(nn.Module):
         batch = input_ids.shape[0]
         embeds = self.model.get_input_embeddings()(input_ids)
         seq_mask = attention_mask
-        if prompt is None and self.num_sequence_tokens:
+        n_cached = self.num_prefix_tokens
+        if n_cached and past_key_values is None:
+            past_key_values = self.prefix_cache(batch)
+        if prompt is None and self.shares_prompt_cache():
+            past_key_values = self.prompt_cache(batch, past_key_values)
+            n_cached = self.num_sequence_tokens
+        elif prompt is None and self.num_sequence_tokens:
             prompt = self.adapter.prompt_embeddings(batch, condition)
         if prompt is not None:
             embeds, seq_mask = insert_virtual(embeds, attention_mask, prompt)
-        n_prefix = self.num_prefix_tokens
-        if n_prefix and past_key_values is None:
-            past_key_values = self.prefix_cache(batch)
-        offset = n_prefix if self.backbone.is_causal else 0
-        full_mask = torch.cat([seq_mask.new_ones(batch, n_prefix), seq_mask], 1) if n_prefix else seq_mask
+        offset = n_cached if self.backbone.is_causal else 0
+        full_mask = torch.cat([seq_mask.new_ones(batch, n_cached), seq_mask], 1) if n_cached else seq_mask
         return {
             "inputs_embeds": embeds,
             "attention_mask": full_mask,

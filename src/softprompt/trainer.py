@@ -175,7 +175,12 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, examples: list | None = None) -> tuple[dict, list[dict]]:
         """Task metrics on ``examples`` (default: the eval split), plus eval loss and speed."""
-        examples = self.data.eval if examples is None else examples
+        from .kernels import packed_linears
+
+        with packed_linears(self.clf.model.model, batch_hint=self.config.train.eval_batch):
+            return self._evaluate(self.data.eval if examples is None else examples)
+
+    def _evaluate(self, examples: list) -> tuple[dict, list[dict]]:
         was_training = self.clf.training
         self.clf.eval()
         mle = OBJECTIVES.get("mle")(self.config.objectives()["mle"])
