@@ -119,3 +119,22 @@ def test_unknown_key_and_bad_data_fail_before_any_folder(tmp_path, model_dir):
     with pytest.raises(DataError, match=r"train.tsv.*line"):
         make_trainer(from_dict(raw), progress=False)
     assert not (tmp_path / "bad" / "runs").exists()
+
+
+def test_eval_command_on_run_and_base_model(tmp_path, model_dir, capsys):
+    from softprompt.cli import main
+    from softprompt.evaluation import evaluate_tasks
+
+    trainer = make_trainer(from_dict(config(tmp_path, model_dir, method={"name": "mle"},
+                                            train={"epochs": 1})), progress=False)
+    summary = trainer.fit(progress=False)
+    results = evaluate_tasks(["sst2"], adapter=str(trainer.run.path), save_predictions=str(tmp_path / "preds"))
+    assert results["sst2"]["eval_accuracy"] == pytest.approx(summary["eval_accuracy"])
+    assert results["sst2"]["eval_loss"] == pytest.approx(summary["eval_loss"], rel=1e-5)
+    rows = (tmp_path / "preds" / "sst2.jsonl").read_text().splitlines()
+    assert len(rows) == 12 and {"index", "text", "gold", "predicted", "scores"} <= set(json.loads(rows[0]))
+    data_dir = str(tmp_path / "glue")
+    assert main(["eval", "--model", str(model_dir), "--task", "sst2", "--data-dir", data_dir]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    assert main(["eval", "--model", str(model_dir), "--task", "sst3", "--data-dir", data_dir]) == 2
+    assert "did you mean 'sst2'" in capsys.readouterr().err

@@ -68,8 +68,12 @@ def classifier_kind(config, backbone) -> str:
 
 def build_classifier(config, task, backbone=None):
     backbone = backbone or load_backbone(config.model)
-    model = SoftPromptModel.from_backbone(backbone, config.adapter_config())
-    kind = classifier_kind(config, backbone)
+    return build_classifier_for(config, task, SoftPromptModel.from_backbone(backbone, config.adapter_config()))
+
+
+def build_classifier_for(config, task, model: SoftPromptModel):
+    """The classifier the config asks for, around an existing SoftPromptModel."""
+    kind = classifier_kind(config, model.backbone)
     if kind == "verbalizer":
         if task.regression:
             values = [float(v) for v in range(6)]

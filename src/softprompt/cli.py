@@ -102,12 +102,49 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a run / adapter, or the base model alone, on GLUE tasks")
+    p.add_argument("run", nargs="?", default=None, help="run folder or adapter directory (omit with --model)")
+    p.add_argument("--task", required=True, help="comma-separated tasks: cola,sst2,stsb,mrpc,rte,wnli")
+    p.add_argument("--model", default=None, help="backbone spec (default: the adapter's); alone: the base model")
+    p.add_argument("--data-dir", default=None, help="GLUE-layout folder (default: the run's)")
+    p.add_argument("--split", default="dev")
+    p.add_argument("--max-samples", type=int, default=None)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--save-predictions", default=None, metavar="DIR", help="write <task>.jsonl and metrics.json")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .evaluation import evaluate_tasks
+
+    console = Console()
+    tasks = [t.strip() for t in args.task.split(",") if t.strip()]
+    with console.status("evaluating"):
+        results = evaluate_tasks(tasks, args.run, args.model, args.data_dir, args.split, args.max_samples,
+                                 args.batch, args.save_predictions)
+    table = Table(title=f"evaluation of {args.run or args.model} ({args.split})")
+    table.add_column("task")
+    table.add_column("metrics")
+    table.add_column("examples/s", justify="right")
+    for task, m in results.items():
+        shown = ", ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in m.items()
+                          if k not in ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second"))
+        table.add_row(task, shown, f"{m['eval_samples_per_second']:.1f}")
+    console.print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="softprompt", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
     _add_train(sub)
+    _add_eval(sub)
     return parser
 
 

@@ -65,13 +65,13 @@ class RunFolder:
         old = path.read_text() if path.exists() else ""
         atomic_write(path, lambda tmp: Path(tmp).write_text(old + json.dumps(row, sort_keys=True) + "\n"))
 
-    def truncate_epoch_metrics(self, epochs_done: int) -> None:
-        """On resume, drop rows of epochs after the checkpoint (they will be redone)."""
+    def truncate_epoch_metrics(self, global_step: int) -> None:
+        """On resume, drop the rows logged after the checkpoint's step (they will be redone)."""
         path = self.path / "epoch_metrics.jsonl"
         if not path.exists():
             return
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        kept = [r for r in rows if r.get("epoch", 0) <= epochs_done and not r.get("partial")]
+        kept = [r for r in rows if r.get("step", 0) <= global_step]
         atomic_write(path, lambda tmp: Path(tmp).write_text("".join(json.dumps(r, sort_keys=True) + "\n"
                                                                     for r in kept)))
 
@@ -79,8 +79,9 @@ class RunFolder:
         write_json(self.path / "metrics.json", metrics)
 
     def write_predictions(self, rows: list[dict], name: str = "predictions.jsonl") -> None:
-        atomic_write(self.path / name,
-                     lambda tmp: Path(tmp).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)))
+        from .evaluation import write_predictions
+
+        write_predictions(rows, self.path / name)
 
     def close(self) -> None:
         if self._tb:

@@ -16,6 +16,7 @@ import torch
 
 from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from .classifiers import Classifier
+from .evaluation import evaluate, make_batch
 from .objectives import OBJECTIVES, StepInputs
 from .runs import RunFolder
 
@@ -61,10 +62,8 @@ class Trainer:
 
     # -- batches ---------------------------------------------------------------------------------
     def make_batch(self, examples: list) -> dict:
-        batch = self.clf.tokenize([self.task.format(e) for e in examples], self.config.task.max_length)
-        dtype = torch.float if self.task.regression else torch.long
-        batch["labels"] = torch.tensor([e.label for e in examples], dtype=dtype, device=self.accelerator.device)
-        return batch
+        batch = make_batch(self.clf, self.task, examples, self.config.task.max_length)
+        return {k: v.to(self.accelerator.device) for k, v in batch.items()}
 
     # -- training --------------------------------------------------------------------------------
     def resume(self) -> None:
@@ -74,10 +73,7 @@ class Trainer:
 
             raise SoftPromptError(f"{self.run.path} has no complete checkpoint to resume from (checkpoints/last)")
         self.counters = load_checkpoint(last, self.clf, self.optimizer, self.scheduler)
-        self.run.truncate_epoch_metrics(self.counters["epoch"] - (1 if self._epoch_done() else 0) + 1)
-
-    def _epoch_done(self) -> bool:
-        return self.counters["micro_step"] == 0
+        self.run.truncate_epoch_metrics(self.counters["global_step"])
 
     def fit(self, progress: bool = True) -> dict:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -139,8 +135,8 @@ class Trainer:
             if i + 1 == len(batches):
                 c["micro_step"] = 0
             if tr.eval_every and c["global_step"] % tr.eval_every == 0:
-                self._evaluate_and_keep(bar, job, epoch=c["epoch"] + (c["micro_step"] == 0),
-                                        partial=c["micro_step"] != 0)
+                done = c["micro_step"] / len(batches) if c["micro_step"] else 1.0
+                self._evaluate_and_keep(bar, job, epoch=round(c["epoch"] + done, 4), partial=c["micro_step"] != 0)
                 self._save("last")
             if self._finished():
                 return
@@ -172,41 +168,10 @@ class Trainer:
                             dict(self.counters))
 
     # -- evaluation ------------------------------------------------------------------------------
-    @torch.no_grad()
     def evaluate(self, examples: list | None = None) -> tuple[dict, list[dict]]:
         """Task metrics on ``examples`` (default: the eval split), plus eval loss and speed."""
-        from .kernels import packed_linears
-
-        with packed_linears(self.clf.model.model, batch_hint=self.config.train.eval_batch):
-            return self._evaluate(self.data.eval if examples is None else examples)
-
-    def _evaluate(self, examples: list) -> tuple[dict, list[dict]]:
-        was_training = self.clf.training
-        self.clf.eval()
-        mle = OBJECTIVES.get("mle")(self.config.objectives()["mle"])
-        order = sorted(range(len(examples)), key=lambda i: len(self.task.format(examples[i])))
-        size = self.config.train.eval_batch
-        start = time.perf_counter()
-        preds, scores, losses, steps = {}, {}, [], 0
-        for b in range(0, len(order), size):
-            idx = order[b:b + size]
-            batch = self.make_batch([examples[i] for i in idx])
-            inputs = StepInputs(batch, self.clf)
-            losses.append(mle(inputs).loss.item() * len(idx))
-            pred = self.clf.predict(inputs.scores())
-            for i, p, s in zip(idx, pred.tolist(), inputs.scores().tolist()):
-                preds[i], scores[i] = p, s
-            steps += 1
-        runtime = time.perf_counter() - start
-        gold = [e.label for e in examples]
-        pred_list = [preds[i] for i in range(len(examples))]
-        metrics = {f"eval_{k}": v for k, v in self.task.compute_metrics(gold, pred_list).items()}
-        metrics.update({"eval_loss": sum(losses) / max(1, len(examples)), "eval_runtime": runtime,
-                        "eval_samples_per_second": len(examples) / runtime, "eval_steps_per_second": steps / runtime})
-        rows = [{"index": e.index, "text": self.task.format(e), "gold": e.label, "predicted": preds[i],
-                 "scores": scores[i]} for i, e in enumerate(examples)]
-        self.clf.train(was_training)
-        return metrics, rows
+        return evaluate(self.clf, self.task, self.data.eval if examples is None else examples,
+                        self.config.train.eval_batch, self.config.task.max_length, self.config.objectives()["mle"])
 
     def finish(self) -> dict:
         c = self.counters
