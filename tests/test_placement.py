@@ -103,3 +103,16 @@ def test_encoder_padding_invariant(bert, name):
         alone, alone_mask = model.encode(one_ids, one_mask)
         rows = full_mask[i].bool()
         torch.testing.assert_close(hidden[i][rows], alone[0][alone_mask[0].bool()], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["prompt", "prefix", "lora", "none"])
+def test_packed_last_hidden_equals_padded(llama, name):
+    model = SoftPromptModel.from_backbone(llama, CONFIGS[name])
+    ids, mask = encode(llama.tokenizer, TEXTS)
+    assert model._can_pack(mask)
+    packed = model.last_hidden(ids, mask)
+    padded = model.encode(ids, mask)[0][:, -1]
+    torch.testing.assert_close(packed, padded, atol=1e-5, rtol=1e-5)
+    if model.trainable_parameters():
+        packed.sum().backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.trainable_parameters())

@@ -220,10 +220,52 @@ class SoftPromptModel(nn.Module):
     ) -> torch.Tensor:
         """Final hidden state (after the final norm) at each row's last position: (B, H).
 
-        With left padding the last column is every row's last real token.
+        With left padding the last column is every row's last real token. A padded batch
+        whose cached part (shared prompt, prefix, or none) is the same for every row runs
+        padding-free: see :meth:`_packed_last_hidden`.
         """
+        if attention_mask is not None and prompt is None and self._can_pack(attention_mask):
+            return self._packed_last_hidden(input_ids, attention_mask)
         hidden, _ = self.encode(input_ids, attention_mask, condition, prompt)
         return hidden[:, -1]
+
+    #: pack a batch when at least this fraction of it is padding ...
+    PACK_MIN_PADDING = 0.2
+    #: ... and it holds at most this many real tokens (attention over the packed row is quadratic)
+    PACK_MAX_TOKENS = 768
+
+    def _can_pack(self, mask: torch.Tensor) -> bool:
+        if not self.backbone.is_causal or mask.shape[0] < 2:
+            return False
+        if self.num_sequence_tokens and not self.shares_prompt_cache():
+            return False  # per-row virtual tokens in the sequence
+        real = int(mask.sum())
+        return real <= self.PACK_MAX_TOKENS and 1 - real / mask.numel() >= self.PACK_MIN_PADDING
+
+    def _packed_last_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Padding-free forward: all rows' real tokens in one row, attention block-diagonal.
+
+        Each token attends to the cached part (shared prompt or prefix, computed for one row)
+        and to earlier tokens of its own row, at the positions it has unpacked, so the result
+        equals the padded forward while no compute goes to pads.
+        """
+        mask = attention_mask.to(input_ids.device).bool()
+        batch, length = input_ids.shape
+        n_cached = self.num_prefix_tokens
+        cache = self.prefix_cache(1) if n_cached else None
+        if self.shares_prompt_cache():
+            cache, n_cached = self.prompt_cache(1), self.num_sequence_tokens
+        tokens = input_ids[mask].unsqueeze(0)  # (1, T), rows one after another
+        row = torch.arange(batch, device=mask.device).unsqueeze(1).expand(batch, length)[mask]
+        positions = (mask.long().cumsum(1) - 1)[mask] + n_cached
+        t = tokens.shape[1]
+        order = torch.arange(t, device=mask.device)
+        own = (row.unsqueeze(1) == row.unsqueeze(0)) & (order.unsqueeze(0) <= order.unsqueeze(1))
+        allowed = torch.cat([own.new_ones(t, n_cached), own], 1)[None, None]  # (1, 1, T, n+T)
+        hidden = self.model.base_model(inputs_embeds=self.model.get_input_embeddings()(tokens),
+                                       attention_mask=allowed, position_ids=positions.unsqueeze(0),
+                                       past_key_values=cache, use_cache=False).last_hidden_state[0]
+        return hidden[mask.sum(1).cumsum(0) - 1]
 
     def sequence_logprobs(
         self,
