@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import write_results
+
 TEMPLATE = "Review: {text}\nSentiment:"
 WORDS = [" terrible", " great"]
 INIT = "Classify the sentiment of the movie review as great or terrible."
@@ -163,9 +165,7 @@ def main() -> None:
     table.add_row("peak RSS MB", f"{results['peft_rss_mb']:.0f}", f"{results['softprompt_rss_mb']:.0f}",
                   f"{results['rss_ratio']:.2f}x", "<= 1x")
     Console().print(table)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(results, args.out)
 
 
 if __name__ == "__main__":

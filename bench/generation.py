@@ -12,11 +12,11 @@ of --repeats runs after a warm-up) and writes bench/results/generation.json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
+from _common import write_results
 
 PROMPTS = [
     "it 's a charming and often affecting journey",
@@ -122,9 +122,7 @@ def main() -> None:
         table.add_row(key, f"{results[key]:.2f}x")
     table.add_row("cache_equal", str(results["cache_equal"]))
     Console().print(table)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(results, args.out)
 
 
 if __name__ == "__main__":

@@ -138,3 +138,15 @@ def test_eval_command_on_run_and_base_model(tmp_path, model_dir, capsys):
     assert "accuracy" in capsys.readouterr().out
     assert main(["eval", "--model", str(model_dir), "--task", "sst3", "--data-dir", data_dir]) == 2
     assert "did you mean 'sst2'" in capsys.readouterr().err
+
+
+def test_early_stopping_on_a_plateau(tmp_path, model_dir):
+    # lr 0: the metric cannot improve after the first evaluation
+    cfg = from_dict(config(tmp_path, model_dir, method={"name": "mle"},
+                           train={"epochs": 5, "lr": 0.0, "early_stopping_patience": 2}))
+    trainer = make_trainer(cfg, progress=False)
+    summary = trainer.fit(progress=False)
+    assert summary["stopped_early"] is True
+    assert summary["epochs"] == 3  # best at epoch 1, then two evaluations without improvement
+    rows = (trainer.run.path / "epoch_metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 3
