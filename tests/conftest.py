@@ -9,7 +9,7 @@ import pytest
 import torch
 
 WORDS = ("the a movie film was is great bad good awful fun boring plot actors story i loved hated it and "
-         "but not very really so this that of to in with terrible wonderful").split()
+         "but not very really so this that of to in with terrible wonderful negative positive").split()
 
 
 def tiny_tokenizer(padding_side: str = "left"):

@@ -352,7 +352,7 @@ def test_glue_tasks_registered():
         gold = [0.0, 1.0, 2.0] if t.regression else [0, 1, 1]
         assert t.compute_metrics(gold, gold)[key] == pytest.approx(1.0)
     assert get_task("STS-B").template.endswith("Similarity (0-5):")
-    assert get_task("sst2").label_words[1][:2] == ["great", "good"]
+    assert get_task("sst2").label_words[1][:2] == ["positive", "good"]
     assert get_task("rte").label_words[0][0] == "True" and get_task("wnli").label_words[1][0] == "True"
 
 
@@ -365,7 +365,7 @@ def test_format_and_continuations():
     sst2, rte = get_task("sst2"), get_task("rte")
     assert sst2.format(Example("a {weird} film")) == "Review: a {weird} film\nSentiment:"
     assert rte.format(Example("P.", "H.")) == "P.\nQuestion: H. True or False?\nAnswer:"
-    assert sst2.continuations()[0][0] == " terrible" and sst2.continuations("")[0][0] == "terrible"
+    assert sst2.continuations()[0][0] == " negative" and sst2.continuations("")[0][0] == "negative"
     with pytest.raises(DataError, match="needs a text pair"):
         rte.format(Example("P."))
 

@@ -16,7 +16,8 @@ _FALSE = ["False", "false", "no", "wrong"]
 
 SST2 = register_task(Task(
     name="sst2", num_labels=2,
-    label_words=[["terrible", "bad", "awful"], ["great", "good", "wonderful"]],
+    # SmolLM2 zero-shot, 300 dev sentences: 78% with these, 60% with terrible/bad/awful vs great/good/wonderful
+    label_words=[["negative", "bad", "terrible"], ["positive", "good", "great"]],
     template="Review: {text}\nSentiment:",
     metric="accuracy", main_metric="accuracy", label_names=["negative", "positive"],
     description="SST-2 binary sentiment of movie-review sentences (1 = positive).",
