@@ -126,6 +126,19 @@ class SoftPromptModel(nn.Module):
             cache.update(layer.keys.expand(batch_size, -1, -1, -1), layer.values.expand(batch_size, -1, -1, -1), i)
         return cache
 
+    def shared_context(self, batch_size: int, cache=None, share_prompt: bool = False) -> tuple[object, int]:
+        """The KV cache of what every row sees before its own tokens, and its length.
+
+        That is the adapter's prefix (added unless ``cache`` is given, e.g. prefilled by
+        generation) or, with ``share_prompt``, the virtual tokens computed once.
+        """
+        n_cached = self.num_prefix_tokens
+        if n_cached and cache is None:
+            cache = self.prefix_cache(batch_size)
+        if share_prompt:
+            return self.prompt_cache(batch_size, cache), self.num_sequence_tokens
+        return cache, n_cached
+
     def model_inputs(
         self,
         input_ids: torch.Tensor,
@@ -145,13 +158,9 @@ class SoftPromptModel(nn.Module):
         batch = input_ids.shape[0]
         embeds = self.model.get_input_embeddings()(input_ids)
         seq_mask = attention_mask
-        n_cached = self.num_prefix_tokens
-        if n_cached and past_key_values is None:
-            past_key_values = self.prefix_cache(batch)
-        if prompt is None and self.shares_prompt_cache():
-            past_key_values = self.prompt_cache(batch, past_key_values)
-            n_cached = self.num_sequence_tokens
-        elif prompt is None and self.num_sequence_tokens:
+        shared = prompt is None and self.shares_prompt_cache()
+        past_key_values, n_cached = self.shared_context(batch, past_key_values, shared)
+        if prompt is None and not shared and self.num_sequence_tokens:
             prompt = self.adapter.prompt_embeddings(batch, condition)
         if prompt is not None:
             embeds, seq_mask = insert_virtual(embeds, attention_mask, prompt)
@@ -251,10 +260,7 @@ class SoftPromptModel(nn.Module):
         """
         mask = attention_mask.to(input_ids.device).bool()
         batch, length = input_ids.shape
-        n_cached = self.num_prefix_tokens
-        cache = self.prefix_cache(1) if n_cached else None
-        if self.shares_prompt_cache():
-            cache, n_cached = self.prompt_cache(1), self.num_sequence_tokens
+        cache, n_cached = self.shared_context(1, share_prompt=self.shares_prompt_cache())
         tokens = input_ids[mask].unsqueeze(0)  # (1, T), rows one after another
         row = torch.arange(batch, device=mask.device).unsqueeze(1).expand(batch, length)[mask]
         positions = (mask.long().cumsum(1) - 1)[mask] + n_cached
