@@ -55,6 +55,21 @@ def test_mle_equals_hand_computed_cross_entropy():
     assert out.metrics["train_accuracy"] == 0.5
 
 
+def test_balanced_class_weights_by_hand():
+    # training labels 0,0,0,1: balanced weights n / (classes * count) = 4/6 and 4/2
+    mle = OBJECTIVES.get("mle")(MLEConfig(class_weights="balanced"))
+    mle.prepare([0, 0, 0, 1])
+    torch.testing.assert_close(mle.weight, torch.tensor([2 / 3, 2.0]))
+    scores = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    out = mle(StepInputs({"labels": torch.tensor([0, 1])}, FixedScores(scores)))
+    l0 = -math.log(math.exp(2) / (math.exp(2) + 1))
+    l1 = -math.log(math.e / (1 + math.e))
+    # torch's weighted mean: sum(w_y * loss) / sum(w_y)
+    assert out.loss.item() == pytest.approx((2 / 3 * l0 + 2 * l1) / (2 / 3 + 2), rel=1e-6)
+    with pytest.raises(ConfigError, match="balanced"):
+        MLEConfig(class_weights="balance")
+
+
 def test_two_hot_has_the_right_expectation():
     values = torch.arange(6.0)
     target = two_hot(torch.tensor([2.3, 5.0, 0.0]), values)

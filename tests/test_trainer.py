@@ -43,7 +43,8 @@ def config(tmp_path, model_dir, **sections):
         "train": {"batch": 4, "epochs": 3, "lr": 0.05},
     }
     for key, value in sections.items():
-        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+        merge = isinstance(value, dict) and key != "method"  # a method section replaces the other one
+        raw[key] = {**raw.get(key, {}), **value} if merge else value
     return raw
 
 
@@ -113,7 +114,7 @@ def test_unknown_key_and_bad_data_fail_before_any_folder(tmp_path, model_dir):
     with pytest.raises(ConfigError, match="did you mean 'train.batch'"):
         from_dict(config(tmp_path, model_dir), ["train.bach=4"])
     cfg = from_dict(config(tmp_path, model_dir), ["method_cfg.k_negatives=2", "method_cfg.num_virtual_tokens=5"])
-    assert cfg.method.k_negatives == 2 and cfg.adapter_config().num_virtual_tokens == 5
+    assert cfg.method_config().k_negatives == 2 and cfg.adapter_config().num_virtual_tokens == 5
     raw = config(tmp_path / "bad", model_dir)
     raw["task"]["data_dir"] = str(glue_dir(tmp_path / "bad" / "x", bad_row="a fine film \t7"))
     with pytest.raises(DataError, match=r"train.tsv.*line"):

@@ -82,6 +82,37 @@ def build_classifier_for(config, task, model: SoftPromptModel):
     return EmbeddingClassifier(model, max(task.num_labels, 1), pooling=config.pooling, regression=task.regression)
 
 
+def load_trained_classifier(adapter: str | Path | None, task_name: str | None = None, model: str | None = None,
+                            sp_model: SoftPromptModel | None = None):
+    """(classifier, task, config) from a run folder or adapter directory, or the base ``model`` alone.
+
+    A run folder brings its config: the task's template and label words, and the embedding
+    classifier's head. ``task_name`` (default: the run's task) picks the task to score.
+    """
+    from .classifiers import load_head
+    from .config import load_yaml
+    from .errors import SoftPromptError
+    from .experiment import ExperimentConfig, from_dict
+    from .model import resolve_adapter_dir
+
+    config = ExperimentConfig()
+    if adapter is not None and (Path(adapter) / "config.yaml").exists():
+        config = from_dict(load_yaml(Path(adapter) / "config.yaml"))
+    if sp_model is None:
+        sp_model = (SoftPromptModel.from_pretrained(adapter, backbone=model) if adapter is not None
+                    else SoftPromptModel(load_backbone(model or config.model)))
+    task = get_task(task_name or config.task.name)
+    if task.name == config.task.name:
+        task = task_of(config)  # the run's own template and label words
+    classifier = build_classifier_for(config, task, sp_model)
+    if classifier.head_state():
+        if adapter is None or task.name != config.task.name:
+            raise SoftPromptError(f"an embedding classifier's head was trained for {config.task.name!r}; "
+                                  f"it cannot score {task.name!r}")
+        load_head(classifier, resolve_adapter_dir(adapter))
+    return classifier, task, config
+
+
 def make_trainer(config, resume: str | Path | None = None, progress: bool = True) -> Trainer:
     seed_everything(config.seed)
     task = task_of(config)

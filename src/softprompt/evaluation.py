@@ -6,6 +6,7 @@ base model, RLPT's ``--use-base-model``).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -34,7 +35,8 @@ def evaluate(classifier, task, examples: list, batch_size: int = 32, max_length:
         raise SoftPromptError(f"no examples to evaluate for task {task.name!r}")
     was_training = classifier.training
     classifier.eval()
-    loss_fn = OBJECTIVES.get("mle")(mle or MLEConfig())
+    # eval_loss is the plain cross-entropy, whatever class weights training used
+    loss_fn = OBJECTIVES.get("mle")(dataclasses.replace(mle, class_weights=None) if mle else MLEConfig())
     texts = [task.format(e) for e in examples]
     order = sorted(range(len(examples)), key=lambda i: len(texts[i]))
     preds, scores, loss_sum, steps = {}, {}, 0.0, 0
@@ -71,35 +73,16 @@ def evaluate_tasks(tasks: list[str], adapter: str | None = None, model: str | No
                    data_dir: str | None = None, split: str = "dev", max_samples: int | None = None,
                    batch_size: int = 32, save_predictions: str | None = None) -> dict[str, dict]:
     """Evaluate a trained adapter (or run folder), or the base model alone, on several tasks."""
-    from .backbones import load_backbone
-    from .build import build_classifier_for, task_of
-    from .classifiers import load_head
-    from .config import load_yaml
-    from .experiment import ExperimentConfig, from_dict
-    from .model import SoftPromptModel, resolve_adapter_dir
-    from .tasks import get_task, load_split
+    from .build import load_trained_classifier
+    from .tasks import load_split
 
     if adapter is None and model is None:
         raise SoftPromptError("give a run folder / adapter directory, or --model for the base model alone")
-    config = ExperimentConfig()
-    if adapter is not None and (Path(adapter) / "config.yaml").exists():
-        config = from_dict(load_yaml(Path(adapter) / "config.yaml"))
-    if adapter is not None:
-        sp_model = SoftPromptModel.from_pretrained(adapter, backbone=model)
-    else:
-        sp_model = SoftPromptModel(load_backbone(model))
-    data_dir = data_dir or config.task.data_dir
-    results = {}
+    results, sp_model = {}, None
     for name in tasks:
-        task = get_task(name)
-        if task.name == config.task.name:
-            task = task_of(config)  # the run's own template and label words
-        classifier = build_classifier_for(config, task, sp_model)
-        if classifier.head_state():
-            if adapter is None or task.name != config.task.name:
-                raise SoftPromptError(f"an embedding classifier's head was trained for {config.task.name!r}; "
-                                      f"it cannot score {task.name!r}")
-            load_head(classifier, resolve_adapter_dir(adapter))
+        classifier, task, config = load_trained_classifier(adapter, name, model=model, sp_model=sp_model)
+        sp_model = classifier.model
+        data_dir = data_dir or config.task.data_dir
         examples = load_split(task.name, split, data_dir=data_dir)
         if max_samples:
             examples = examples[:max_samples]

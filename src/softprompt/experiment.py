@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .adapters import make_config
-from .config import apply_overrides, build, deep_merge, load_config, to_dict
+from .config import apply_overrides, build, deep_merge, load_config, parse_override, to_dict
 from .errors import ConfigError
 from .fields import hfield
-from .objectives import Phase, Schedule
-from .objectives.contrastive import ContrastiveConfig
-from .objectives.label_reinforce import LabelReinforceConfig
-from .objectives.mle import MLEConfig
+from .objectives import Schedule
+from .generation import GenerationConfig
+from .methods import METHODS, method_config, method_defaults
+from .prompts import PromptsSection
 
 ALIASES = {"method_cfg": "method"}
 
@@ -42,21 +42,20 @@ class TaskSection:
 
 
 @dataclass
-class MethodSection:
-    name: Literal["mle", "ptcprl"] = hfield("mle", "mle: MLE only; ptcprl: MLE, then MLE + contrastive + RL")
-    phase1_epochs: int = hfield(1, "ptcprl: epochs of MLE only before the combined phase")
-    alpha: float = hfield(1.0, "ptcprl: weight of MLE in the combined phase")
-    beta: float = hfield(0.1, "ptcprl: weight of the contrastive term")
-    gamma: float = hfield(0.1, "ptcprl: weight of the RL term")
-    k_negatives: int = hfield(4, "contrastive: mutated prompts per example")
-    temperature: float = hfield(0.1, "contrastive: InfoNCE temperature")
-    contrastive_dropout: float = hfield(0.1, "contrastive: dropout on the prompt for the positive view")
-    mutations: list[str] = hfield(["noise", "shuffle", "drop"], "contrastive: mutations used for negatives")
-    noise_std: float = hfield(1.0, "contrastive: noise std relative to the prompt's std")
-    drop_fraction: float = hfield(0.5, "contrastive: fraction of virtual tokens dropped")
-    rl_subset_size: int = hfield(8, "label_reinforce: examples per batch that get a sampled label")
-    label_smoothing: float = hfield(0.0, "mle: label smoothing")
-    num_virtual_tokens: int | None = hfield(None, "the seed's spelling of adapter.num_virtual_tokens")
+class GenerationSection:
+    max_new_tokens: int = hfield(32, "RL: tokens sampled per completion at most")
+    temperature: float = hfield(1.0, "RL: sampling temperature (the policy is softmax(logits / T))")
+    top_k: int = hfield(0, "RL: sample among the k most likely tokens (0: off)")
+    top_p: float = hfield(1.0, "RL: nucleus sampling mass (1.0: off)")
+    stop_strings: list[str] = hfield([], "RL: end a completion at any of these strings")
+    chat: bool = hfield(False, "RL: wrap each prompt as a user message in the chat template")
+    max_prompt_tokens: int | None = hfield(None, "RL: keep only the last this-many prompt tokens")
+    eval_samples: int = hfield(2, "RL: completions per held-out prompt when evaluating")
+
+    def to_generation_config(self, group_size: int = 1, seed: int | None = None) -> GenerationConfig:
+        return GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_k=self.top_k,
+                                top_p=self.top_p, stop_strings=list(self.stop_strings), chat=self.chat,
+                                max_prompt_tokens=self.max_prompt_tokens, group_size=group_size, seed=seed)
 
 
 @dataclass
@@ -85,38 +84,50 @@ class ExperimentConfig:
     task: TaskSection = field(default_factory=TaskSection)
     adapter: dict[str, Any] = hfield({"type": "prompt_tuning", "num_virtual_tokens": 20, "init": "vocab"},
                                      "adapter type and its options")
-    method: MethodSection = field(default_factory=MethodSection)
+    method: dict[str, Any] = hfield({"name": "mle"}, "method.name (mle, ptcprl, grpo, ppo, ppo_single_step) "
+                                                       "and its options; see softprompt.methods")
+    prompts: PromptsSection = field(default_factory=PromptsSection)
+    generation: GenerationSection = field(default_factory=GenerationSection)
+    rewards: list[Any] = hfield([], "RL: rewards summed with weights, e.g. [{name: lexicon_sentiment, weight: 1}]")
+    judge: dict[str, Any] | None = hfield(None, "RL: a reward config used only to judge (positive rate), "
+                                                "e.g. a classifier run; never trained on")
     train: TrainSection = field(default_factory=TrainSection)
     seed: int = hfield(0, "seed for data order, init and sampling")
     output_dir: str = hfield("experiments", "root of the run folders")
     run_id: str | None = hfield(None, "run folder name (default: a timestamp)")
 
     # -- derived ---------------------------------------------------------------------------------
+    def method_config(self):
+        return method_config(self.method)
+
+    @property
+    def method_name(self) -> str:
+        return self.method["name"]
+
+    @property
+    def is_rl(self) -> bool:
+        return self.method_config().kind == "rl"
+
+    @property
+    def dataset_name(self) -> str:
+        """The run folder's <dataset> part: the task, or the prompt source of an RL run."""
+        return self.prompts.source if self.is_rl else self.task.name
+
     def adapter_config(self):
         options = dict(self.adapter)
         kind = options.pop("type", None)
         if not kind:
             raise ConfigError("adapter.type is required (prompt_tuning, prefix_tuning, conditional_prompt, lora)")
-        if self.method.num_virtual_tokens is not None:
-            options["num_virtual_tokens"] = self.method.num_virtual_tokens
+        n = getattr(self.method_config(), "num_virtual_tokens", None)
+        if n is not None:
+            options["num_virtual_tokens"] = n
         return make_config(kind, options)
 
     def objectives(self) -> dict[str, object]:
-        m = self.method
-        configs: dict[str, object] = {"mle": MLEConfig(label_smoothing=m.label_smoothing)}
-        if m.name == "ptcprl":
-            configs["contrastive"] = ContrastiveConfig(
-                k_negatives=m.k_negatives, temperature=m.temperature, dropout=m.contrastive_dropout,
-                mutations=list(m.mutations), noise_std=m.noise_std, drop_fraction=m.drop_fraction)
-            configs["label_reinforce"] = LabelReinforceConfig(rl_subset_size=m.rl_subset_size)
-        return configs
+        return self.method_config().objectives()
 
     def schedule(self) -> Schedule:
-        m = self.method
-        if m.name == "mle":
-            return Schedule([Phase({"mle": 1.0})])
-        return Schedule([Phase({"mle": 1.0}, epochs=m.phase1_epochs),
-                         Phase({"mle": m.alpha, "contrastive": m.beta, "label_reinforce": m.gamma})])
+        return self.method_config().schedule()
 
 
 def resolve(name: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
@@ -130,11 +141,33 @@ def from_dict(raw: dict, overrides: list[str] = ()) -> ExperimentConfig:
     merged = deep_merge(base, raw)
     if "adapter" in raw:  # the YAML's adapter replaces the default one, filled with its type's defaults
         merged["adapter"] = _with_adapter_defaults(raw["adapter"])
+    # likewise the method: its own options, filled with its defaults
+    merged["method"] = _with_method_defaults(raw.get("method", base["method"]))
+    # ``method.name=X`` swaps the whole section, as a Hydra group does: X's defaults, then the
+    # other method.* overrides; options of the YAML's method are dropped
+    name = _method_override(overrides)
+    if name is not None and name != merged["method"].get("name"):
+        merged["method"] = _with_method_defaults({"name": name})
     merged = apply_overrides(merged, list(overrides), ALIASES)
     config = build(ExperimentConfig, merged)
     config.adapter_config()  # validate the adapter options now, not after the run folder exists
     config.objectives()
     return config
+
+
+def _with_method_defaults(section: Any) -> dict:
+    if not isinstance(section, dict) or "name" not in section:
+        raise ConfigError(f"config key 'method' must be a mapping with a 'name' ({', '.join(METHODS.names())})")
+    return {**method_defaults(section["name"]), **section}
+
+
+def _method_override(overrides) -> str | None:
+    name = None
+    for text in overrides:
+        key, value, _ = parse_override(text)
+        if key in ("method.name", "method_cfg.name") and isinstance(value, str):
+            name = value
+    return name
 
 
 def _with_adapter_defaults(section: dict) -> dict:

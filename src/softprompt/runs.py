@@ -22,7 +22,7 @@ def model_name(spec: str) -> str:
 
 def new_run_dir(config) -> Path:
     run_id = config.run_id or time.strftime("%Y%m%d-%H%M%S")
-    root = Path(config.output_dir) / model_name(config.model) / config.task.name / config.method.name
+    root = Path(config.output_dir) / model_name(config.model) / config.dataset_name / config.method_name
     path = root / run_id
     suffix = 1
     while path.exists():  # never reuse a folder: a second run in the same second gets -2, -3, ...

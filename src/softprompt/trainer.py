@@ -43,6 +43,8 @@ class Trainer:
         self.clf.to(self.accelerator.device)
         tr = config.train
         self.objectives = {name: OBJECTIVES.get(name)(cfg) for name, cfg in config.objectives().items()}
+        for objective in self.objectives.values():
+            objective.prepare([e.label for e in data.train])
         self.schedule = config.schedule()
         groups = [{"params": self.clf.model.trainable_parameters(), "lr": tr.lr}]
         head = [p for p in self.clf.head_parameters() if p.requires_grad]

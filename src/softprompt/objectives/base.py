@@ -55,6 +55,9 @@ class Objective:
     def __init__(self, config):
         self.config = config
 
+    def prepare(self, labels: list) -> None:
+        """Called once with the training labels before training (e.g. to weight classes)."""
+
     def __call__(self, inputs: StepInputs) -> ObjectiveOutput:
         raise NotImplementedError
 

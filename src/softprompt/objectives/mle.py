@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from ..fields import hfield
 from .base import OBJECTIVES, Objective, ObjectiveOutput, StepInputs
 
@@ -14,6 +15,15 @@ from .base import OBJECTIVES, Objective, ObjectiveOutput, StepInputs
 @dataclass
 class MLEConfig:
     label_smoothing: float = hfield(0.0, "label smoothing of the cross-entropy")
+    class_weights: str | list[float] | None = hfield(
+        None, "per-class loss weights: a list, or 'balanced' (n / (classes * count) from the training labels)")
+
+    def __post_init__(self):
+        w = self.class_weights
+        if isinstance(w, str) and w != "balanced":
+            raise ConfigError(f"mle class_weights: expected 'balanced' or a list of numbers, found {w!r}")
+        if isinstance(w, list) and (not w or any(not isinstance(x, (int, float)) or x < 0 for x in w)):
+            raise ConfigError(f"mle class_weights: expected non-negative numbers, found {w!r}")
 
 
 def two_hot(y: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -33,10 +43,27 @@ class MLE(Objective):
     name = "mle"
     config_class = MLEConfig
 
+    def __init__(self, config):
+        super().__init__(config)
+        w = config.class_weights
+        self.weight = torch.tensor(w, dtype=torch.float) if isinstance(w, list) else None
+
+    def prepare(self, labels: list) -> None:
+        """Turn ``class_weights: balanced`` into weights from the training labels' counts."""
+        if self.config.class_weights != "balanced" or not labels or isinstance(labels[0], float):
+            return
+        counts = torch.bincount(torch.tensor(labels, dtype=torch.long)).float()
+        self.weight = torch.where(counts > 0, len(labels) / (len(counts) * counts.clamp(min=1)), 0.0)
+
     def __call__(self, inputs: StepInputs) -> ObjectiveOutput:
         scores, y, clf = inputs.scores(), inputs.labels, inputs.classifier
         if not clf.regression:
-            loss = F.cross_entropy(scores, y.long(), label_smoothing=self.config.label_smoothing)
+            weight = None
+            if self.weight is not None:
+                if len(self.weight) > scores.shape[-1]:
+                    raise ConfigError(f"mle class_weights: {len(self.weight)} weights for {scores.shape[-1]} classes")
+                weight = F.pad(self.weight, (0, scores.shape[-1] - len(self.weight)), value=1.0).to(scores.device)
+            loss = F.cross_entropy(scores, y.long(), weight=weight, label_smoothing=self.config.label_smoothing)
             acc = (scores.argmax(-1) == y).float().mean().item()
             return ObjectiveOutput(loss, {"train_accuracy": acc})
         if scores.shape[-1] == 1:  # a regression head

@@ -1,0 +1,124 @@
+"""Methods, chosen by ``method.name``: a typed config that says which objectives run in which phase.
+
+A method is only configuration: its objectives are registered components and the trainer is
+the same for all. Classification methods (``mle``, ``ptcprl``) train on labelled examples;
+RL methods (``grpo``, ``ppo``, ``ppo_single_step``) train on prompts, with rewards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+from .config import build
+from .errors import ConfigError
+from .fields import hfield
+from .objectives import Phase, Schedule
+from .objectives.contrastive import ContrastiveConfig
+from .objectives.grpo import GRPOConfig
+from .objectives.label_reinforce import LabelReinforceConfig
+from .objectives.mle import MLEConfig
+from .objectives.ppo import PPOConfig, SingleStepPPOConfig
+from .registry import Registry
+
+METHODS: Registry[type] = Registry("method")
+
+
+def method_config(section: dict):
+    """The typed config of ``section`` (``{name: ..., options...}``), every key checked."""
+    if not isinstance(section, dict) or "name" not in section:
+        raise ConfigError(f"config key 'method' must be a mapping with a 'name' ({', '.join(METHODS.names())})")
+    options = {k: v for k, v in section.items() if k != "name"}
+    return build(METHODS.get(section["name"]), options, where="method")
+
+
+def method_defaults(name: str) -> dict:
+    cls = METHODS.get(name)
+    return {"name": name, **{f.name: getattr(cls(), f.name) for f in fields(cls)}}
+
+
+@METHODS.register("mle")
+@dataclass
+class MLEMethod:
+    """Cross-entropy on the label words (or the head's classes)."""
+
+    kind: ClassVar[str] = "classification"
+    label_smoothing: float = hfield(0.0, "mle: label smoothing")
+    class_weights: str | list[float] | None = hfield(
+        None, "mle: per-class loss weights, a list or 'balanced' (from the training labels' counts)")
+    num_virtual_tokens: int | None = hfield(None, "the seed's spelling of adapter.num_virtual_tokens")
+
+    def mle(self) -> MLEConfig:
+        return MLEConfig(label_smoothing=self.label_smoothing, class_weights=self.class_weights)
+
+    def objectives(self) -> dict[str, object]:
+        return {"mle": self.mle()}
+
+    def schedule(self) -> Schedule:
+        return Schedule([Phase({"mle": 1.0})])
+
+
+@METHODS.register("ptcprl")
+@dataclass
+class PTCPRLMethod(MLEMethod):
+    """PTCPRL: MLE for ``phase1_epochs``, then alpha*MLE + beta*contrastive + gamma*RL."""
+
+    phase1_epochs: int = hfield(1, "epochs of MLE only before the combined phase")
+    alpha: float = hfield(1.0, "weight of MLE in the combined phase")
+    beta: float = hfield(0.1, "weight of the contrastive term")
+    gamma: float = hfield(0.1, "weight of the RL term (label_reinforce)")
+    k_negatives: int = hfield(4, "contrastive: mutated prompts per example")
+    temperature: float = hfield(0.1, "contrastive: InfoNCE temperature")
+    contrastive_dropout: float = hfield(0.1, "contrastive: dropout on the prompt for the positive view")
+    mutations: list[str] = hfield(["noise", "shuffle", "drop"], "contrastive: mutations used for negatives")
+    noise_std: float = hfield(1.0, "contrastive: noise std relative to the prompt's std")
+    drop_fraction: float = hfield(0.5, "contrastive: fraction of virtual tokens dropped")
+    rl_subset_size: int = hfield(8, "label_reinforce: examples per batch that get a sampled label")
+
+    def objectives(self) -> dict[str, object]:
+        return {
+            "mle": self.mle(),
+            "contrastive": ContrastiveConfig(
+                k_negatives=self.k_negatives, temperature=self.temperature, dropout=self.contrastive_dropout,
+                mutations=list(self.mutations), noise_std=self.noise_std, drop_fraction=self.drop_fraction),
+            "label_reinforce": LabelReinforceConfig(rl_subset_size=self.rl_subset_size),
+        }
+
+    def schedule(self) -> Schedule:
+        return Schedule([Phase({"mle": 1.0}, epochs=self.phase1_epochs),
+                         Phase({"mle": self.alpha, "contrastive": self.beta, "label_reinforce": self.gamma})])
+
+
+class _RLMethod:
+    kind: ClassVar[str] = "rl"
+    objective: ClassVar[str] = ""
+
+    def objectives(self) -> dict[str, object]:
+        return {self.objective: self}
+
+    def schedule(self) -> Schedule:
+        return Schedule([Phase({self.objective: 1.0})])
+
+
+@METHODS.register("grpo")
+@dataclass
+class GRPOMethod(_RLMethod, GRPOConfig):
+    """GRPO: G samples per prompt, group-normalised advantages, clipped ratio, optional k3 KL."""
+
+    objective: ClassVar[str] = "grpo"
+
+
+@METHODS.register("ppo")
+@dataclass
+class PPOMethod(_RLMethod, PPOConfig):
+    """Token-level PPO with a value head, KL penalty folded into the rewards, GAE."""
+
+    objective: ClassVar[str] = "ppo"
+
+
+@METHODS.register("ppo_single_step")
+@dataclass
+class SingleStepPPOMethod(_RLMethod, SingleStepPPOConfig):
+    """Single-step PPO (hardPrompt2softPrompt): one action = the whole response, A = r - V(context)."""
+
+    objective: ClassVar[str] = "ppo_single_step"

@@ -1,0 +1,144 @@
+"""Prompt sources for RL: where the texts that the policy continues come from.
+
+``review_openings``: the first few words of SST-2 dev sentences when the GLUE folder exists
+(disjoint sets for training and evaluation), else a built-in list of 226
+movie-review openings written for this project. ``file``: a .txt (one prompt per line),
+.jsonl or .csv file with a prompt column. ``list``: prompts written in the config.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .errors import ConfigError, DataError
+from .fields import hfield
+from .registry import Registry
+from .tasks.data import Example
+
+PROMPT_SOURCES: Registry = Registry("prompt source")
+
+
+@dataclass
+class PromptsSection:
+    source: str = hfield("review_openings", "review_openings, file or list")
+    data_dir: str | None = hfield("../shared/data/glue", "review_openings: GLUE folder with SST-2 (else built-in)")
+    file: str | None = hfield(None, "file: .txt (a prompt per line), .jsonl or .csv")
+    eval_file: str | None = hfield(None, "file: held-out prompts (default: the last num_eval of 'file')")
+    column: str = hfield("prompt", "file: the column holding the prompt (.jsonl/.csv)")
+    items: list[str] = hfield([], "list: the prompts")
+    num_train: int = hfield(256, "training prompts (at most)")
+    num_eval: int = hfield(32, "held-out prompts scored before and after training")
+    min_words: int = hfield(3, "review_openings: shortest opening, in words")
+    max_words: int = hfield(6, "review_openings: longest opening, in words")
+
+    def __post_init__(self):
+        if self.num_train < 1 or self.num_eval < 1:
+            raise ConfigError(f"prompts.num_train={self.num_train}, num_eval={self.num_eval}: expected >= 1 each")
+        if not 1 <= self.min_words <= self.max_words:
+            raise ConfigError(f"prompts.min_words={self.min_words}, max_words={self.max_words}: expected "
+                              "1 <= min_words <= max_words")
+
+
+def load_prompts(section: PromptsSection, seed: int = 0) -> tuple[list[Example], list[Example]]:
+    """(train, eval) prompt examples; an empty list is an error naming the source."""
+    train, evaluation = PROMPT_SOURCES.get(section.source)(section, seed)
+    where = section.file or section.source
+    if not train:
+        raise DataError(f"prompts from {where!r}: no training prompts")
+    if not evaluation:
+        raise DataError(f"prompts from {where!r}: no evaluation prompts")
+    return train[:section.num_train], evaluation[:section.num_eval]
+
+
+def _detok(text: str) -> str:
+    """Undo the PTB-style tokenization of the GLUE files (``it 's`` -> ``it's``)."""
+    text = re.sub(r" (n't|'s|'re|'ve|'ll|'m|'d)\b", r"\1", text)
+    text = re.sub(r" ([,.;:!?])", r"\1", text)
+    text = text.replace("-lrb- ", "(").replace(" -rrb-", ")").replace("( ", "(").replace(" )", ")")
+    return text[:1].upper() + text[1:]
+
+
+# SST-2's train split also holds phrases cut from sentences; these first words mark most of them
+_FRAGMENT_STARTS = {"to", "is", "are", "was", "of", "and", "but", "or", "that", "for", "with", "as", "in", "on",
+                    "by", "at", "from", "than", "into", "be", "been", "has", "have", "had", "which", "who", "it's",
+                    ",", "'s", "n't", "--", "-lrb-", "-rrb-", "("}
+
+
+def _openings(sentences: list[str], s: PromptsSection, rng: random.Random) -> list[Example]:
+    out, seen = [], set()
+    for sent in sentences:
+        words = sent.split()
+        # whole sentences only, long enough to leave something to continue
+        if len(words) < max(12, s.max_words + 3) or words[0].lower() in _FRAGMENT_STARTS:
+            continue
+        opening = _detok(" ".join(words[:rng.randint(s.min_words, s.max_words)]))
+        if opening.lower() not in seen:
+            seen.add(opening.lower())
+            out.append(Example(text=opening, index=len(out), extra={"source_sentence": sent}))
+    rng.shuffle(out)
+    return out
+
+
+@PROMPT_SOURCES.register("review_openings")
+def review_openings(s: PromptsSection, seed: int):
+    rng = random.Random(seed)
+    glue = Path(s.data_dir) / "SST-2" if s.data_dir else None
+    if glue is not None and (glue / "train.tsv").exists() and (glue / "dev.tsv").exists():
+        from .tasks import load_split
+
+        # the dev split holds whole sentences (train also holds phrases cut from them): its
+        # openings are split into disjoint training and evaluation prompts
+        items = _openings([e.text for e in load_split("sst2", "dev", data_dir=s.data_dir)], s, rng)
+        return items[s.num_eval:], items[:s.num_eval]
+    lines = resources.files("softprompt").joinpath("data/review_openings.txt").read_text().splitlines()
+    items = [Example(text=t.strip(), index=i) for i, t in enumerate(lines) if t.strip()]
+    rng.shuffle(items)
+    n_eval = min(s.num_eval, len(items) // 4)
+    return items[n_eval:], items[:n_eval]
+
+
+@PROMPT_SOURCES.register("list")
+def from_list(s: PromptsSection, seed: int):
+    items = [Example(text=t, index=i) for i, t in enumerate(s.items)]
+    if not items:
+        raise ConfigError("prompts.source=list needs prompts.items: a list of prompt texts")
+    return items, items
+
+
+@PROMPT_SOURCES.register("file")
+def from_file(s: PromptsSection, seed: int):
+    if not s.file:
+        raise ConfigError("prompts.source=file needs prompts.file")
+    items = _read_prompt_file(Path(s.file), s.column)
+    if s.eval_file:
+        return items, _read_prompt_file(Path(s.eval_file), s.column)
+    if len(items) < 2:
+        return items, items
+    n_eval = min(s.num_eval, len(items) // 4) or 1
+    return items[:-n_eval], items[-n_eval:]
+
+
+def _read_prompt_file(path: Path, column: str) -> list[Example]:
+    import csv
+
+    from .tasks._files import get_text, read_json_lines, read_rows, read_text, table_records
+
+    text = read_text(path, "prompt file")
+    if path.suffix == ".txt":
+        return [Example(text=t.strip(), index=i) for i, t in enumerate(text.splitlines()) if t.strip()]
+    if path.suffix == ".jsonl":
+        records = read_json_lines(path, text)
+    elif path.suffix in (".csv", ".tsv"):
+        sep = "," if path.suffix == ".csv" else "\t"
+        rows = read_rows(path, text, sep, csv.QUOTE_MINIMAL if sep == "," else csv.QUOTE_NONE)
+        if not rows:
+            raise DataError(f"prompt file {path} is empty")
+        records = table_records(path, rows[1:], rows[0][1], [column], "comma" if sep == "," else "tab")
+    else:
+        raise DataError(f"prompt file {path}: expected a .txt, .jsonl, .csv or .tsv file")
+    return [Example(text=get_text(path, line, r, column), index=i, extra={k: v for k, v in r.items() if k != column})
+            for i, (line, r) in enumerate(records)]

@@ -1,0 +1,134 @@
+"""Rewards: registered components, composed by a weighted sum with each part logged.
+
+A reward maps (prompts, completions, examples) to one float per completion. Configs name
+rewards from the ``REWARDS`` registry (``{name: lexicon_sentiment, weight: 1.0, ...}``);
+library users may also pass any Python callable with that signature to :class:`RewardSet`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from ..config import build
+from ..errors import ConfigError, SoftPromptError
+from ..registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+class RewardError(SoftPromptError):
+    """A reward function misbehaved (wrong number of values, not numbers)."""
+
+
+@dataclass
+class RewardContext:
+    """What a reward may borrow from the run: the policy's frozen backbone (perplexity), the device."""
+
+    backbone: Any = None
+    device: str | torch.device = "cpu"
+
+
+class Reward:
+    """Subclasses set ``config_class`` (a dataclass) and implement ``__call__``."""
+
+    config_class: ClassVar[type]
+
+    def __init__(self, config, context: RewardContext):
+        self.config, self.context = config, context
+
+    def __call__(self, prompts: list[str], completions: list[str], examples: list) -> Sequence[float]:
+        raise NotImplementedError
+
+
+REWARDS: Registry[type[Reward]] = Registry("reward")
+
+RewardFn = Callable[[list[str], list[str], list], Sequence[float]]
+
+
+@dataclass
+class RewardPart:
+    name: str
+    weight: float
+    fn: RewardFn
+
+
+@dataclass
+class RewardSet:
+    """total = sum_k weight_k * reward_k; each part kept for logging."""
+
+    parts: list[RewardPart] = field(default_factory=list)
+    dropped: int = 0  # completions whose total reward was NaN or infinite, over the run
+
+    @classmethod
+    def from_config(cls, section: list[dict], context: RewardContext | None = None) -> RewardSet:
+        return cls([make_part(item, i, context or RewardContext()) for i, item in enumerate(section)])
+
+    @classmethod
+    def of(cls, *fns: RewardFn | tuple[str, float, RewardFn]) -> RewardSet:
+        """From callables (weight 1, named after the function) or (name, weight, callable) triples."""
+        parts = []
+        for f in fns:
+            name, weight, fn = f if isinstance(f, tuple) else (getattr(f, "__name__", "reward"), 1.0, f)
+            parts.append(RewardPart(name, float(weight), fn))
+        return cls(parts)
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            raise ConfigError("an RL method needs at least one reward (config key 'rewards')")
+        names = [p.name for p in self.parts]
+        seen: dict[str, int] = {}
+        for p in self.parts:
+            if names.count(p.name) > 1:  # two parts of one kind are logged as name_1, name_2
+                seen[p.name] = seen.get(p.name, 0) + 1
+                p.name = f"{p.name}_{seen[p.name]}"
+
+    def __call__(self, prompts: list[str], completions: list[str], examples: list) -> tuple[torch.Tensor, dict]:
+        """(total (N,) with NaN where a part was not finite, {part name: values (N,)})."""
+        n = len(completions)
+        total = torch.zeros(n, dtype=torch.float64)
+        parts = {}
+        for p in self.parts:
+            values = p.fn(prompts, completions, examples)
+            values = _as_tensor(values, p.name, n)
+            parts[p.name] = values
+            total += p.weight * values
+        bad = ~torch.isfinite(total)
+        if bad.any():
+            self.dropped += int(bad.sum())
+            log.warning("dropped %d of %d completions whose reward was NaN or infinite (%d so far)",
+                        int(bad.sum()), n, self.dropped)
+            total[bad] = float("nan")
+        return total.float(), parts
+
+
+def _as_tensor(values: Any, name: str, n: int) -> torch.Tensor:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().double().cpu().reshape(-1)
+    else:
+        try:
+            values = torch.tensor([float(v) for v in values], dtype=torch.float64)
+        except (TypeError, ValueError) as e:
+            raise RewardError(f"reward {name!r} must return numbers, one per completion: {e}") from None
+    if len(values) != n:
+        raise RewardError(f"reward {name!r} returned {len(values)} values for {n} completions")
+    return values
+
+
+def make_part(item: Any, index: int, context: RewardContext) -> RewardPart:
+    where = f"rewards[{index}]"
+    if isinstance(item, str):
+        item = {"name": item}
+    if not isinstance(item, dict) or "name" not in item:
+        raise ConfigError(f"config key {where!r}: expected a mapping with a 'name' ({', '.join(REWARDS.names())})")
+    options = {k: v for k, v in item.items() if k not in ("name", "weight")}
+    weight = item.get("weight", 1.0)
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight):
+        raise ConfigError(f"config key '{where}.weight': expected a number, got {weight!r}")
+    cls = REWARDS.get(item["name"])
+    return RewardPart(item["name"], float(weight), cls(build(cls.config_class, options, where=where), context))

@@ -1,0 +1,193 @@
+"""Rewards that run a model: a classifier's class probability, embedding cosine, perplexity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ConfigError
+from ..fields import hfield
+from .base import REWARDS, Reward
+
+
+@dataclass
+class ClassifierRewardConfig:
+    run: str | None = hfield(None, "a softprompt classifier run folder or adapter directory")
+    model: str | None = hfield(None, "a sequence-classification model (hub id or directory); or, with "
+                                     "'task', the backbone of a verbalizer classifier with no adapter")
+    task: str | None = hfield(None, "the task whose template and label words score the text (default: the run's)")
+    target: int | str = hfield(1, "the class whose probability is the reward (index or label name)")
+    include_prompt: bool = hfield(True, "score prompt + completion (else the completion alone)")
+    batch_size: int = hfield(32, "texts per forward pass")
+    max_length: int = hfield(256, "truncate texts to this many tokens")
+
+    def __post_init__(self):
+        if (self.run is None) == (self.model is None and self.task is None):
+            raise ConfigError("classifier reward: give 'run' (a softprompt classifier), or 'model' "
+                              "(a sequence-classification model, or a backbone with 'task')")
+
+
+@REWARDS.register("classifier")
+class ClassifierReward(Reward):
+    """p(target | text) from a softprompt classifier run, a verbalizer, or any HF sequence classifier."""
+
+    config_class = ClassifierRewardConfig
+
+    def __init__(self, config, context):
+        super().__init__(config, context)
+        c = config
+        if c.run is not None or c.task is not None:
+            from ..build import load_trained_classifier
+
+            self.clf, self.task, _ = load_trained_classifier(c.run, c.task, model=c.model)
+            self.clf.eval()
+            names = self.task.label_names
+            self.hf = None
+        else:
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+            from ..backbones import resolve
+
+            path = resolve(c.model)[0]
+            self.tok = AutoTokenizer.from_pretrained(path)
+            self.hf = AutoModelForSequenceClassification.from_pretrained(path).eval()
+            names = [self.hf.config.id2label[i] for i in range(self.hf.config.num_labels)]
+        self.target = _class_index(c.target, names)
+
+    @torch.no_grad()
+    def __call__(self, prompts, completions, examples):
+        texts = [p + c for p, c in zip(prompts, completions)] if self.config.include_prompt else list(completions)
+        out = []
+        for b in range(0, len(texts), self.config.batch_size):
+            chunk = texts[b:b + self.config.batch_size]
+            if self.hf is None:
+                from ..tasks.data import Example
+
+                batch = self.clf.tokenize([self.task.format(Example(text=t, label=None)) for t in chunk],
+                                          self.config.max_length)
+                probs = self.clf.scores(batch).float().softmax(-1)
+            else:
+                enc = self.tok(chunk, return_tensors="pt", padding=True, truncation=True,
+                               max_length=self.config.max_length)
+                probs = self.hf(**enc).logits.float().softmax(-1)
+            out.extend(probs[:, self.target].tolist())
+        return out
+
+
+def _class_index(target: int | str, names: list[str]) -> int:
+    if isinstance(target, int) and 0 <= target < max(len(names), 2):
+        return target
+    if isinstance(target, str) and target in names:
+        return names.index(target)
+    raise ConfigError(f"classifier reward target={target!r}: expected a class index or one of {names}")
+
+
+@dataclass
+class EmbeddingCosineConfig:
+    model: str = hfield("minilm-l6", "sentence-transformers model: alias, directory or hub id")
+    target_text: str | None = hfield(None, "a fixed text to be close to")
+    target_field: str | None = hfield("reference", "else the example's field holding its own target text")
+    scale_field: str | None = hfield(None, "multiply each row's cosine by this field of its example (RLPT)")
+
+    def __post_init__(self):
+        if self.target_text is None and self.target_field is None:
+            raise ConfigError("embedding_cosine: give target_text or target_field")
+
+
+@REWARDS.register("embedding_cosine")
+class EmbeddingCosine(Reward):
+    """cos(embed(completion), embed(target)); the target is fixed or each example's own (RLPT)."""
+
+    config_class = EmbeddingCosineConfig
+
+    def __init__(self, config, context):
+        super().__init__(config, context)
+        from sentence_transformers import SentenceTransformer
+
+        from ..backbones import resolve
+
+        self.encoder = SentenceTransformer(resolve(config.model)[0], device=str(context.device))
+
+    @torch.no_grad()
+    def __call__(self, prompts, completions, examples):
+        c = self.config
+        targets = [c.target_text] * len(completions) if c.target_text is not None else [
+            _field(e, c.target_field) for e in examples]
+        a = self.encoder.encode(list(completions), convert_to_tensor=True, normalize_embeddings=True)
+        b = self.encoder.encode(targets, convert_to_tensor=True, normalize_embeddings=True)
+        cos = (a * b).sum(-1).float().cpu()
+        if c.scale_field:
+            cos = cos * torch.tensor([float(_field(e, c.scale_field)) for e in examples])
+        return cos
+
+
+def _field(example, name: str):
+    if isinstance(example, dict):
+        value = example.get(name)
+    else:
+        value = getattr(example, name, None)
+        if value is None:
+            value = getattr(example, "extra", {}).get(name)
+    if value is None:
+        raise ConfigError(f"reward needs field {name!r} on every prompt example; {example!r} has none")
+    return value
+
+
+@dataclass
+class PerplexityConfig:
+    model: str | None = hfield(None, "causal LM scoring the text (default: the policy's frozen backbone, no prompt)")
+    zscore: bool = hfield(True, "z-score over the batch (RLPT); else the raw negative perplexity")
+    max_perplexity: float = hfield(1000.0, "clip perplexity here before z-scoring")
+
+
+@REWARDS.register("perplexity")
+class Perplexity(Reward):
+    """-perplexity of the completion given the prompt under a frozen LM, z-scored over the batch."""
+
+    config_class = PerplexityConfig
+
+    def __init__(self, config, context):
+        super().__init__(config, context)
+        from ..backbones import load_backbone
+        from ..model import SoftPromptModel
+
+        backbone = load_backbone(config.model) if config.model else context.backbone
+        if backbone is None or not backbone.is_causal:
+            raise ConfigError("perplexity reward: needs a causal LM (set model, or use a causal policy)")
+        self.lm = SoftPromptModel(backbone)  # no adapter: the untouched model
+
+    def __call__(self, prompts, completions, examples):
+        ppl = completion_perplexity(self.lm, prompts, completions).clamp(max=self.config.max_perplexity)
+        score = -ppl
+        if self.config.zscore and len(score) > 1:
+            score = (score - score.mean()) / (score.std() + 1e-6)
+        return score
+
+
+@torch.no_grad()
+def completion_perplexity(lm, prompts: list[str], completions: list[str], batch_size: int = 16) -> torch.Tensor:
+    """exp(mean NLL of the completion's tokens given the prompt) under ``lm`` (a SoftPromptModel)."""
+    tok = lm.tokenizer
+    out = []
+    for b in range(0, len(prompts), batch_size):
+        p_enc = _left_pad(tok, [tok(p, add_special_tokens=False)["input_ids"] for p in prompts[b:b + batch_size]], tok)
+        c_ids = [tok(c, add_special_tokens=False)["input_ids"] or [tok.eos_token_id] for c in
+                 completions[b:b + batch_size]]
+        width = max(len(x) for x in c_ids)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        ids = torch.tensor([x + [pad] * (width - len(x)) for x in c_ids])
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in c_ids])
+        dev = lm.device
+        logp = lm.sequence_logprobs(p_enc[0].to(dev), p_enc[1].to(dev), ids.to(dev), mask.to(dev)).cpu()
+        out.append(torch.exp(-(logp.sum(1) / mask.sum(1))))
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def _left_pad(tok, seqs: list[list[int]], _tok=None):
+    seqs = [s or [tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id] for s in seqs]
+    width = max(len(s) for s in seqs)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs])
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs])
+    return ids, mask

@@ -1,0 +1,210 @@
+"""Rollouts for RL on soft prompts: the policy (prompt + optional value head), sampling, rewards.
+
+A rollout samples G completions per prompt through the KV-cached soft-prompt generation
+(the prompt is prefilled once per prompt and its cache shared by the G samples), keeps
+the sampled tokens' log-probs from generation as the "old" log-probs (no second forward
+pass), scores the completions with the rewards, and computes reference log-probs only when
+a KL term is on, and old values only when the method has a value head.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .generation import GenerationConfig, GenerationOutput
+from .model import SoftPromptModel
+
+
+class Policy(nn.Module):
+    """A SoftPromptModel with an optional scalar value head on the last hidden state.
+
+    Has the classifier interface the trainer and checkpoints use: ``model``,
+    ``trainable_parameters()``, ``head_parameters()``, ``head_state()``.
+    """
+
+    def __init__(self, model: SoftPromptModel, value_head: bool = False, tune_v_head: bool = True,
+                 unfrozen: list[nn.Parameter] | None = None):
+        super().__init__()
+        self.model = model
+        self.value_head = nn.Linear(model.backbone.hidden_size, 1) if value_head else None
+        if self.value_head is not None:
+            nn.init.normal_(self.value_head.weight, std=1 / (model.backbone.hidden_size + 1))
+            nn.init.zeros_(self.value_head.bias)
+            self.value_head.requires_grad_(tune_v_head)
+            self.value_head.to(model.device)
+        self.unfrozen = list(unfrozen or [])  # backbone blocks trained too (num_layers_unfrozen)
+        self._unfrozen_names = {id(p): n for n, p in model.model.named_parameters()}
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return self.model.trainable_parameters() + self.head_parameters()
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        head = [p for p in self.value_head.parameters() if p.requires_grad] if self.value_head is not None else []
+        return head + self.unfrozen
+
+    def head_state(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint keeps besides the adapter: the value head and any unfrozen blocks."""
+        out = {f"value_head.{k}": v for k, v in self.value_head.state_dict().items()} if self.value_head else {}
+        out.update({f"backbone.{self._unfrozen_names[id(p)]}": p.detach() for p in self.unfrozen})
+        return out
+
+    def load_head_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        if self.value_head is not None:
+            self.value_head.load_state_dict({k[len("value_head."):]: v for k, v in tensors.items()
+                                             if k.startswith("value_head.")})
+        params = dict(self.model.model.named_parameters())
+        with torch.no_grad():
+            for k, v in tensors.items():
+                if k.startswith("backbone."):
+                    params[k[len("backbone."):]].copy_(v)
+
+    def logprobs(self, ro: Rollout, with_values: bool = False):
+        """Teacher-forced log-probs (N, T) of the rollout's completions now (and values (N, T))."""
+        out = self.model.sequence_logprobs(ro.prompt_ids, ro.prompt_mask, ro.completion_ids, ro.completion_mask,
+                                           temperature=ro.temperature, condition=ro.condition,
+                                           return_hidden=with_values)
+        if not with_values:
+            return out, None
+        logp, hidden = out
+        return logp, self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
+
+
+@dataclass
+class Rollout:
+    """N = B * G completions of B prompts, with everything the RL objectives need."""
+
+    examples: list  # the B prompt examples
+    gen: GenerationOutput
+    rewards: torch.Tensor  # (N,) total reward; NaN rows are not valid
+    reward_parts: dict[str, torch.Tensor]
+    temperature: float
+    max_new_tokens: int
+    ref_logprobs: torch.Tensor | None = None  # (N, T)
+    old_values: torch.Tensor | None = None  # (N, T)
+    condition: torch.Tensor | None = None
+    memo: dict = field(default_factory=dict)  # advantages etc., fixed across inner updates
+
+    def __post_init__(self):
+        self.valid = torch.isfinite(self.rewards)
+        self.prompt_ids, self.prompt_mask = self.gen.expanded_prompts()
+
+    @property
+    def group_size(self) -> int:
+        return self.gen.group_size
+
+    @property
+    def completion_ids(self) -> torch.Tensor:
+        return self.gen.completion_ids
+
+    @property
+    def completion_mask(self) -> torch.Tensor:
+        return self.gen.completion_mask
+
+    @property
+    def old_logprobs(self) -> torch.Tensor:
+        return self.gen.logprobs
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """Tokens that count in the loss: generated, of a sample with a finite reward."""
+        return self.gen.completion_mask * self.valid[:, None].to(self.gen.completion_mask.dtype)
+
+    @property
+    def texts(self) -> list[str]:
+        return self.gen.texts
+
+
+@dataclass
+class RLInputs:
+    """One rollout batch for the objectives; the policy's forward is memoised per inner update."""
+
+    rollout: Rollout
+    policy: Policy
+    epoch: int = 0
+    step: int = 0
+    _memo: dict = field(default_factory=dict)
+
+    def fresh(self) -> None:
+        """Forget forward passes (the policy changed); keep the rollout."""
+        self._memo.clear()
+
+    def logprobs(self) -> torch.Tensor:
+        if "logp" not in self._memo:
+            self._memo["logp"], self._memo["values"] = self.policy.logprobs(self.rollout,
+                                                                             self.policy.value_head is not None)
+        return self._memo["logp"]
+
+    def logprobs_and_values(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.policy.value_head is None:
+            from .errors import ConfigError
+
+            raise ConfigError("this objective needs a value head; the policy has none")
+        self.logprobs()
+        return self._memo["logp"], self._memo["values"]
+
+
+class Reference:
+    """Log-probs under the reference policy: the initial trainable weights, or no adapter at all."""
+
+    def __init__(self, policy: Policy, kind: str = "initial_prompt"):
+        self.policy, self.kind = policy, kind
+        self.initial = [p.detach().clone() for p in policy.model.trainable_parameters() + policy.unfrozen]
+
+    @contextlib.contextmanager
+    def _swapped(self):
+        params = self.policy.model.trainable_parameters() + self.policy.unfrozen
+        current = [p.detach().clone() for p in params]
+        adapter = self.policy.model.adapter
+        from .adapters import LoRA
+
+        with torch.no_grad():
+            for p, v in zip(params, self.initial):
+                p.copy_(v)
+            if self.kind == "none" and adapter is not None and not isinstance(adapter, LoRA):
+                self.policy.model.adapter = None  # LoRA's initial weights already are the base model
+            try:
+                yield
+            finally:
+                self.policy.model.adapter = adapter
+                for p, v in zip(params, current):
+                    p.copy_(v)
+
+    @torch.no_grad()
+    def logprobs(self, ro: Rollout) -> torch.Tensor:
+        with self._swapped():
+            return self.policy.model.sequence_logprobs(ro.prompt_ids, ro.prompt_mask, ro.completion_ids,
+                                                       ro.completion_mask, temperature=ro.temperature,
+                                                       condition=ro.condition)
+
+
+@torch.no_grad()
+def make_rollout(policy: Policy, examples: list, gen_config: GenerationConfig, rewards,
+                 reference: Reference | None = None, values: bool = False,
+                 condition: torch.Tensor | None = None) -> Rollout:
+    was_training = policy.training
+    policy.eval()
+    try:
+        prompts = [e.text for e in examples]
+        gen = policy.model.generate(prompts, gen_config, condition=condition)
+        g = gen.group_size
+        expanded = [examples[i // g] for i in range(len(gen.texts))]
+        total, parts = rewards([prompts[i // g] for i in range(len(gen.texts))], gen.texts, expanded)
+        temperature = gen_config.temperature if gen_config.do_sample else 1.0
+        cond = condition.repeat_interleave(g, 0) if condition is not None else None
+        ro = Rollout(examples, gen, total.to(gen.logprobs.device), parts, temperature, gen_config.max_new_tokens,
+                     condition=cond)
+        if reference is not None:
+            ro.ref_logprobs = reference.logprobs(ro)
+        if values:
+            ro.old_values = policy.logprobs(ro, with_values=True)[1]
+        return ro
+    finally:
+        policy.train(was_training)
