@@ -4,11 +4,18 @@ import logging
 
 import pytest
 import torch
-
 from conftest import tiny_llama
 from helpers import encode
-from softprompt import (AdapterLoadError, ConditionalPromptConfig, ConfigError, LoRAConfig, PrefixTuningConfig,
-                        PromptTuningConfig, SoftPromptModel)
+
+from softprompt import (
+    AdapterLoadError,
+    ConditionalPromptConfig,
+    ConfigError,
+    LoRAConfig,
+    PrefixTuningConfig,
+    PromptTuningConfig,
+    SoftPromptModel,
+)
 
 CONFIGS = {
     "prompt": PromptTuningConfig(num_virtual_tokens=4, init="vocab", init_seed=0),
@@ -100,9 +107,9 @@ def test_text_init_longer_than_n_is_truncated_with_warning(llama, caplog):
 
 
 def test_adapter_for_another_hidden_size_is_refused(tmp_path):
+    from conftest import tiny_tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from conftest import tiny_tokenizer
     from softprompt.backbones import Backbone
 
     model = SoftPromptModel.from_backbone(tiny_llama(), PromptTuningConfig(num_virtual_tokens=3, init="random"))

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from softprompt import ModelLoadError, load_backbone
-from softprompt import backbones
+from softprompt import ModelLoadError, backbones, load_backbone
 
 
 def test_unknown_spec_lists_aliases():

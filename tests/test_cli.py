@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 from conftest import tiny_llama
+
 from softprompt import PromptTuningConfig, SoftPromptModel
 from softprompt.cli import main
 

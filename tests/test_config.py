@@ -9,8 +9,21 @@ from typing import Literal
 import pytest
 import yaml
 
-from softprompt.config import (Override, Sweep, apply_overrides, build, deep_merge, dump_yaml, expand_sweeps,
-                               find_config, flatten, load_config, load_yaml, parse_override, to_dict)
+from softprompt.config import (
+    Override,
+    Sweep,
+    apply_overrides,
+    build,
+    deep_merge,
+    dump_yaml,
+    expand_sweeps,
+    find_config,
+    flatten,
+    load_config,
+    load_yaml,
+    parse_override,
+    to_dict,
+)
 from softprompt.errors import ConfigError
 
 

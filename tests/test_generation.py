@@ -2,10 +2,16 @@
 
 import pytest
 import torch
-
 from helpers import encode, greedy_without_cache
-from softprompt import (ConditionalPromptConfig, GenerationConfig, LoRAConfig, PrefixTuningConfig,
-                        PromptTuningConfig, SoftPromptModel)
+
+from softprompt import (
+    ConditionalPromptConfig,
+    GenerationConfig,
+    LoRAConfig,
+    PrefixTuningConfig,
+    PromptTuningConfig,
+    SoftPromptModel,
+)
 from softprompt.errors import ConfigError
 
 TEXTS = ["the movie was", "i really loved it and the plot", "a boring film"]

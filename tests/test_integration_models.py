@@ -4,9 +4,14 @@ import importlib.util
 
 import pytest
 import torch
-
 from helpers import encode, greedy_without_cache
-from softprompt import PrefixTuningConfig, PromptTuningConfig, SoftPromptModel, load_backbone
+
+from softprompt import (
+    PrefixTuningConfig,
+    PromptTuningConfig,
+    SoftPromptModel,
+    load_backbone,
+)
 
 pytestmark = pytest.mark.integration
 

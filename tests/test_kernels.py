@@ -1,8 +1,9 @@
 """Decoding helpers: the inverse-CDF sampler and the packed-weight linears."""
 
+import pytest
 import torch
-
 from helpers import encode
+
 from softprompt import PromptTuningConfig, SoftPromptModel
 from softprompt.generation import sample
 from softprompt.kernels import packed_linears, packing_available
@@ -18,6 +19,12 @@ def test_sampler_matches_the_distribution_and_skips_zero_mass():
     draws = sample(torch.tensor([[2.0, 0.0, 6.0]]).repeat(20000, 1), torch.Generator().manual_seed(1))
     assert abs((draws == 2).float().mean().item() - 0.75) < 0.015
     assert not (draws == 1).any()
+
+
+@pytest.fixture(autouse=True)
+def pack_tiny_models(monkeypatch):
+    """The tiny test models are below the packing size threshold; pack them anyway here."""
+    monkeypatch.setattr("softprompt.kernels.MIN_PACKED_NUMEL", 0)
 
 
 def test_packed_linears_match_dense_and_restore(llama):

@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import tiny_bert, tiny_llama
+
 from softprompt import PromptTuningConfig, SoftPromptModel
 from softprompt.classifiers import EmbeddingClassifier, VerbalizerClassifier
 from softprompt.errors import ConfigError

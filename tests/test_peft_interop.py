@@ -2,9 +2,14 @@
 
 import pytest
 import torch
-
 from conftest import tiny_llama
-from softprompt import AdapterLoadError, PrefixTuningConfig, PromptTuningConfig, SoftPromptModel
+
+from softprompt import (
+    AdapterLoadError,
+    PrefixTuningConfig,
+    PromptTuningConfig,
+    SoftPromptModel,
+)
 from softprompt.peft_interop import export_peft, import_peft
 
 peft = pytest.importorskip("peft")

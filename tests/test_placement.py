@@ -2,9 +2,15 @@
 
 import pytest
 import torch
-
 from helpers import encode
-from softprompt import ConditionalPromptConfig, LoRAConfig, PrefixTuningConfig, PromptTuningConfig, SoftPromptModel
+
+from softprompt import (
+    ConditionalPromptConfig,
+    LoRAConfig,
+    PrefixTuningConfig,
+    PromptTuningConfig,
+    SoftPromptModel,
+)
 from softprompt.placement import insert_virtual, position_ids
 
 CONFIGS = {

@@ -14,8 +14,20 @@ import pytest
 
 from softprompt.errors import ConfigError, DataError
 from softprompt.tasks import (
-    METRICS, TASKS, Example, Task, accuracy, f1_accuracy, get_task, glue_name, load_split, matthews,
-    pearson_spearman, read_glue, read_hub, read_table,
+    METRICS,
+    TASKS,
+    Example,
+    Task,
+    accuracy,
+    f1_accuracy,
+    get_task,
+    glue_name,
+    load_split,
+    matthews,
+    pearson_spearman,
+    read_glue,
+    read_hub,
+    read_table,
 )
 
 REAL_GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
@@ -414,7 +426,7 @@ def test_real_glue_counts():
         ex = read_glue(task, split, REAL_GLUE)
         assert len(ex) == n, (task, split)
         assert [e.index for e in ex] == list(range(n))
-    labels = lambda t, s: Counter(e.label for e in read_glue(t, s, REAL_GLUE))  # noqa: E731
+    labels = lambda t, s: Counter(e.label for e in read_glue(t, s, REAL_GLUE))
     assert labels("SST-2", "dev") == {1: 444, 0: 428}
     assert labels("CoLA", "dev") == {1: 721, 0: 322}
     assert labels("MRPC", "train") == {1: 2474, 0: 1194}

@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import tiny_llama
+
 from softprompt.build import make_trainer
 from softprompt.errors import ConfigError, DataError
 from softprompt.experiment import from_dict

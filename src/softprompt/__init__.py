@@ -9,7 +9,13 @@ from .adapters import (
     save_adapter,
 )
 from .backbones import ALIASES, Backbone, load_backbone
-from .errors import AdapterLoadError, ConfigError, DataError, ModelLoadError, SoftPromptError
+from .errors import (
+    AdapterLoadError,
+    ConfigError,
+    DataError,
+    ModelLoadError,
+    SoftPromptError,
+)
 from .generation import GenerationConfig, GenerationOutput, generate
 from .model import SoftPromptModel
 

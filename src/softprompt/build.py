@@ -93,8 +93,9 @@ def load_trained_classifier(adapter: str | Path | None, task_name: str | None = 
     from .config import load_yaml
     from .errors import SoftPromptError
     from .experiment import ExperimentConfig, from_dict
-    from .model import resolve_adapter_dir
+    from .model import resolve_adapter_dir, resolve_run_path
 
+    adapter = resolve_run_path(adapter) if adapter is not None else None
     config = ExperimentConfig()
     if adapter is not None and (Path(adapter) / "config.yaml").exists():
         config = from_dict(load_yaml(Path(adapter) / "config.yaml"))
@@ -113,13 +114,54 @@ def load_trained_classifier(adapter: str | Path | None, task_name: str | None = 
     return classifier, task, config
 
 
+def build_rl(config, rewards=None, backbone=None):
+    """(RLWork, Data) for an RL method: policy (+ value head), reference, rewards, judge, prompts.
+
+    Library users may pass ``rewards`` (a RewardSet, or Python callables
+    ``f(prompts, completions, examples) -> list[float]``) instead of ``config.rewards``, and a
+    loaded ``backbone``.
+    """
+    from .backbones import unfreeze_top_layers
+    from .prompts import load_prompts
+    from .rewards import RewardContext, RewardSet
+    from .rewards.base import make_part
+    from .rollout import Policy, Reference
+    from .workloads import RLWork
+
+    method = config.method_config()
+    train, evaluation = load_prompts(config.prompts, config.seed)  # bad prompts fail before the model loads
+    backbone = backbone or load_backbone(config.model)
+    if not backbone.is_causal:
+        raise ConfigError(f"RL method {config.method_name!r} needs a causal LM; {config.model!r} is an encoder")
+    n_unfrozen = getattr(method, "num_layers_unfrozen", 0)
+    unfrozen = unfreeze_top_layers(backbone.model, n_unfrozen) if n_unfrozen else []
+    model = SoftPromptModel.from_backbone(backbone, config.adapter_config())
+    value_head = method.objective in ("ppo", "ppo_single_step")
+    policy = Policy(model, value_head=value_head, tune_v_head=getattr(method, "tune_v_head", True), unfrozen=unfrozen)
+    reference = Reference(policy, method.reference) if method.needs_reference else None
+    context = RewardContext(backbone=backbone, device=model.device)
+    if rewards is None:
+        rewards = RewardSet.from_config(config.rewards, context)
+    elif not isinstance(rewards, RewardSet):
+        rewards = RewardSet.of(*(rewards if isinstance(rewards, (list, tuple)) else [rewards]))
+    rewards.probe(evaluation)
+    judge = make_part(config.judge, 0, context).fn if config.judge else None
+    work = RLWork(config, policy, rewards, reference, judge, base_lm=SoftPromptModel(backbone))
+    return work, Data(train, evaluation)
+
+
 def make_trainer(config, resume: str | Path | None = None, progress: bool = True) -> Trainer:
+    from .workloads import ClassificationWork
+
     seed_everything(config.seed)
-    task = task_of(config)
-    data = load_data(config, task)  # bad data fails here, before any folder exists
-    classifier = build_classifier(config, task)
+    if config.is_rl:
+        work, data = build_rl(config)
+    else:
+        task = task_of(config)
+        data = load_data(config, task)  # bad data fails here, before any folder exists
+        work = ClassificationWork(config, task, build_classifier(config, task))
     run = RunFolder(Path(resume)) if resume else RunFolder.create(config)
-    trainer = Trainer(config, task, classifier, data, run)
+    trainer = Trainer(config, work, data, run)
     if resume:
         trainer.resume()
     return trainer

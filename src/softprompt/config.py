@@ -37,7 +37,7 @@ _Loader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: load
 
 
 def _yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_Loader)
 
 
 def _one_line(text: object) -> str:
@@ -189,7 +189,7 @@ def parse_value(raw: str) -> Any:
     return value if isinstance(value, (str, int, float, bool, list, dict, type(None))) else raw
 
 
-_OVERRIDE = re.compile(r"(\+\+|\+|~)?([\w\-]+(?:\.[\w\-]+)*)(?:(=)(.*))?", re.S)
+_OVERRIDE = re.compile(r"(\+\+|\+|~)?([\w\-]+(?:\.[\w\-]+)*)(?:(=)(.*))?", re.DOTALL)
 _MODES = {None: "set", "+": "add", "++": "force", "~": "delete"}
 
 

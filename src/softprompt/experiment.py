@@ -12,12 +12,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .adapters import make_config
-from .config import apply_overrides, build, deep_merge, load_config, parse_override, to_dict
+from .config import (
+    apply_overrides,
+    build,
+    deep_merge,
+    load_config,
+    parse_override,
+    to_dict,
+)
 from .errors import ConfigError
 from .fields import hfield
-from .objectives import Schedule
 from .generation import GenerationConfig
 from .methods import METHODS, method_config, method_defaults
+from .objectives import Schedule
 from .prompts import PromptsSection
 
 ALIASES = {"method_cfg": "method"}

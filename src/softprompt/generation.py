@@ -193,7 +193,12 @@ def encode_prompts(tokenizer, prompts: Sequence[str], config: GenerationConfig, 
 
 
 def _warpers(config: GenerationConfig):
-    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+    from transformers import (
+        LogitsProcessorList,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
 
     procs = LogitsProcessorList()
     if config.temperature != 1.0:

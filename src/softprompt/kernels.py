@@ -17,6 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: pack only matrices at least this big (256 x 256)
+MIN_PACKED_NUMEL = 65536
+
 
 def packing_available(model: nn.Module) -> bool:
     p = next(model.parameters(), None)
@@ -56,12 +59,17 @@ def _packed_forward(linear: nn.Linear, batch_hint: int):
 
 
 @contextlib.contextmanager
-def packed_linears(model: nn.Module, batch_hint: int = 16, enabled: bool = True):
-    """Within the block, no-grad fp32 ``nn.Linear`` calls in ``model`` use pre-packed weights."""
+def packed_linears(model: nn.Module, batch_hint: int = 16, enabled: bool = True, min_numel: int | None = None):
+    """Within the block, no-grad fp32 ``nn.Linear`` calls in ``model`` use pre-packed weights.
+
+    Only matrices with at least ``min_numel`` entries (default ``MIN_PACKED_NUMEL``) are packed.
+    """
     if not enabled or not packing_available(model):
         yield
         return
-    linears = [m for m in model.modules() if type(m) is nn.Linear]
+    # small matrices are faster unpacked (oneDNN's per-call overhead dominates)
+    least = MIN_PACKED_NUMEL if min_numel is None else min_numel
+    linears = [m for m in model.modules() if type(m) is nn.Linear and m.weight.numel() >= least]
     for m in linears:
         m.forward = _packed_forward(m, batch_hint)
     try:

@@ -9,7 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .adapters import Adapter, AdapterConfig, build_adapter, load_adapter, read_adapter_meta, save_adapter
+from .adapters import (
+    Adapter,
+    AdapterConfig,
+    build_adapter,
+    load_adapter,
+    read_adapter_meta,
+    save_adapter,
+)
 from .backbones import Backbone, load_backbone
 from .errors import AdapterLoadError, ConfigError
 from .placement import insert_virtual, position_ids
@@ -22,9 +29,31 @@ class SoftPromptOutput:
     past_key_values: object | None = None
 
 
+PACKAGED = "packaged:"
+
+
+def packaged_runs() -> list[str]:
+    from importlib import resources
+
+    root = resources.files("softprompt").joinpath("data")
+    return sorted(p.name for p in root.iterdir() if p.joinpath("softprompt_adapter.json").is_file())
+
+
+def resolve_run_path(path: str | Path) -> Path:
+    """``packaged:NAME`` (an adapter shipped inside softprompt, e.g. the SST-2 judge) or a path."""
+    if isinstance(path, str) and path.startswith(PACKAGED):
+        from importlib import resources
+
+        name = path[len(PACKAGED):]
+        if name not in packaged_runs():
+            raise AdapterLoadError(f"no packaged adapter {name!r}; packaged: {', '.join(packaged_runs())}")
+        return Path(str(resources.files("softprompt").joinpath("data", name)))
+    return Path(path)
+
+
 def resolve_adapter_dir(path: str | Path) -> Path:
     """An adapter directory, or a run folder whose best (else last) checkpoint holds one."""
-    path = Path(path)
+    path = resolve_run_path(path)
     for candidate in (path, path / "checkpoints" / "best", path / "checkpoints" / "last"):
         if (candidate / "softprompt_adapter.json").exists():
             return candidate

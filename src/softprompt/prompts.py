@@ -125,7 +125,13 @@ def from_file(s: PromptsSection, seed: int):
 def _read_prompt_file(path: Path, column: str) -> list[Example]:
     import csv
 
-    from .tasks._files import get_text, read_json_lines, read_rows, read_text, table_records
+    from .tasks._files import (
+        get_text,
+        read_json_lines,
+        read_rows,
+        read_text,
+        table_records,
+    )
 
     text = read_text(path, "prompt file")
     if path.suffix == ".txt":

@@ -65,15 +65,30 @@ class RunFolder:
         old = path.read_text() if path.exists() else ""
         atomic_write(path, lambda tmp: Path(tmp).write_text(old + json.dumps(row, sort_keys=True) + "\n"))
 
+    def log_step(self, row: dict) -> None:
+        """One line per optimizer step in ``train_log.jsonl`` (appended; read by the plots)."""
+        with open(self.path / "train_log.jsonl", "a") as f:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+
+    def read_jsonl(self, name: str) -> list[dict]:
+        """The rows of a JSONL file of the run; a line cut short by a crash is skipped."""
+        path = self.path / name
+        rows = []
+        for line in path.read_text().splitlines() if path.exists() else []:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
+
     def truncate_epoch_metrics(self, global_step: int) -> None:
         """On resume, drop the rows logged after the checkpoint's step (they will be redone)."""
-        path = self.path / "epoch_metrics.jsonl"
-        if not path.exists():
-            return
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        kept = [r for r in rows if r.get("step", 0) <= global_step]
-        atomic_write(path, lambda tmp: Path(tmp).write_text("".join(json.dumps(r, sort_keys=True) + "\n"
-                                                                    for r in kept)))
+        for name in ("epoch_metrics.jsonl", "train_log.jsonl"):
+            if not (self.path / name).exists():
+                continue
+            kept = [r for r in self.read_jsonl(name) if r.get("step", 0) <= global_step]
+            atomic_write(self.path / name, lambda tmp, kept=kept: Path(tmp).write_text(
+                "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)))
 
     def write_metrics(self, metrics: dict) -> None:
         write_json(self.path / "metrics.json", metrics)

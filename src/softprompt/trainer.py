@@ -1,10 +1,12 @@
 """The one training loop: objectives and phases come from the config, never a new loop.
 
-Per optimizer step: tokenize a batch, run the active objectives (they share the plain
-forward pass), sum their weighted losses, backward (accumulated over ``grad_accum``
-micro-batches), clip, step AdamW and the warmup+cosine schedule. Evaluate each epoch (or
-every N steps), keep ``checkpoints/best`` by the task's main metric and ``checkpoints/last``
-for an exact ``--resume``, stop early on a plateau, show a rich progress bar.
+Per batch: the workload turns examples into the objectives' inputs (a tokenized batch, or
+a rollout with rewards), the active objectives run (sharing one forward pass) and their
+weighted losses are summed, backward (accumulated over ``grad_accum`` micro-batches), clip,
+step AdamW and the warmup+cosine schedule. An RL rollout is reused for ``num_iterations``
+optimizer steps. Evaluate each epoch (or every N steps; RL runs also before training), keep
+``checkpoints/best`` by the main metric and ``checkpoints/last`` for an exact ``--resume``,
+stop early on a plateau, show a rich progress bar.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+
 import torch
 
 from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from .classifiers import Classifier
-from .evaluation import evaluate, make_batch
-from .objectives import OBJECTIVES, StepInputs
+from .errors import ConfigError
+from .objectives import OBJECTIVES
 from .runs import RunFolder
 
 
@@ -34,24 +36,27 @@ def batches_of(n: int, size: int, seed: int, epoch: int) -> list[torch.Tensor]:
 
 
 class Trainer:
-    def __init__(self, config, task, classifier: Classifier, data: Data, run: RunFolder | None):
+    def __init__(self, config, work, data: Data, run: RunFolder | None):
         from accelerate import Accelerator
         from transformers import get_scheduler
 
-        self.config, self.task, self.clf, self.data, self.run = config, task, classifier, data, run
+        self.config, self.work, self.data, self.run = config, work, data, run
+        self.clf = work.module  # the module being trained: a classifier or an RL policy
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         self.clf.to(self.accelerator.device)
         tr = config.train
         self.objectives = {name: OBJECTIVES.get(name)(cfg) for name, cfg in config.objectives().items()}
-        for objective in self.objectives.values():
-            objective.prepare([e.label for e in data.train])
+        work.prepare(self.objectives, data.train)
         self.schedule = config.schedule()
+        self.inner_updates = max(getattr(cfg, "num_iterations", 1) for cfg in config.objectives().values())
+        if self.inner_updates > 1 and tr.grad_accum > 1:
+            raise ConfigError("method.num_iterations > 1 needs train.grad_accum = 1 (each inner update is a step)")
         groups = [{"params": self.clf.model.trainable_parameters(), "lr": tr.lr}]
         head = [p for p in self.clf.head_parameters() if p.requires_grad]
         if head:
             groups.append({"params": head, "lr": tr.head_lr if tr.head_lr is not None else tr.lr / 10})
         self.optimizer = torch.optim.AdamW(groups, lr=tr.lr, weight_decay=tr.weight_decay)
-        self.steps_per_epoch = math.ceil(math.ceil(len(data.train) / tr.batch) / tr.grad_accum)
+        self.steps_per_epoch = math.ceil(math.ceil(len(data.train) / tr.batch) / tr.grad_accum) * self.inner_updates
         total = self.steps_per_epoch * tr.epochs
         if tr.max_steps:
             total = min(total, tr.max_steps)
@@ -60,12 +65,12 @@ class Trainer:
                                        self.optimizer, num_warmup_steps=int(tr.warmup_ratio * total),
                                        num_training_steps=total)
         self.counters = {"epoch": 0, "micro_step": 0, "global_step": 0, "best": None, "bad_evals": 0,
-                         "train_time_sec": 0.0, "stopped_early": False}
+                         "train_time_sec": 0.0, "stopped_early": False, "before": None}
+        self.before_rows: list[dict] = []
 
-    # -- batches ---------------------------------------------------------------------------------
-    def make_batch(self, examples: list) -> dict:
-        batch = make_batch(self.clf, self.task, examples, self.config.task.max_length)
-        return {k: v.to(self.accelerator.device) for k, v in batch.items()}
+    @property
+    def task(self):
+        return getattr(self.work, "task", None)
 
     # -- training --------------------------------------------------------------------------------
     def resume(self) -> None:
@@ -78,7 +83,13 @@ class Trainer:
         self.run.truncate_epoch_metrics(self.counters["global_step"])
 
     def fit(self, progress: bool = True) -> dict:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         tr, c = self.config.train, self.counters
         self.clf.train()
@@ -87,6 +98,8 @@ class Trainer:
         with Progress(*columns, disable=not progress, transient=False) as bar:
             job = bar.add_task("train", total=self.total_steps, completed=c["global_step"], epoch=c["epoch"] + 1,
                                loss=float("nan"), metric="")
+            if self.work.evaluate_before and c["global_step"] == 0:
+                self._evaluate_before()
             while c["epoch"] < tr.epochs and not self._finished():
                 start = time.perf_counter()
                 self._train_epoch(bar, job)
@@ -110,41 +123,62 @@ class Trainer:
         batches = batches_of(len(self.data.train), tr.batch, self.config.seed, c["epoch"])
         for i in range(c["micro_step"], len(batches)):
             examples = [self.data.train[j] for j in batches[i].tolist()]
-            inputs = StepInputs(self.make_batch(examples), self.clf, c["epoch"], c["global_step"])
-            total, logs = 0.0, {}
-            for name, weight in weights.items():
-                out = self.objectives[name](inputs)
-                total = total + weight * out.loss
-                logs[f"loss/{name}"] = out.loss.item()
-                logs.update({f"{name}/{k}": v for k, v in out.metrics.items()})
-            self.accelerator.backward(total / tr.grad_accum)
-            c["micro_step"] = i + 1
-            last_micro = (i + 1) % tr.grad_accum == 0 or i + 1 == len(batches)
-            if not last_micro:
-                continue
-            if tr.max_grad_norm:
-                logs["grad_norm"] = float(self.accelerator.clip_grad_norm_(self.clf.trainable_parameters(),
-                                                                           tr.max_grad_norm))
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            c["global_step"] += 1
-            logs["loss"] = float(total.detach())
-            logs["lr"] = self.scheduler.get_last_lr()[0]
-            if self.run:
-                self.run.log_scalars(logs, c["global_step"], "train/")
-            bar.update(job, advance=1, loss=logs["loss"], epoch=c["epoch"] + 1)
-            if i + 1 == len(batches):
-                c["micro_step"] = 0
-            if tr.eval_every and c["global_step"] % tr.eval_every == 0:
+            started = time.perf_counter()
+            inputs, batch_logs = self.work.inputs(examples, c["epoch"], c["global_step"], self.accelerator.device)
+            step_before = c["global_step"]
+            for update in range(self.inner_updates):
+                if update:
+                    inputs.fresh()  # same rollout, new forward pass under the updated prompt
+                total, logs = 0.0, dict(batch_logs)
+                for name, weight in weights.items():
+                    out = self.objectives[name](inputs)
+                    total = total + weight * out.loss
+                    logs[f"loss/{name}"] = out.loss.item()
+                    logs.update({f"{name}/{k}": v for k, v in out.metrics.items()})
+                self.accelerator.backward(total / tr.grad_accum)
+                last_micro = (i + 1) % tr.grad_accum == 0 or i + 1 == len(batches)
+                if not last_micro:
+                    break
+                logs["step_seconds"] = time.perf_counter() - started
+                self._optimizer_step(total, logs, bar, job)
+                started = time.perf_counter()
+                if self._finished():
+                    break
+            c["micro_step"] = 0 if i + 1 == len(batches) else i + 1
+            if tr.eval_every and c["global_step"] // tr.eval_every > step_before // tr.eval_every:
                 done = c["micro_step"] / len(batches) if c["micro_step"] else 1.0
                 self._evaluate_and_keep(bar, job, epoch=round(c["epoch"] + done, 4), partial=c["micro_step"] != 0)
                 self._save("last")
             if self._finished():
                 return
 
+    def _optimizer_step(self, total, logs: dict, bar, job) -> None:
+        tr, c = self.config.train, self.counters
+        if tr.max_grad_norm:
+            logs["grad_norm"] = float(self.accelerator.clip_grad_norm_(self.clf.trainable_parameters(),
+                                                                       tr.max_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        c["global_step"] += 1
+        logs["loss"] = float(total.detach())
+        logs["lr"] = self.scheduler.get_last_lr()[0]
+        if self.run:
+            self.run.log_scalars(logs, c["global_step"], "train/")
+            self.run.log_step({"step": c["global_step"], "epoch": c["epoch"], **logs})
+        bar.update(job, advance=1, loss=logs["loss"], epoch=c["epoch"] + 1)
+
+    def _evaluate_before(self) -> None:
+        """The untrained prompt's numbers, from the same evaluation as the final ones."""
+        metrics, self.before_rows = self.evaluate()
+        self.counters["before"] = metrics
+        if self.run:
+            self.run.append_epoch_metrics({"epoch": 0, "step": 0, **metrics})
+            self.run.log_scalars(metrics, 0, "eval/")
+            self.run.write_predictions(self.before_rows, "predictions_before.jsonl")
+
     def _evaluate_and_keep(self, bar, job, epoch: int, partial: bool = False) -> None:
-        c, main = self.counters, self.task.main_metric
+        c, main = self.counters, self.work.main_metric
         metrics, _ = self.evaluate()
         row = {"epoch": epoch, "step": c["global_step"], **metrics}
         if partial:
@@ -171,9 +205,8 @@ class Trainer:
 
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate(self, examples: list | None = None) -> tuple[dict, list[dict]]:
-        """Task metrics on ``examples`` (default: the eval split), plus eval loss and speed."""
-        return evaluate(self.clf, self.task, self.data.eval if examples is None else examples,
-                        self.config.train.eval_batch, self.config.task.max_length, self.config.objectives()["mle"])
+        """The workload's metrics on ``examples`` (default: the eval split), plus speed."""
+        return self.work.evaluate(self.data.eval if examples is None else examples)
 
     def finish(self) -> dict:
         c = self.counters
@@ -183,8 +216,13 @@ class Trainer:
         metrics, rows = self.evaluate()
         summary = {"train_time_sec": c["train_time_sec"], "epochs": c["epoch"], "global_step": c["global_step"],
                    "stopped_early": c["stopped_early"], **metrics}
+        if c.get("before"):
+            summary.update({f"before_{k}": v for k, v in c["before"].items()})
         if self.run:
+            if c.get("before") and not self.before_rows:  # resumed: the rows are in the run folder
+                self.before_rows = self.run.read_jsonl("predictions_before.jsonl")
             self.run.write_predictions(rows)
+            self.work.report(self.run, self.before_rows, rows)
             self.run.write_metrics(summary)
             self.run.close()
         return summary

@@ -134,7 +134,7 @@ class PPO(Objective):
         logp, values = inputs.logprobs_and_values()
         pg, clip_frac = policy_loss(logp, ro.old_logprobs, ro.memo["advantages"], mask, c.cliprange)
         vf = value_loss(values, ro.old_values, ro.memo["returns"], mask, c.cliprange_value)
-        metrics = {"policy_loss": float(pg), "value_loss": float(vf), "clip_fraction": clip_frac,
+        metrics = {"policy_loss": pg.item(), "value_loss": vf.item(), "clip_fraction": clip_frac,
                    "value_mean": _masked_mean(values.detach(), mask)}
         if ro.ref_logprobs is not None:
             metrics["kl"] = _masked_mean(ro.old_logprobs - ro.ref_logprobs, mask)
@@ -161,6 +161,6 @@ class SingleStepPPO(Objective):
         seq = (logp * mask).sum(1)
         pg, clip_frac = policy_loss(seq, old_seq, ro.memo["advantages"], rows, c.cliprange)
         vf = value_loss(values[:, 0], ro.old_values[:, 0], ro.memo["returns"], rows, c.cliprange_value)
-        return ObjectiveOutput(pg + c.vf_coef * vf, {"policy_loss": float(pg), "value_loss": float(vf),
+        return ObjectiveOutput(pg + c.vf_coef * vf, {"policy_loss": pg.item(), "value_loss": vf.item(),
                                                      "clip_fraction": clip_frac,
                                                      "value_mean": _masked_mean(values[:, 0].detach(), rows)})

@@ -88,6 +88,13 @@ class RewardSet:
                 seen[p.name] = seen.get(p.name, 0) + 1
                 p.name = f"{p.name}_{seen[p.name]}"
 
+    def probe(self, examples: list) -> None:
+        """Call every part once on a few prompts (completion = a short text) so a reward that
+        fails or returns the wrong number of values is caught before training starts."""
+        prompts = [e.text for e in examples[:2]]
+        self([*prompts], [" and it was fine."] * len(prompts), examples[:2])
+        self.dropped = 0
+
     def __call__(self, prompts: list[str], completions: list[str], examples: list) -> tuple[torch.Tensor, dict]:
         """(total (N,) with NaN where a part was not finite, {part name: values (N,)})."""
         n = len(completions)

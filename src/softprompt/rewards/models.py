@@ -166,25 +166,34 @@ class Perplexity(Reward):
 
 
 @torch.no_grad()
-def completion_perplexity(lm, prompts: list[str], completions: list[str], batch_size: int = 16) -> torch.Tensor:
-    """exp(mean NLL of the completion's tokens given the prompt) under ``lm`` (a SoftPromptModel)."""
+def completion_nll(lm, prompts: list[str], completions: list[str], batch_size: int = 16):
+    """(summed NLL (N,), token count (N,)) of each completion given its prompt under ``lm`` (a SoftPromptModel)."""
     tok = lm.tokenizer
-    out = []
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    nll, count = [], []
     for b in range(0, len(prompts), batch_size):
-        p_enc = _left_pad(tok, [tok(p, add_special_tokens=False)["input_ids"] for p in prompts[b:b + batch_size]], tok)
+        p_ids, p_mask = _left_pad(tok, [tok(p, add_special_tokens=False)["input_ids"] for p in prompts[b:b + batch_size]])
         c_ids = [tok(c, add_special_tokens=False)["input_ids"] or [tok.eos_token_id] for c in
                  completions[b:b + batch_size]]
         width = max(len(x) for x in c_ids)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         ids = torch.tensor([x + [pad] * (width - len(x)) for x in c_ids])
         mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in c_ids])
         dev = lm.device
-        logp = lm.sequence_logprobs(p_enc[0].to(dev), p_enc[1].to(dev), ids.to(dev), mask.to(dev)).cpu()
-        out.append(torch.exp(-(logp.sum(1) / mask.sum(1))))
-    return torch.cat(out) if out else torch.zeros(0)
+        logp = lm.sequence_logprobs(p_ids.to(dev), p_mask.to(dev), ids.to(dev), mask.to(dev)).cpu()
+        nll.append(-logp.sum(1))
+        count.append(mask.sum(1))
+    if not nll:
+        return torch.zeros(0), torch.zeros(0)
+    return torch.cat(nll), torch.cat(count)
 
 
-def _left_pad(tok, seqs: list[list[int]], _tok=None):
+def completion_perplexity(lm, prompts: list[str], completions: list[str]) -> torch.Tensor:
+    """exp(mean NLL of each completion's tokens given its prompt), (N,)."""
+    nll, count = completion_nll(lm, prompts, completions)
+    return torch.exp(nll / count.clamp(min=1))
+
+
+def _left_pad(tok, seqs: list[list[int]]):
     seqs = [s or [tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id] for s in seqs]
     width = max(len(s) for s in seqs)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0

@@ -38,8 +38,7 @@ def read_text(path: str | Path, what: str = "data file") -> str:
     if not path.is_file():
         raise DataError(f"{what} {path} is not a file")
     data = path.read_bytes()
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]
+    data = data.removeprefix(codecs.BOM_UTF8)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -1,0 +1,117 @@
+"""What the one trainer trains on: labelled examples (classification) or prompts (RL).
+
+A workload turns a batch of examples into the objectives' inputs, evaluates, and writes its
+reports. The trainer's loop (optimizer, schedule, checkpoints, early stopping) is the same.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .evaluation import evaluate, make_batch
+from .objectives import StepInputs
+
+
+class ClassificationWork:
+    kind = "classification"
+    evaluate_before = False
+
+    def __init__(self, config, task, classifier):
+        self.config, self.task, self.module = config, task, classifier
+        self.main_metric = task.main_metric
+
+    def prepare(self, objectives: dict, train: list) -> None:
+        for objective in objectives.values():
+            objective.prepare([e.label for e in train])
+
+    def inputs(self, examples: list, epoch: int, step: int, device) -> tuple[StepInputs, dict]:
+        batch = make_batch(self.module, self.task, examples, self.config.task.max_length)
+        return StepInputs({k: v.to(device) for k, v in batch.items()}, self.module, epoch, step), {}
+
+    def evaluate(self, examples: list) -> tuple[dict, list[dict]]:
+        return evaluate(self.module, self.task, examples, self.config.train.eval_batch, self.config.task.max_length,
+                        self.config.objectives()["mle"])
+
+    def report(self, run, before_rows, after_rows) -> None:
+        pass
+
+
+class RLWork:
+    """Rollouts with rewards; evaluation samples the held-out prompts with a fixed seed."""
+
+    kind = "rl"
+    evaluate_before = True  # "before" numbers come from the same evaluation as "after"
+    main_metric = "reward"
+
+    def __init__(self, config, policy, rewards, reference=None, judge=None, base_lm=None):
+        self.config, self.module, self.rewards = config, policy, rewards
+        self.method = config.method_config()
+        self.reference, self.judge, self.base_lm = reference, judge, base_lm
+        self.gen = config.generation.to_generation_config(group_size=self.method.group_size)
+        self.values = policy.value_head is not None
+
+    def prepare(self, objectives: dict, train: list) -> None:
+        pass
+
+    def inputs(self, examples: list, epoch: int, step: int, device):
+        from .rollout import RLInputs, make_rollout
+
+        ro = make_rollout(self.module, examples, self.gen, self.rewards, self.reference, values=self.values)
+        valid = ro.valid
+        logs = {"reward": float(ro.rewards[valid].mean()) if valid.any() else float("nan"),
+                "reward_std": float(ro.rewards[valid].std()) if int(valid.sum()) > 1 else 0.0,
+                "completion_length": float(ro.completion_mask.sum(1).float().mean()),
+                "rewards_dropped": float(self.rewards.dropped)}
+        for name, values in ro.reward_parts.items():
+            finite = values[torch.isfinite(values)]
+            logs[f"reward/{name}"] = float(finite.mean()) if len(finite) else float("nan")
+        return RLInputs(ro, self.module, epoch, step), logs
+
+    @torch.no_grad()
+    def evaluate(self, examples: list) -> tuple[dict, list[dict]]:
+        from .diversity import distinct_n
+        from .rewards.models import completion_nll
+
+        start = time.perf_counter()
+        policy = self.module
+        was_training = policy.training
+        policy.eval()
+        g = self.config.generation.eval_samples
+        cfg = self.config.generation.to_generation_config(group_size=g, seed=self.config.seed)
+        prompts = [e.text for e in examples]
+        gen = policy.model.generate(prompts, cfg)
+        policy.train(was_training)
+        expanded_prompts = [prompts[i // g] for i in range(len(gen.texts))]
+        expanded = [examples[i // g] for i in range(len(gen.texts))]
+        total, parts = self.rewards(expanded_prompts, gen.texts, expanded)
+        finite = torch.isfinite(total)
+        metrics = {"eval_reward": float(total[finite].mean()) if finite.any() else float("nan")}
+        for name, values in parts.items():
+            metrics[f"eval_reward/{name}"] = float(values[torch.isfinite(values)].mean())
+        judged = None
+        if self.judge is not None:
+            judged = torch.as_tensor(self.judge(expanded_prompts, gen.texts, expanded), dtype=torch.float)
+            metrics["eval_judge_score"] = float(judged.mean())
+            metrics["eval_judge_positive_rate"] = float((judged > 0.5).float().mean())
+        metrics["eval_distinct_2"] = distinct_n(gen.texts, 2)
+        if self.base_lm is not None:
+            nll, count = completion_nll(self.base_lm, expanded_prompts, gen.texts)
+            metrics["eval_perplexity"] = float(torch.exp(nll.sum() / count.sum().clamp(min=1)))
+        metrics["eval_completion_length"] = float(gen.completion_mask.sum(1).float().mean())
+        runtime = time.perf_counter() - start
+        metrics.update({"eval_runtime": runtime, "eval_samples_per_second": len(gen.texts) / runtime})
+        rows = [{"index": expanded[i].index, "prompt": expanded_prompts[i], "completion": gen.texts[i],
+                 "reward": float(total[i]), **({"judge": float(judged[i])} if judged is not None else {}),
+                 **{f"reward/{k}": float(v[i]) for k, v in parts.items()}} for i in range(len(gen.texts))]
+        return metrics, rows
+
+    def report(self, run, before_rows, after_rows) -> None:
+        from .reports import plot_curves, samples_table
+
+        rows = run.read_jsonl("train_log.jsonl")
+        keys = ["reward"] + sorted({k for r in rows for k in r if k.startswith("reward/")}) + ["loss"]
+        plot_curves(rows, keys, run.path / "reward_curve.png", title=f"{self.config.method_name}: training reward")
+        if before_rows and after_rows:
+            samples_table(before_rows, after_rows, run.path / "samples.md")

@@ -1,0 +1,225 @@
+"""RL on soft prompts: every formula against hand-computed values, and tiny models that learn."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import tiny_llama
+
+from softprompt.build import build_rl
+from softprompt.errors import ConfigError, DataError
+from softprompt.experiment import from_dict
+from softprompt.objectives.grpo import (
+    aggregate,
+    clipped_surrogate,
+    group_advantages,
+    k3_kl,
+)
+from softprompt.objectives.ppo import (
+    gae,
+    policy_loss,
+    token_rewards,
+    value_loss,
+    whiten,
+)
+from softprompt.rewards import RewardError, RewardSet
+from softprompt.trainer import Trainer
+
+# -- formulas ----------------------------------------------------------------------------------
+
+
+def test_group_advantages_by_hand():
+    r = torch.tensor([1.0, 0.0, 0.0, 0.0, 2.0, 4.0])  # two groups of 3
+    valid = torch.ones(6, dtype=torch.bool)
+    a = group_advantages(r, valid, 3, "none")
+    torch.testing.assert_close(a, torch.tensor([2 / 3, -1 / 3, -1 / 3, -2.0, 0.0, 2.0]))
+    # unbiased std of group 1: sqrt(((2/3)^2 + 2 (1/3)^2) / 2) = sqrt(1/3); of group 2: 2
+    g = group_advantages(r, valid, 3, "group")
+    s1 = math.sqrt(1 / 3)
+    torch.testing.assert_close(g, torch.tensor([2 / 3 / (s1 + 1e-4), -1 / 3 / (s1 + 1e-4), -1 / 3 / (s1 + 1e-4),
+                                                -2 / (2 + 1e-4), 0.0, 2 / (2 + 1e-4)]))
+    sb = r.std().item()
+    torch.testing.assert_close(group_advantages(r, valid, 3, "batch"), a / (sb + 1e-4))
+    # a sample without a finite reward is left out of its group's mean and gets A = 0
+    valid = torch.tensor([True, True, False, True, True, True])
+    a = group_advantages(torch.tensor([1.0, 0.0, float("nan"), 0.0, 2.0, 4.0]), valid, 3, "none")
+    torch.testing.assert_close(a, torch.tensor([0.5, -0.5, 0.0, -2.0, 0.0, 2.0]))
+
+
+def test_clipped_surrogate_and_k3_by_hand():
+    old = torch.zeros(1, 3)
+    logp = torch.log(torch.tensor([[1.5, 0.5, 1.1]]))  # ratios 1.5, 0.5, 1.1
+    loss, clipped = clipped_surrogate(logp, old, torch.tensor([1.0]), 0.2, 0.3)
+    # A > 0: min(r, clip(r, 0.8, 1.3)) = 1.3, 0.5, 1.1
+    torch.testing.assert_close(loss, -torch.tensor([[1.3, 0.5, 1.1]]))
+    assert clipped.tolist() == [[True, False, False]]
+    loss, _ = clipped_surrogate(logp, old, torch.tensor([-2.0]), 0.2, 0.3)
+    # A < 0: min(-2 r, -2 clip(r)) = -3.0, -1.6, -2.2
+    torch.testing.assert_close(loss, torch.tensor([[3.0, 1.6, 2.2]]))
+    logp, ref = torch.tensor([-1.0, -2.0]), torch.tensor([-1.5, -1.0])
+    expected = [math.exp(-0.5) + 0.5 - 1, math.exp(1.0) - 1.0 - 1]
+    torch.testing.assert_close(k3_kl(logp, ref), torch.tensor(expected))
+    assert k3_kl(logp, logp).abs().max() == 0
+
+
+def test_loss_aggregations_by_hand():
+    per_token = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    assert aggregate(per_token, mask, "grpo").item() == pytest.approx((2.0 + 4.0) / 2)
+    assert aggregate(per_token, mask, "dapo").item() == pytest.approx(10 / 4)
+    assert aggregate(per_token, mask, "dr_grpo", max_tokens=5).item() == pytest.approx(10 / (2 * 5))
+
+
+def test_gae_and_token_rewards_by_hand():
+    logp_old = torch.tensor([[-1.0, -2.0, -1.0]])
+    ref = torch.tensor([[-1.5, -1.0, -1.0]])
+    mask = torch.tensor([[1, 1, 0]])  # two real tokens
+    r = token_rewards(torch.tensor([3.0]), logp_old, ref, mask, kl_coef=0.1)
+    # r_t = -0.1 * (old - ref) = -0.05, +0.1; the score lands on the last real token
+    torch.testing.assert_close(r, torch.tensor([[-0.05, 0.1 + 3.0, 0.0]]))
+    values = torch.tensor([[0.5, 1.0, 9.0]])  # the padded position's value must not leak in
+    adv, ret = gae(r, values, mask, gamma=0.9, lam=0.8)
+    d1 = 3.1 - 1.0  # last real token: no next value
+    d0 = -0.05 + 0.9 * 1.0 - 0.5
+    torch.testing.assert_close(adv, torch.tensor([[d0 + 0.9 * 0.8 * d1, d1, 0.0]]))
+    torch.testing.assert_close(ret, torch.tensor([[d0 + 0.72 * d1 + 0.5, d1 + 1.0, 0.0]]))
+
+
+def test_ppo_losses_by_hand():
+    old = torch.zeros(1, 2)
+    logp = torch.log(torch.tensor([[1.5, 0.9]]))
+    adv = torch.tensor([[1.0, -1.0]])
+    mask = torch.ones(1, 2)
+    pg, frac = policy_loss(logp, old, adv, mask, cliprange=0.2)
+    # token 1: max(-1.5, -1.2) = -1.2 (clipped); token 2: max(0.9, 0.9) = 0.9
+    assert pg.item() == pytest.approx((-1.2 + 0.9) / 2)
+    assert frac == pytest.approx(0.5)
+    v, v_old, ret = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.5, 0.0]]), torch.tensor([[2.0, 1.0]])
+    # token 1: clipped value 0.7 -> max((1-2)^2, (0.7-2)^2) = 1.69; token 2: 1
+    assert value_loss(v, v_old, ret, mask, 0.2).item() == pytest.approx(0.5 * (1.69 + 1.0) / 2)
+    w = whiten(torch.tensor([[1.0, 3.0, 100.0]]), torch.tensor([[1, 1, 0]]))
+    torch.testing.assert_close(w, torch.tensor([[-1 / math.sqrt(2), 1 / math.sqrt(2), 0.0]]), atol=1e-4, rtol=0)
+
+
+# -- tiny models that learn --------------------------------------------------------------------
+
+PROMPTS = ["the movie was", "i loved it and", "this plot is", "a story with", "the actors were", "it is not"]
+
+
+def rate_of_great(prompts, completions, examples):
+    """Share of the completion's words that are 'great': trivially learnable by a prompt."""
+    return [sum(w == "great" for w in c.split()) / max(len(c.split()), 1) for c in completions]
+
+
+def rl_config(tmp_path, method: dict, **extra):
+    raw = {
+        "model": "tiny", "output_dir": str(tmp_path), "seed": 0,
+        "adapter": {"type": "prompt_tuning", "num_virtual_tokens": 4, "init": "random", "init_seed": 0},
+        "method": method,
+        "prompts": {"source": "list", "items": PROMPTS, "num_eval": 6},
+        "generation": {"max_new_tokens": 6, "temperature": 1.0, "eval_samples": 4},
+        "train": {"batch": 6, "epochs": 40, "lr": 0.3, "warmup_ratio": 0.0, "scheduler": "constant",
+                  "eval_every": 1000},  # evaluate once, at the end
+        **extra,
+    }
+    return from_dict(raw)
+
+
+def run_rl(tmp_path, method: dict, epochs: int = 30):
+    cfg = rl_config(tmp_path, method)
+    cfg.train.epochs = epochs
+    torch.manual_seed(0)
+    backbone = tiny_llama(vocab_size=50)  # every token decodes to a word
+    frozen = {n: p.detach().clone() for n, p in backbone.model.named_parameters()}
+    work, data = build_rl(cfg, rewards=[rate_of_great], backbone=backbone)
+    trainer = Trainer(cfg, work, data, run=None)
+    trainer.work.evaluate_before = False
+    rewards = []
+    original = work.inputs
+
+    def record(*args, **kw):
+        inputs, logs = original(*args, **kw)
+        rewards.append(logs["reward"])
+        return inputs, logs
+
+    work.inputs = record
+    trainer.fit(progress=False)
+    for n, p in backbone.model.named_parameters():  # nothing but the prompt (and value head) changed
+        assert torch.equal(p, frozen[n]), n
+    return rewards, work
+
+
+def test_grpo_raises_a_learnable_reward(tmp_path):
+    rewards, _ = run_rl(tmp_path, {"name": "grpo", "group_size": 8})
+    start, end = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert end > start + 0.3 and end > 4 * start, (start, end)  # measured: 0.05 -> 0.55
+
+
+@pytest.mark.parametrize("name", ["ppo", "ppo_single_step"])
+def test_ppo_raises_a_learnable_reward_and_trains_the_value_head(tmp_path, name):
+    rewards, work = run_rl(tmp_path, {"name": name, "group_size": 4, "kl_coef": 0.0})
+    start, end = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert end > start + 0.15 and end > 4 * start, (start, end)  # measured: 0.02 -> 0.25
+    head = work.module.value_head
+    assert head.weight.requires_grad and head.weight.abs().sum() > 0
+
+
+def test_old_logprobs_from_generation_equal_a_recomputed_forward(tmp_path):
+    from softprompt.rollout import make_rollout
+
+    cfg = rl_config(tmp_path, {"name": "grpo", "group_size": 3})
+    work, data = build_rl(cfg, rewards=[rate_of_great], backbone=tiny_llama())
+    ro = make_rollout(work.module, data.train[:4], work.gen, work.rewards)
+    with torch.no_grad():
+        again, _ = work.module.logprobs(ro)
+    assert ro.completion_mask.sum() > 10
+    torch.testing.assert_close(ro.old_logprobs, again, atol=1e-4, rtol=0)
+
+
+def test_non_finite_rewards_never_reach_the_weights(tmp_path):
+    from softprompt.rollout import RLInputs, make_rollout
+
+    def sometimes_nan(prompts, completions, examples):
+        return [float("nan") if i % 3 == 0 else float(i % 2) for i in range(len(completions))]
+
+    cfg = rl_config(tmp_path, {"name": "grpo", "group_size": 3})
+    work, data = build_rl(cfg, rewards=[sometimes_nan], backbone=tiny_llama())
+    ro = make_rollout(work.module, data.train[:4], work.gen, work.rewards)
+    assert work.rewards.dropped == 4 and ro.valid.sum() == 8
+    assert ro.mask[~ro.valid].sum() == 0
+    from softprompt.objectives.grpo import GRPO
+
+    loss = GRPO(cfg.method_config())(RLInputs(ro, work.module)).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in work.module.trainable_parameters())
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+def test_bad_rl_input_fails_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="registered: .*lexicon_sentiment"):
+        build_rl(rl_config(tmp_path, {"name": "grpo"}, rewards=[{"name": "sentimnet"}]), backbone=tiny_llama())
+    with pytest.raises(ConfigError, match="group_size=1: expected an integer >= 2"):
+        rl_config(tmp_path, {"name": "grpo", "group_size": 1})
+    with pytest.raises(RewardError, match="returned 1 values for 2 completions"):
+        build_rl(rl_config(tmp_path, {"name": "grpo"}), rewards=[lambda p, c, e: [0.0]], backbone=tiny_llama())
+    cfg = rl_config(tmp_path, {"name": "grpo"})
+    cfg.prompts.items = []
+    with pytest.raises(ConfigError, match="prompts.items"):
+        build_rl(cfg, rewards=[rate_of_great], backbone=tiny_llama())
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    cfg.prompts.source, cfg.prompts.file = "file", str(empty)
+    with pytest.raises(DataError, match="no training prompts"):
+        build_rl(cfg, rewards=[rate_of_great], backbone=tiny_llama())
+
+
+def test_reward_set_weights_parts():
+    rs = RewardSet.of(("a", 2.0, lambda p, c, e: [1.0, 2.0]), ("b", -1.0, lambda p, c, e: torch.tensor([0.5, 0.5])))
+    total, parts = rs(["x", "y"], ["u", "v"], [None, None])
+    torch.testing.assert_close(total, torch.tensor([1.5, 3.5]))
+    assert set(parts) == {"a", "b"}
