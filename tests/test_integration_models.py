@@ -12,6 +12,7 @@ from softprompt import (
     SoftPromptModel,
     load_backbone,
 )
+from softprompt.errors import ConfigError
 
 pytestmark = pytest.mark.integration
 
@@ -74,3 +75,20 @@ def test_minilm_encoder_with_adapters(name):
     one_ids, one_mask = encode(backbone.tokenizer, texts[:1])
     alone, alone_mask = model.encode(one_ids, one_mask)
     torch.testing.assert_close(hidden[0][full_mask[0].bool()], alone[0][alone_mask[0].bool()], atol=1e-5, rtol=1e-5)
+
+
+def test_smollm2_generate_response_keeps_the_conversation(smollm2):
+    model = SoftPromptModel.from_backbone(smollm2, PrefixTuningConfig(num_virtual_tokens=4, init="text:Be brief."))
+    history = [{"role": "user", "content": "Hi, I am Ana."}, {"role": "assistant", "content": "Hello Ana!"}]
+    reply, updated = model.generate_response("What is my name?", history, temperature=0, max_new_tokens=12)
+    assert len(history) == 2  # the caller's list is left alone
+    assert updated[:2] == history
+    assert updated[2] == {"role": "user", "content": "What is my name?"}
+    assert updated[3] == {"role": "assistant", "content": reply} and reply
+    # the same turn through the chat template by hand gives the same greedy answer
+    text = smollm2.tokenizer.apply_chat_template(updated[:3], tokenize=False, add_generation_prompt=True)
+    ids = smollm2.tokenizer(text, add_special_tokens=False, return_tensors="pt")
+    out = model.generate(dict(ids), do_sample=False, max_new_tokens=12)
+    assert out.texts[0].strip() == reply
+    with pytest.raises(ConfigError, match="asked_question"):
+        model.generate_response("  ", history)

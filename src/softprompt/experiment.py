@@ -69,6 +69,7 @@ class GenerationSection:
 class TrainSection:
     batch: int = hfield(8, "examples per optimizer step (before accumulation)")
     epochs: int = hfield(1, "passes over the training data")
+    shuffle: bool = hfield(True, "shuffle the training data each epoch (seeded); False: file order")
     max_steps: int | None = hfield(None, "stop after this many optimizer steps")
     lr: float = hfield(3e-2, "learning rate of the adapter")
     head_lr: float | None = hfield(None, "learning rate of a classifier head (default: lr / 10)")

@@ -177,9 +177,11 @@ def encode_prompts(tokenizer, prompts: Sequence[str], config: GenerationConfig, 
     if isinstance(prompts, str) or not len(prompts):
         raise ConfigError("prompts must be a non-empty list of strings")
     texts = list(prompts)
-    if config.chat:
-        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                               add_generation_prompt=True) for p in texts]
+    if config.chat:  # a prompt is a user message, or a whole conversation (a list of role/content dicts)
+        texts = [tokenizer.apply_chat_template(_messages(p), tokenize=False, add_generation_prompt=True)
+                 for p in texts]
+    elif not all(isinstance(p, str) for p in texts):
+        raise ConfigError("prompts must be strings (conversations as message lists need chat=True)")
     old_side = tokenizer.truncation_side
     tokenizer.truncation_side = "left"
     try:
@@ -190,6 +192,17 @@ def encode_prompts(tokenizer, prompts: Sequence[str], config: GenerationConfig, 
     if enc["input_ids"].shape[1] == 0 or (enc["attention_mask"].sum(1) == 0).any():
         raise ConfigError("every prompt needs at least one token")
     return {k: enc[k].to(device) for k in ("input_ids", "attention_mask")}
+
+
+def _messages(prompt) -> list[dict]:
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    ok = isinstance(prompt, list) and prompt and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt)
+    if not ok:
+        raise ConfigError(f"a chat prompt is a string or a list of {{'role': ..., 'content': ...}} messages; "
+                          f"got {str(prompt)[:80]!r}")
+    return prompt
 
 
 def _warpers(config: GenerationConfig):

@@ -335,3 +335,20 @@ class SoftPromptModel(nn.Module):
         from .generation import generate
 
         return generate(self, prompts, config, **kwargs)
+
+    def generate_response(self, asked_question: str, conversation_history: list[dict] | None = None,
+                          temperature: float = 0.7, max_new_tokens: int = 256, **kwargs) -> tuple[str, list[dict]]:
+        """One chat turn (hardPrompt2softPrompt's ``generate_response``): the reply and the updated history.
+
+        ``conversation_history`` is a list of ``{"role": "user"|"assistant"|"system", "content": str}``
+        messages; the question is appended as a user message, rendered with the backbone's chat
+        template, answered (sampled at ``temperature``; 0 = greedy), and the history comes back
+        with the question and the answer appended. The input list is not modified.
+        """
+        if not isinstance(asked_question, str) or not asked_question.strip():
+            raise ConfigError("generate_response: asked_question must be a non-empty string")
+        messages = [*(conversation_history or []), {"role": "user", "content": asked_question}]
+        out = self.generate([messages], chat=True, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+                            temperature=temperature if temperature > 0 else 1.0, **kwargs)
+        reply = out.texts[0].strip()
+        return reply, [*messages, {"role": "assistant", "content": reply}]

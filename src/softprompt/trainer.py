@@ -29,9 +29,10 @@ class Data:
     eval: list
 
 
-def batches_of(n: int, size: int, seed: int, epoch: int) -> list[torch.Tensor]:
-    """The epoch's shuffled batches of example indices: a pure function of (seed, epoch)."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+def batches_of(n: int, size: int, seed: int, epoch: int, shuffle: bool = True) -> list[torch.Tensor]:
+    """The epoch's (shuffled) batches of example indices: a pure function of (seed, epoch)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)) if shuffle \
+        else torch.arange(n)
     return [order[i:i + size] for i in range(0, n, size)]
 
 
@@ -67,6 +68,7 @@ class Trainer:
         self.counters = {"epoch": 0, "micro_step": 0, "global_step": 0, "best": None, "bad_evals": 0,
                          "train_time_sec": 0.0, "stopped_early": False, "before": None}
         self.before_rows: list[dict] = []
+        self.on_step = None  # optional callable(logs) after each optimizer step (library users, benchmarks)
 
     @property
     def task(self):
@@ -120,7 +122,7 @@ class Trainer:
     def _train_epoch(self, bar, job) -> None:
         tr, c = self.config.train, self.counters
         weights = self.schedule.weights(c["epoch"])
-        batches = batches_of(len(self.data.train), tr.batch, self.config.seed, c["epoch"])
+        batches = batches_of(len(self.data.train), tr.batch, self.config.seed, c["epoch"], tr.shuffle)
         for i in range(c["micro_step"], len(batches)):
             examples = [self.data.train[j] for j in batches[i].tolist()]
             started = time.perf_counter()
@@ -167,6 +169,8 @@ class Trainer:
             self.run.log_scalars(logs, c["global_step"], "train/")
             self.run.log_step({"step": c["global_step"], "epoch": c["epoch"], **logs})
         bar.update(job, advance=1, loss=logs["loss"], epoch=c["epoch"] + 1)
+        if self.on_step is not None:
+            self.on_step(logs)
 
     def _evaluate_before(self) -> None:
         """The untrained prompt's numbers, from the same evaluation as the final ones."""

@@ -1,0 +1,158 @@
+"""GRPO step time on soft prompts: softprompt vs TRL's GRPOTrainer with a PEFT prompt, in one run.
+
+    pip install -e ".[bench]" && python bench/rl.py
+
+Identical settings for both: SmolLM2-135M-Instruct (fp32, CPU), a 20-token prompt started from
+the same text, 8 prompts x G=4 completions per step, at most 32 new tokens (temperature 1),
+beta 0 (no reference pass), one inner update, AdamW lr 1e-2 constant, VADER compound score as
+the reward, the same review openings in the same order. TRL runs with gradient checkpointing
+off (its default is on, which would only slow it down). Each system runs in its own child
+process. Reports mean seconds per step over the steps after the first (warm-up), and the mean
+reward over the first and last 5 steps. Writes bench/results/rl.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _common import write_results
+
+INIT = "Write a glowing, enthusiastic movie review."
+
+
+def prompts(glue_dir: str, n: int) -> list[str]:
+    from softprompt.prompts import PromptsSection, load_prompts
+
+    train, _ = load_prompts(PromptsSection(data_dir=glue_dir, num_train=n), seed=0)
+    return [e.text for e in train]
+
+
+def vader():
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    analyzer = SentimentIntensityAnalyzer()
+    return lambda completions: [analyzer.polarity_scores(c)["compound"] for c in completions]
+
+
+def summary(step_s: list[float], rewards: list[float]) -> dict:
+    timed = step_s[1:] if len(step_s) > 1 else step_s
+    return {"step_s": sum(timed) / len(timed), "reward_first5": sum(rewards[:5]) / len(rewards[:5]),
+            "reward_last5": sum(rewards[-5:]) / len(rewards[-5:]), "steps": len(step_s),
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_softprompt(args) -> dict:
+    import torch
+
+    from softprompt.build import build_rl, seed_everything
+    from softprompt.experiment import from_dict
+    from softprompt.trainer import Trainer
+
+    score = vader()
+    items = prompts(args.glue_dir, args.steps * args.prompts)
+    cfg = from_dict({
+        "model": args.model, "seed": 0,
+        "adapter": {"type": "prompt_tuning", "num_virtual_tokens": 20, "init": f"text:{INIT}"},
+        "method": {"name": "grpo", "group_size": args.group_size, "beta": 0.0, "num_iterations": 1},
+        "prompts": {"source": "list", "items": items, "num_train": len(items), "num_eval": 1},
+        "generation": {"max_new_tokens": args.max_new_tokens, "temperature": 1.0},
+        "train": {"batch": args.prompts, "epochs": 1, "max_steps": args.steps, "lr": args.lr, "warmup_ratio": 0.0,
+                  "scheduler": "constant", "eval_every": 10_000, "shuffle": False},
+    })
+    seed_everything(0)
+    work, data = build_rl(cfg, rewards=[lambda p, c, e: score(c)])
+    trainer = Trainer(cfg, work, data, run=None)
+    work.evaluate_before = False
+    steps, rewards = [], []
+    trainer.on_step = lambda logs: (steps.append(logs["step_seconds"]), rewards.append(logs["reward"]))
+    torch.manual_seed(0)
+    trainer.fit(progress=False)
+    return summary(steps, rewards)
+
+
+def run_trl(args) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import PromptTuningConfig, PromptTuningInit
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from softprompt import load_backbone
+
+    score = vader()
+    torch.manual_seed(0)
+    backbone = load_backbone(args.model)
+    items = prompts(args.glue_dir, args.steps * args.prompts)
+    steps, rewards, started = [], [], [0.0]
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, a, state, control, **kw):
+            started[0] = time.perf_counter()
+
+        def on_step_end(self, a, state, control, **kw):
+            steps.append(time.perf_counter() - started[0])
+
+        def on_log(self, a, state, control, logs=None, **kw):
+            if logs and "reward" in logs:
+                rewards.append(logs["reward"])
+
+    config = GRPOConfig(
+        output_dir=str(Path(args.tmp) / "trl"), per_device_train_batch_size=args.prompts * args.group_size,
+        num_generations=args.group_size, max_completion_length=args.max_new_tokens, beta=0.0, num_iterations=1,
+        learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, max_steps=args.steps,
+        logging_steps=1, report_to="none", use_cpu=True, gradient_checkpointing=False, shuffle_dataset=False,
+        temperature=1.0, save_strategy="no", seed=0, bf16=False, disable_tqdm=True,
+    )
+    peft_config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=20,
+                                     prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=INIT,
+                                     tokenizer_name_or_path=backbone.path)
+    trainer = GRPOTrainer(model=backbone.model, reward_funcs=[lambda completions, **kw: score(completions)],
+                          args=config, train_dataset=Dataset.from_dict({"prompt": items}),
+                          processing_class=backbone.tokenizer, peft_config=peft_config, callbacks=[Timer()])
+    trainer.train()
+    return {**summary(steps, rewards), "peft_config": "PromptTuningConfig"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--glue-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"))
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--group-size", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--tmp", default="/tmp/softprompt-bench-rl")
+    parser.add_argument("--system", choices=["trl", "softprompt"], help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "rl.json"))
+    args = parser.parse_args()
+    if args.system:  # child process: one system, result as JSON on the last line
+        print(json.dumps(run_trl(args) if args.system == "trl" else run_softprompt(args)))
+        return
+
+    results: dict = {"model": args.model, "steps": args.steps, "prompts_per_step": args.prompts,
+                     "group_size": args.group_size, "max_new_tokens": args.max_new_tokens, "lr": args.lr}
+    for system in ("softprompt", "trl"):
+        cmd = [sys.executable, __file__, "--system", system, *sys.argv[1:]]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode:
+            sys.stderr.write(proc.stderr[-3000:])
+            raise SystemExit(f"{system} failed (exit {proc.returncode})")
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        results["trl_peft_config" if system == "trl" else "_"] = r.pop("peft_config", None)
+        for key, value in r.items():
+            results[f"{system}_{key}"] = value
+    results.pop("_", None)
+    results["ratio_softprompt_to_trl"] = results["softprompt_step_s"] / results["trl_step_s"]
+    print(json.dumps(results, indent=2))
+    write_results(results, args.out)
+
+
+if __name__ == "__main__":
+    main()
