@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -223,3 +224,43 @@ def test_reward_set_weights_parts():
     total, parts = rs(["x", "y"], ["u", "v"], [None, None])
     torch.testing.assert_close(total, torch.tensor([1.5, 3.5]))
     assert set(parts) == {"a", "b"}
+
+
+def test_rl_run_folder_and_exact_resume(tmp_path):
+    from softprompt.build import make_trainer
+
+    backbone = tiny_llama(vocab_size=50)
+    backbone.model.save_pretrained(tmp_path / "model")
+    backbone.tokenizer.save_pretrained(tmp_path / "model")
+
+    def cfg(run_id):
+        c = rl_config(tmp_path, {"name": "grpo", "group_size": 4},
+                      rewards=[{"name": "regex_match", "pattern": "great"}, {"name": "length", "weight": 0.01}],
+                      run_id=run_id)
+        c.model = str(tmp_path / "model")
+        c.train.epochs, c.train.batch, c.train.eval_every = 3, 3, 0
+        return c
+
+    full = make_trainer(cfg("full"), progress=False)
+    expected = full.fit(progress=False)
+    cut = make_trainer(cfg("cut"), progress=False)
+    original = cut._save
+
+    def save_then_die(which):
+        original(which)
+        if which == "last" and cut.counters["epoch"] == 2:
+            raise KeyboardInterrupt
+    cut._save = save_then_die
+    with pytest.raises(KeyboardInterrupt):
+        cut.fit(progress=False)
+    resumed = make_trainer(cfg("cut"), resume=cut.run.path, progress=False)
+    got = resumed.fit(progress=False)
+    for key in ("eval_reward", "before_eval_reward", "base_eval_reward", "global_step", "eval_distinct_2"):
+        assert got[key] == pytest.approx(expected[key], abs=1e-6), key
+    torch.testing.assert_close(full.clf.model.adapter.embeddings, resumed.clf.model.adapter.embeddings)
+    run = full.run.path
+    for name in ("reward_curve.png", "samples.md", "train_log.jsonl", "predictions_before.jsonl", "metrics.json"):
+        assert (run / name).exists(), name
+    steps = [json.loads(line)["step"] for line in (cut.run.path / "train_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))  # the resumed run's log has each step once
+    assert "| prompt | before | reward | after | reward |" in (run / "samples.md").read_text()

@@ -66,7 +66,7 @@ class Trainer:
                                        self.optimizer, num_warmup_steps=int(tr.warmup_ratio * total),
                                        num_training_steps=total)
         self.counters = {"epoch": 0, "micro_step": 0, "global_step": 0, "best": None, "bad_evals": 0,
-                         "train_time_sec": 0.0, "stopped_early": False, "before": None}
+                         "train_time_sec": 0.0, "stopped_early": False, "before": None, "base": None}
         self.before_rows: list[dict] = []
         self.on_step = None  # optional callable(logs) after each optimizer step (library users, benchmarks)
 
@@ -176,6 +176,8 @@ class Trainer:
         """The untrained prompt's numbers, from the same evaluation as the final ones."""
         metrics, self.before_rows = self.evaluate()
         self.counters["before"] = metrics
+        if hasattr(self.work, "evaluate_base"):
+            self.counters["base"] = self.work.evaluate_base(self.data.eval)
         if self.run:
             self.run.append_epoch_metrics({"epoch": 0, "step": 0, **metrics})
             self.run.log_scalars(metrics, 0, "eval/")
@@ -220,8 +222,8 @@ class Trainer:
         metrics, rows = self.evaluate()
         summary = {"train_time_sec": c["train_time_sec"], "epochs": c["epoch"], "global_step": c["global_step"],
                    "stopped_early": c["stopped_early"], **metrics}
-        if c.get("before"):
-            summary.update({f"before_{k}": v for k, v in c["before"].items()})
+        for when in ("before", "base"):  # the untrained prompt; no prompt at all
+            summary.update({f"{when}_{k}": v for k, v in (c.get(when) or {}).items()})
         if self.run:
             if c.get("before") and not self.before_rows:  # resumed: the rows are in the run folder
                 self.before_rows = self.run.read_jsonl("predictions_before.jsonl")

@@ -107,6 +107,20 @@ class RLWork:
                  **{f"reward/{k}": float(v[i]) for k, v in parts.items()}} for i in range(len(gen.texts))]
         return metrics, rows
 
+    def evaluate_base(self, examples: list) -> dict:
+        """The same evaluation with no soft prompt at all: the base model's own numbers."""
+        from .adapters import LoRA
+
+        model = self.module.model
+        adapter = model.adapter
+        if isinstance(adapter, LoRA):
+            return {}  # LoRA is woven into the backbone; its initial state already is the base model
+        model.adapter = None
+        try:
+            return self.evaluate(examples)[0]
+        finally:
+            model.adapter = adapter
+
     def report(self, run, before_rows, after_rows) -> None:
         from .reports import plot_curves, samples_table
 
