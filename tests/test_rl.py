@@ -264,3 +264,32 @@ def test_rl_run_folder_and_exact_resume(tmp_path):
     steps = [json.loads(line)["step"] for line in (cut.run.path / "train_log.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 7))  # the resumed run's log has each step once
     assert "| prompt | before | reward | after | reward |" in (run / "samples.md").read_text()
+
+
+@pytest.mark.parametrize("adapter", [
+    {"type": "prompt_tuning", "num_virtual_tokens": 3, "init": "random"},
+    {"type": "prefix_tuning", "num_virtual_tokens": 3, "init": "random"},
+    {"type": "lora", "r": 2},
+])
+def test_grouped_logprobs_equal_the_ungrouped_pass_with_gradients(adapter):
+    from softprompt import SoftPromptModel
+    from softprompt.adapters import make_config
+
+    torch.manual_seed(0)
+    model = SoftPromptModel.from_backbone(tiny_llama(), make_config(adapter["type"], {k: v for k, v in adapter.items()
+                                                                                      if k != "type"}))
+    for p in model.trainable_parameters():  # LoRA's B starts at zero: move it so its gradient shows
+        p.data.add_(0.05 * torch.randn_like(p))
+    out = model.generate(["the movie was", "i really loved it and"], max_new_tokens=5, group_size=3, seed=0)
+    ids, mask = out.expanded_prompts()
+    model.train()
+    a, ha = model.sequence_logprobs(ids, mask, out.completion_ids, out.completion_mask, 0.9, return_hidden=True)
+    ga = torch.autograd.grad(a.sum() + ha.sum(), model.trainable_parameters())
+    b, hb = model.grouped_logprobs(out.prompt_ids, out.prompt_mask, out.completion_ids, out.completion_mask, 3, 0.9,
+                                   return_hidden=True)
+    gb = torch.autograd.grad(b.sum() + hb.sum(), model.trainable_parameters())
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+    m = out.completion_mask.bool()
+    torch.testing.assert_close(hb[m], ha[m], atol=1e-4, rtol=0)
+    for x, y in zip(gb, ga):
+        torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-3)

@@ -329,6 +329,54 @@ class SoftPromptModel(nn.Module):
             return logp, out.hidden[:, :-1]
         return logp
 
+    def grouped_logprobs(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        completion_ids: torch.Tensor,
+        completion_mask: torch.Tensor,
+        group_size: int,
+        temperature: float = 1.0,
+        condition: torch.Tensor | None = None,
+        return_hidden: bool = False,
+    ):
+        """:meth:`sequence_logprobs` for N = B * G completions of B prompts, each prompt run once.
+
+        ``prompt_ids``/``prompt_mask`` hold the B prompts (left-padded), ``completion_*`` the N
+        completions, G consecutive rows per prompt (as rollouts lay them out). The prompt's
+        forward pass (virtual tokens or prefix included) fills a KV cache that is repeated G
+        times; the completions run on top of it. Same numbers as the ungrouped pass, with the
+        prompt tokens computed once per group instead of G times, gradients included.
+        """
+        from transformers import DynamicCache
+
+        g = group_size
+        if not self.backbone.is_causal:
+            raise ConfigError(f"{self.backbone.spec!r} is an encoder: grouped log-probs need a causal LM")
+        inputs = self.model_inputs(prompt_ids, prompt_mask, condition)  # prefix / shared prompt cache included
+        if inputs["past_key_values"] is None:
+            inputs["past_key_values"] = DynamicCache(config=self.model.config)
+        first = self.model(**inputs, use_cache=True, logits_to_keep=1, output_hidden_states=return_hidden)
+        cache = first.past_key_values
+        cache.batch_repeat_interleave(g)
+        context_mask = inputs["attention_mask"].repeat_interleave(g, 0)
+        start = (inputs["position_ids"][:, -1] + 1).repeat_interleave(g, 0)
+        steps = completion_ids.shape[1] - 1
+        logits = first.logits[:, -1:].float().repeat_interleave(g, 0)
+        hidden = first.hidden_states[-1][:, -1:].repeat_interleave(g, 0) if return_hidden else None
+        if steps > 0:
+            rest = self.model(
+                input_ids=completion_ids[:, :-1], position_ids=start[:, None] + torch.arange(steps, device=start.device),
+                attention_mask=torch.cat([context_mask, completion_mask[:, :-1].to(context_mask.dtype)], 1),
+                past_key_values=cache, use_cache=True, output_hidden_states=return_hidden)
+            logits = torch.cat([logits, rest.logits.float()], 1)
+            if return_hidden:
+                hidden = torch.cat([hidden, rest.hidden_states[-1]], 1)
+        if temperature != 1.0:
+            logits = logits / temperature
+        logp = torch.gather(F.log_softmax(logits, -1), 2, completion_ids.unsqueeze(-1)).squeeze(-1) * completion_mask
+        return (logp, hidden) if return_hidden else logp
+
     # -- generation ----------------------------------------------------------------------------
     def generate(self, prompts, config=None, **kwargs):
         """Generate with the KV cache; see :func:`softprompt.generation.generate`."""

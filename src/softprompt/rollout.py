@@ -68,9 +68,17 @@ class Policy(nn.Module):
 
     def logprobs(self, ro: Rollout, with_values: bool = False):
         """Teacher-forced log-probs (N, T) of the rollout's completions now (and values (N, T))."""
-        out = self.model.sequence_logprobs(ro.prompt_ids, ro.prompt_mask, ro.completion_ids, ro.completion_mask,
-                                           temperature=ro.temperature, condition=ro.condition,
-                                           return_hidden=with_values)
+        adapter = self.model.adapter
+        dropout = adapter is not None and adapter.training and getattr(adapter.config, "dropout", 0) > 0
+        if ro.group_size > 1 and not dropout:  # each prompt's forward once, shared by its G completions
+            cond = ro.condition[::ro.group_size] if ro.condition is not None else None
+            out = self.model.grouped_logprobs(ro.gen.prompt_ids, ro.gen.prompt_mask, ro.completion_ids,
+                                              ro.completion_mask, ro.group_size, temperature=ro.temperature,
+                                              condition=cond, return_hidden=with_values)
+        else:
+            out = self.model.sequence_logprobs(ro.prompt_ids, ro.prompt_mask, ro.completion_ids, ro.completion_mask,
+                                               temperature=ro.temperature, condition=ro.condition,
+                                               return_hidden=with_values)
         if not with_values:
             return out, None
         logp, hidden = out
