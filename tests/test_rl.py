@@ -160,9 +160,9 @@ def test_grpo_raises_a_learnable_reward(tmp_path):
 
 @pytest.mark.parametrize("name", ["ppo", "ppo_single_step"])
 def test_ppo_raises_a_learnable_reward_and_trains_the_value_head(tmp_path, name):
-    rewards, work = run_rl(tmp_path, {"name": name, "group_size": 4, "kl_coef": 0.0})
+    rewards, work = run_rl(tmp_path, {"name": name, "group_size": 4, "kl_coef": 0.0}, epochs=40)
     start, end = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
-    assert end > start + 0.15 and end > 4 * start, (start, end)  # measured: 0.02 -> 0.25
+    assert end > start + 0.15 and end > 4 * start, (start, end)  # measured 0.02-0.03 -> 0.13-0.25 (seed-dependent)
     head = work.module.value_head
     assert head.weight.requires_grad and head.weight.abs().sum() > 0
 
