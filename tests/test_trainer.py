@@ -151,3 +151,13 @@ def test_early_stopping_on_a_plateau(tmp_path, model_dir):
     assert summary["epochs"] == 3  # best at epoch 1, then two evaluations without improvement
     rows = (trainer.run.path / "epoch_metrics.jsonl").read_text().splitlines()
     assert len(rows) == 3
+
+
+def test_old_run_configs_with_flat_method_options_still_load(tmp_path, model_dir):
+    old = {"name": "mle", "phase1_epochs": 1, "alpha": 1.0, "beta": 0.1, "gamma": 0.1, "k_negatives": 4,
+           "temperature": 0.1, "contrastive_dropout": 0.1, "mutations": ["noise"], "noise_std": 1.0,
+           "drop_fraction": 0.5, "rl_subset_size": 8, "label_smoothing": 0.0, "num_virtual_tokens": None}
+    cfg = from_dict(config(tmp_path, model_dir, method=old))
+    assert cfg.method_name == "mle" and "k_negatives" not in cfg.method
+    with pytest.raises(ConfigError, match="k_negatives"):  # a new config still gets the error
+        from_dict(config(tmp_path, model_dir, method={"name": "mle", "k_negatives": 2}))

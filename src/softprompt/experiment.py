@@ -166,7 +166,18 @@ def from_dict(raw: dict, overrides: list[str] = ()) -> ExperimentConfig:
 def _with_method_defaults(section: Any) -> dict:
     if not isinstance(section, dict) or "name" not in section:
         raise ConfigError(f"config key 'method' must be a mapping with a 'name' ({', '.join(METHODS.names())})")
-    return {**method_defaults(section["name"]), **section}
+    return {**method_defaults(section["name"]), **_legacy(section)}
+
+
+def _legacy(section: dict) -> dict:
+    """Run folders written before methods had their own options saved every PTCPRL option under
+    ``method`` (an ``mle`` run too); drop those from an ``mle`` section so old runs still load."""
+    if section.get("name") != "mle":
+        return section
+    flat = set(method_defaults("ptcprl")) - set(method_defaults("mle"))
+    if not flat & set(section) or not {"phase1_epochs", "alpha", "beta", "gamma"} <= set(section):
+        return section
+    return {k: v for k, v in section.items() if k not in flat}
 
 
 def _method_override(overrides) -> str | None:
