@@ -92,3 +92,12 @@ def test_smollm2_generate_response_keeps_the_conversation(smollm2):
     assert out.texts[0].strip() == reply
     with pytest.raises(ConfigError, match="asked_question"):
         model.generate_response("  ", history)
+
+
+def test_smollm2_digit_label_words_get_distinct_tokens(smollm2):
+    from softprompt.classifiers import VerbalizerClassifier
+
+    # SmolLM2 splits " 3" into " " and "3": the space must not become every class's label token
+    clf = VerbalizerClassifier(SoftPromptModel(smollm2), [[str(v)] for v in range(6)], values=list(range(6)))
+    assert len(set(clf.label_ids.tolist())) == 6
+    assert [smollm2.tokenizer.decode([i]) for i in clf.label_ids.tolist()] == [str(v) for v in range(6)]

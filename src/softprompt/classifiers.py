@@ -101,6 +101,10 @@ class VerbalizerClassifier(Classifier):
             seen = set()
             for word in words:
                 pieces = self.tokenizer(word_prefix + word, add_special_tokens=False)["input_ids"]
+                if len(pieces) > 1 and not self.tokenizer.decode(pieces[:1]).strip():
+                    # the tokenizer keeps the space apart (SmolLM2 does for digits: " 3" = " ", "3"):
+                    # score the word itself, which is what a trained prompt can put there
+                    pieces = self.tokenizer(word, add_special_tokens=False)["input_ids"]
                 if len(pieces) > 1:
                     log.warning("label word %r is %d tokens; scoring its first token", word, len(pieces))
                 if pieces and pieces[0] not in seen:
