@@ -125,7 +125,8 @@ class RLWork:
         from .reports import plot_curves, samples_table
 
         rows = run.read_jsonl("train_log.jsonl")
-        keys = ["reward"] + sorted({k for r in rows for k in r if k.startswith("reward/")}) + ["loss"]
+        parts = sorted({k for r in rows for k in r if k.startswith("reward/")})
+        keys = ["reward"] + (parts if len(parts) > 1 else []) + ["loss"]  # one part is the total again
         plot_curves(rows, keys, run.path / "reward_curve.png", title=f"{self.config.method_name}: training reward")
         if before_rows and after_rows:
             samples_table(before_rows, after_rows, run.path / "samples.md")
