@@ -22,3 +22,18 @@ def greedy_without_cache(model, prompt_ids, prompt_mask, steps: int, condition=N
 def encode(tok, texts):
     enc = tok(texts, return_tensors="pt", padding=True)
     return enc["input_ids"], enc["attention_mask"]
+
+
+def fit_until_killed(trainer, epoch: int) -> None:
+    """Run ``trainer`` and stop it like a crash right after it saved ``checkpoints/last`` at ``epoch``."""
+    import pytest
+
+    original = trainer._save
+
+    def save_then_die(which):
+        original(which)
+        if which == "last" and trainer.counters["epoch"] == epoch:
+            raise KeyboardInterrupt
+    trainer._save = save_then_die
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(progress=False)

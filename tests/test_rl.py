@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from conftest import tiny_llama
+from helpers import fit_until_killed
 
 from softprompt.build import build_rl
 from softprompt.errors import ConfigError, DataError
@@ -244,15 +245,7 @@ def test_rl_run_folder_and_exact_resume(tmp_path):
     full = make_trainer(cfg("full"), progress=False)
     expected = full.fit(progress=False)
     cut = make_trainer(cfg("cut"), progress=False)
-    original = cut._save
-
-    def save_then_die(which):
-        original(which)
-        if which == "last" and cut.counters["epoch"] == 2:
-            raise KeyboardInterrupt
-    cut._save = save_then_die
-    with pytest.raises(KeyboardInterrupt):
-        cut.fit(progress=False)
+    fit_until_killed(cut, epoch=2)
     resumed = make_trainer(cfg("cut"), resume=cut.run.path, progress=False)
     got = resumed.fit(progress=False)
     for key in ("eval_reward", "before_eval_reward", "base_eval_reward", "global_step", "eval_distinct_2"):

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from conftest import tiny_llama
+from helpers import fit_until_killed
 
 from softprompt.build import make_trainer
 from softprompt.errors import ConfigError, DataError
@@ -88,15 +89,7 @@ def test_resume_ends_like_an_uninterrupted_run(tmp_path, model_dir):
     expected = full.fit(progress=False)
 
     interrupted = make_trainer(from_dict(config(tmp_path, model_dir, run_id="cut")), progress=False)
-    original = interrupted._save
-
-    def save_then_die(which):
-        original(which)
-        if which == "last" and interrupted.counters["epoch"] == 2:
-            raise KeyboardInterrupt
-    interrupted._save = save_then_die
-    with pytest.raises(KeyboardInterrupt):
-        interrupted.fit(progress=False)
+    fit_until_killed(interrupted, epoch=2)
     resumed = make_trainer(from_dict(config(tmp_path, model_dir, run_id="cut")), resume=interrupted.run.path,
                            progress=False)
     assert resumed.counters["epoch"] == 2
