@@ -6,8 +6,8 @@ import importlib.util
 
 import pytest
 import torch
-
 from conftest import tiny_bert, tiny_llama
+
 from softprompt import PromptTuningConfig, SoftPromptModel
 from softprompt.errors import ConfigError
 from softprompt.rewards import REWARDS, RewardContext, RewardSet
