@@ -39,10 +39,6 @@ class Policy(nn.Module):
         self.unfrozen = list(unfrozen or [])  # backbone blocks trained too (num_layers_unfrozen)
         self._unfrozen_names = {id(p): n for n, p in model.model.named_parameters()}
 
-    @property
-    def tokenizer(self):
-        return self.model.tokenizer
-
     def trainable_parameters(self) -> list[nn.Parameter]:
         return self.model.trainable_parameters() + self.head_parameters()
 
@@ -125,10 +121,6 @@ class Rollout:
         """Tokens that count in the loss: generated, of a sample with a finite reward."""
         return self.gen.completion_mask * self.valid[:, None].to(self.gen.completion_mask.dtype)
 
-    @property
-    def texts(self) -> list[str]:
-        return self.gen.texts
-
 
 @dataclass
 class RLInputs:
@@ -188,9 +180,17 @@ class Reference:
     @torch.no_grad()
     def logprobs(self, ro: Rollout) -> torch.Tensor:
         with self._swapped():
-            return self.policy.model.sequence_logprobs(ro.prompt_ids, ro.prompt_mask, ro.completion_ids,
-                                                       ro.completion_mask, temperature=ro.temperature,
-                                                       condition=ro.condition)
+            return self.policy.logprobs(ro)[0]
+
+
+def score(rewards, examples: list, gen: GenerationOutput) -> tuple[list[str], list, torch.Tensor, dict]:
+    """Rewards of the N samples of ``gen`` (G per example): (prompt per sample, example per
+    sample, total reward (N,), reward parts)."""
+    g = gen.group_size
+    expanded = [examples[i // g] for i in range(len(gen.texts))]
+    prompts = [e.text for e in expanded]
+    total, parts = rewards(prompts, gen.texts, expanded)
+    return prompts, expanded, total, parts
 
 
 @torch.no_grad()
@@ -200,13 +200,10 @@ def make_rollout(policy: Policy, examples: list, gen_config: GenerationConfig, r
     was_training = policy.training
     policy.eval()
     try:
-        prompts = [e.text for e in examples]
-        gen = policy.model.generate(prompts, gen_config, condition=condition)
-        g = gen.group_size
-        expanded = [examples[i // g] for i in range(len(gen.texts))]
-        total, parts = rewards([prompts[i // g] for i in range(len(gen.texts))], gen.texts, expanded)
+        gen = policy.model.generate([e.text for e in examples], gen_config, condition=condition)
+        total, parts = score(rewards, examples, gen)[2:]
         temperature = gen_config.temperature if gen_config.do_sample else 1.0
-        cond = condition.repeat_interleave(g, 0) if condition is not None else None
+        cond = condition.repeat_interleave(gen.group_size, 0) if condition is not None else None
         ro = Rollout(examples, gen, total.to(gen.logprobs.device), parts, temperature, gen_config.max_new_tokens,
                      condition=cond)
         if reference is not None:

@@ -70,10 +70,6 @@ class Trainer:
         self.before_rows: list[dict] = []
         self.on_step = None  # optional callable(logs) after each optimizer step (library users, benchmarks)
 
-    @property
-    def task(self):
-        return getattr(self.work, "task", None)
-
     # -- training --------------------------------------------------------------------------------
     def resume(self) -> None:
         last = self.run.checkpoints / "last"

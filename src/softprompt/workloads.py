@@ -73,19 +73,17 @@ class RLWork:
     def evaluate(self, examples: list) -> tuple[dict, list[dict]]:
         from .diversity import distinct_n
         from .rewards.models import completion_nll
+        from .rollout import score
 
         start = time.perf_counter()
         policy = self.module
         was_training = policy.training
         policy.eval()
-        g = self.config.generation.eval_samples
-        cfg = self.config.generation.to_generation_config(group_size=g, seed=self.config.seed)
-        prompts = [e.text for e in examples]
-        gen = policy.model.generate(prompts, cfg)
+        cfg = self.config.generation.to_generation_config(group_size=self.config.generation.eval_samples,
+                                                          seed=self.config.seed)
+        gen = policy.model.generate([e.text for e in examples], cfg)
         policy.train(was_training)
-        expanded_prompts = [prompts[i // g] for i in range(len(gen.texts))]
-        expanded = [examples[i // g] for i in range(len(gen.texts))]
-        total, parts = self.rewards(expanded_prompts, gen.texts, expanded)
+        expanded_prompts, expanded, total, parts = score(self.rewards, examples, gen)
         finite = torch.isfinite(total)
         metrics = {"eval_reward": float(total[finite].mean()) if finite.any() else float("nan")}
         for name, values in parts.items():
