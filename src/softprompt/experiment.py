@@ -23,7 +23,7 @@ from .config import (
 from .errors import ConfigError
 from .fields import hfield
 from .generation import GenerationConfig
-from .methods import METHODS, method_config, method_defaults
+from .methods import method_config, method_defaults, method_name
 from .objectives import Schedule
 from .prompts import PromptsSection
 
@@ -164,9 +164,7 @@ def from_dict(raw: dict, overrides: list[str] = ()) -> ExperimentConfig:
 
 
 def _with_method_defaults(section: Any) -> dict:
-    if not isinstance(section, dict) or "name" not in section:
-        raise ConfigError(f"config key 'method' must be a mapping with a 'name' ({', '.join(METHODS.names())})")
-    return {**method_defaults(section["name"]), **_legacy(section)}
+    return {**method_defaults(method_name(section)), **_legacy(section)}
 
 
 def _legacy(section: dict) -> dict:
@@ -184,7 +182,10 @@ def _method_override(overrides) -> str | None:
     name = None
     for text in overrides:
         key, value, _ = parse_override(text)
-        if key in ("method.name", "method_cfg.name") and isinstance(value, str):
+        for old, new in ALIASES.items():  # the seed's method_cfg.name too
+            if key.startswith(old + "."):
+                key = new + key[len(old):]
+        if key == "method.name" and isinstance(value, str):
             name = value
     return name
 

@@ -24,12 +24,17 @@ from .registry import Registry
 METHODS: Registry[type] = Registry("method")
 
 
-def method_config(section: dict):
-    """The typed config of ``section`` (``{name: ..., options...}``), every key checked."""
+def method_name(section) -> str:
+    """The ``name`` of a method section, or a ConfigError saying what a method section is."""
     if not isinstance(section, dict) or "name" not in section:
         raise ConfigError(f"config key 'method' must be a mapping with a 'name' ({', '.join(METHODS.names())})")
+    return section["name"]
+
+
+def method_config(section: dict):
+    """The typed config of ``section`` (``{name: ..., options...}``), every key checked."""
     options = {k: v for k, v in section.items() if k != "name"}
-    return build(METHODS.get(section["name"]), options, where="method")
+    return build(METHODS.get(method_name(section)), options, where="method")
 
 
 def method_defaults(name: str) -> dict:
