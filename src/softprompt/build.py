@@ -60,6 +60,46 @@ def load_data(config, task) -> Data:
     return Data(train, evaluation)
 
 
+def load_preference_data(config) -> tuple[Data, dict]:
+    """(Data of PreferencePair, a summary: files, pair counts, rows skipped) for a reward model."""
+    import logging
+
+    from .tasks.preferences import pairs_from_labels, read_preferences, split_pairs
+
+    p, seed = config.preferences, config.seed
+    info: dict = {}
+    if p.from_task:
+        task = get_task(p.from_task)
+        if not config.task.data_dir:
+            raise ConfigError("preferences.from_task reads the task from task.data_dir (a GLUE-layout folder)")
+
+        def pairs(split):
+            examples = load_split(task.name, split, data_dir=config.task.data_dir)
+            return pairs_from_labels(examples, p.positive_label, seed, min_words=p.min_words)
+        train, evaluation = pairs(config.task.train_split), pairs(config.task.eval_split)
+        info["source"] = f"{task.name} {config.task.train_split}/{config.task.eval_split} from {config.task.data_dir}"
+    elif p.file:
+        data = read_preferences(p.file)
+        info.update(data.summary())
+        if p.eval_file:
+            held = read_preferences(p.eval_file)
+            train, evaluation = data.pairs, held.pairs
+            info["eval"] = held.summary()
+        else:
+            train, evaluation = split_pairs(data.pairs, p.eval_ratio, seed)
+        skipped = data.skipped + info.get("eval", {}).get("skipped", 0)
+        if skipped:
+            logging.getLogger(__name__).warning("skipped %d preference rows with human_eval 2 or 3 (no preference)",
+                                                skipped)
+    else:
+        raise ConfigError(f"method {config.method_name!r} needs preferences.file (an .xlsx/.csv/.jsonl preference "
+                          "file) or preferences.from_task (e.g. sst2)")
+    if p.max_train_pairs:
+        train = train[:p.max_train_pairs]
+    info.update({"train_pairs": len(train), "eval_pairs": len(evaluation)})
+    return Data(train, evaluation), info
+
+
 def classifier_kind(config, backbone) -> str:
     if config.classifier != "auto":
         return config.classifier
@@ -156,6 +196,13 @@ def make_trainer(config, resume: str | Path | None = None, progress: bool = True
     seed_everything(config.seed)
     if config.is_rl:
         work, data = build_rl(config)
+    elif config.is_preference:
+        from .reward_model import build_reward_model
+        from .workloads import PreferenceWork
+
+        data, info = load_preference_data(config)  # bad files fail here, before any folder exists
+        model = SoftPromptModel.from_backbone(load_backbone(config.model), config.adapter_config())
+        work = PreferenceWork(config, build_reward_model(config, model), info)
     else:
         task = task_of(config)
         data = load_data(config, task)  # bad data fails here, before any folder exists

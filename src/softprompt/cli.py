@@ -138,6 +138,34 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _add_make_preferences(sub) -> None:
+    p = sub.add_parser("make-preferences", help="build a preference file (prompt/chosen/rejected) from a labelled "
+                                                "classification set, e.g. SST-2: positive chosen over negative")
+    p.add_argument("--task", default="sst2", help="GLUE task (default: sst2)")
+    p.add_argument("--data-dir", default="../shared/data/glue", help="GLUE-layout folder")
+    p.add_argument("--split", default="train", help="split to read (train or dev)")
+    p.add_argument("--out", required=True, help="output file: .jsonl, .csv or .xlsx")
+    p.add_argument("--positive-label", type=int, default=1, help="class whose texts are chosen")
+    p.add_argument("--min-words", type=int, default=4, help="shortest text used, in words")
+    p.add_argument("--max-pairs", type=int, default=None)
+    p.add_argument("--prompt", default="", help="context written in every row's prompt column")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_make_preferences)
+
+
+def cmd_make_preferences(args) -> int:
+    from .tasks import load_split
+    from .tasks.preferences import pairs_from_labels, write_preferences
+
+    examples = load_split(args.task, args.split, data_dir=args.data_dir)
+    pairs = pairs_from_labels(examples, args.positive_label, args.seed, args.max_pairs, args.min_words,
+                              context=args.prompt)
+    path = write_preferences(pairs, args.out)
+    gap = sum(abs(len(p.chosen.split()) - len(p.rejected.split())) for p in pairs) / len(pairs)
+    print(f"wrote {len(pairs)} pairs to {path} (mean length gap {gap:.2f} words)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="softprompt", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
@@ -145,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_train(sub)
     _add_eval(sub)
+    _add_make_preferences(sub)
     return parser
 
 

@@ -66,6 +66,28 @@ class GenerationSection:
 
 
 @dataclass
+class PreferencesSection:
+    file: str | None = hfield(None, "reward_pairwise: preference file (.xlsx, .csv, .jsonl) in the seed's layout "
+                                    "(context_messages, policy_response, reference_response, human_eval) "
+                                    "or prompt/chosen/rejected")
+    eval_file: str | None = hfield(None, "held-out preference file (default: eval_ratio of 'file')")
+    eval_ratio: float = hfield(0.1, "fraction of 'file' held out for pairwise accuracy (seeded)")
+    from_task: str | None = hfield(None, "instead of a file: pairs from a labelled GLUE task (e.g. sst2), a "
+                                         "positive-class text chosen over another class's of similar length; "
+                                         "train pairs from task.train_split, held-out pairs from task.eval_split")
+    positive_label: int = hfield(1, "from_task: the class whose texts are chosen")
+    min_words: int = hfield(4, "from_task: shortest text used, in words")
+    max_train_pairs: int | None = hfield(None, "use at most this many training pairs")
+    max_length: int = hfield(256, "truncate 'context [SEP] response' to this many tokens (the context's start goes)")
+
+    def __post_init__(self):
+        if self.file is not None and self.from_task is not None:
+            raise ConfigError("preferences: give 'file' or 'from_task', not both")
+        if not 0 < self.eval_ratio < 1:
+            raise ConfigError(f"preferences.eval_ratio={self.eval_ratio!r}: expected a fraction between 0 and 1")
+
+
+@dataclass
 class TrainSection:
     batch: int = hfield(8, "examples per optimizer step (before accumulation)")
     epochs: int = hfield(1, "passes over the training data")
@@ -92,9 +114,11 @@ class ExperimentConfig:
     task: TaskSection = field(default_factory=TaskSection)
     adapter: dict[str, Any] = hfield({"type": "prompt_tuning", "num_virtual_tokens": 20, "init": "vocab"},
                                      "adapter type and its options")
-    method: dict[str, Any] = hfield({"name": "mle"}, "method.name (mle, ptcprl, grpo, ppo, ppo_single_step) "
+    method: dict[str, Any] = hfield({"name": "mle"}, "method.name (mle, ptcprl, grpo, ppo, ppo_single_step, "
+                                                       "reward_pairwise) "
                                                        "and its options; see softprompt.methods")
     prompts: PromptsSection = field(default_factory=PromptsSection)
+    preferences: PreferencesSection = field(default_factory=PreferencesSection)
     generation: GenerationSection = field(default_factory=GenerationSection)
     rewards: list[Any] = hfield([], "RL: rewards summed with weights, e.g. [{name: lexicon_sentiment, weight: 1}]")
     judge: dict[str, Any] | None = hfield(None, "RL: a reward config used only to judge (positive rate), "
@@ -117,9 +141,19 @@ class ExperimentConfig:
         return self.method_config().kind == "rl"
 
     @property
+    def is_preference(self) -> bool:
+        return self.method_config().kind == "preference"
+
+    @property
     def dataset_name(self) -> str:
-        """The run folder's <dataset> part: the task, or the prompt source of an RL run."""
-        return self.prompts.source if self.is_rl else self.task.name
+        """The run folder's <dataset> part: the task, the prompt source of an RL run, or the
+        preference file (``<task>_pairs`` for pairs built from a task)."""
+        if self.is_rl:
+            return self.prompts.source
+        if self.is_preference:
+            p = self.preferences
+            return Path(p.file).stem if p.file else f"{p.from_task}_pairs"
+        return self.task.name
 
     def adapter_config(self):
         options = dict(self.adapter)

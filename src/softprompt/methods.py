@@ -2,7 +2,8 @@
 
 A method is only configuration: its objectives are registered components and the trainer is
 the same for all. Classification methods (``mle``, ``ptcprl``) train on labelled examples;
-RL methods (``grpo``, ``ppo``, ``ppo_single_step``) train on prompts, with rewards.
+RL methods (``grpo``, ``ppo``, ``ppo_single_step``) train on prompts, with rewards;
+``reward_pairwise`` trains a comparative reward model on preference pairs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .objectives.contrastive import ContrastiveConfig
 from .objectives.grpo import GRPOConfig
 from .objectives.label_reinforce import LabelReinforceConfig
 from .objectives.mle import MLEConfig
+from .objectives.pairwise import PairwiseConfig
 from .objectives.ppo import PPOConfig, SingleStepPPOConfig
 from .registry import Registry
 
@@ -127,3 +129,18 @@ class SingleStepPPOMethod(_RLMethod, SingleStepPPOConfig):
     """Single-step PPO (hardPrompt2softPrompt): one action = the whole response, A = r - V(context)."""
 
     objective: ClassVar[str] = "ppo_single_step"
+
+
+@METHODS.register("reward_pairwise")
+@dataclass
+class PairwiseRewardMethod(PairwiseConfig):
+    """A comparative reward model: encoder + its own soft prefix + scalar head on
+    ``context [SEP] response``, trained with -log sigmoid(s_chosen - s_rejected - margin)."""
+
+    kind: ClassVar[str] = "preference"
+
+    def objectives(self) -> dict[str, object]:
+        return {"pairwise": PairwiseConfig(margin=self.margin)}
+
+    def schedule(self) -> Schedule:
+        return Schedule([Phase({"pairwise": 1.0})])

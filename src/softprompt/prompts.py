@@ -9,7 +9,6 @@ movie-review openings written for this project. ``file``: a .txt (one prompt per
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 from .errors import ConfigError, DataError
 from .fields import hfield
 from .registry import Registry
-from .tasks.data import Example
+from .tasks.data import Example, detokenize
 
 PROMPT_SOURCES: Registry = Registry("prompt source")
 
@@ -54,14 +53,6 @@ def load_prompts(section: PromptsSection, seed: int = 0) -> tuple[list[Example],
     return train[:section.num_train], evaluation[:section.num_eval]
 
 
-def _detok(text: str) -> str:
-    """Undo the PTB-style tokenization of the GLUE files (``it 's`` -> ``it's``)."""
-    text = re.sub(r" (n't|'s|'re|'ve|'ll|'m|'d)\b", r"\1", text)
-    text = re.sub(r" ([,.;:!?])", r"\1", text)
-    text = text.replace("-lrb- ", "(").replace(" -rrb-", ")").replace("( ", "(").replace(" )", ")")
-    return text[:1].upper() + text[1:]
-
-
 # SST-2's train split also holds phrases cut from sentences; these first words mark most of them
 _FRAGMENT_STARTS = {"to", "is", "are", "was", "of", "and", "but", "or", "that", "for", "with", "as", "in", "on",
                     "by", "at", "from", "than", "into", "be", "been", "has", "have", "had", "which", "who", "it's",
@@ -75,7 +66,7 @@ def _openings(sentences: list[str], s: PromptsSection, rng: random.Random) -> li
         # whole sentences only, long enough to leave something to continue
         if len(words) < max(12, s.max_words + 3) or words[0].lower() in _FRAGMENT_STARTS:
             continue
-        opening = _detok(" ".join(words[:rng.randint(s.min_words, s.max_words)]))
+        opening = detokenize(" ".join(words[:rng.randint(s.min_words, s.max_words)]))
         if opening.lower() not in seen:
             seen.add(opening.lower())
             out.append(Example(text=opening, index=len(out), extra={"source_sentence": sent}))

@@ -1,7 +1,8 @@
 """Run folders: ``experiments/<model>/<dataset>/<method>/<run-id>/``.
 
 Holds the resolved ``config.yaml``, ``epoch_metrics.jsonl``, ``metrics.json``,
-TensorBoard events under ``tb/``, ``checkpoints/{best,last}`` and ``predictions.jsonl``.
+TensorBoard events under ``tb/``, ``checkpoints/{best,last}``, ``predictions.jsonl`` and
+``train_result.log``, one human-readable line per step and per evaluation.
 """
 
 from __future__ import annotations
@@ -64,11 +65,21 @@ class RunFolder:
         path = self.path / "epoch_metrics.jsonl"
         old = path.read_text() if path.exists() else ""
         atomic_write(path, lambda tmp: Path(tmp).write_text(old + json.dumps(row, sort_keys=True) + "\n"))
+        self.log_line("eval", row)
 
     def log_step(self, row: dict) -> None:
         """One line per optimizer step in ``train_log.jsonl`` (appended; read by the plots)."""
         with open(self.path / "train_log.jsonl", "a") as f:
             f.write(json.dumps(row, sort_keys=True) + "\n")
+        self.log_line("train", row)
+
+    def log_line(self, kind: str, row: dict) -> None:
+        """``train_result.log``: ``<time> <kind> step N epoch E | key value | ...``, for people."""
+        shown = " | ".join(f"{k} {_fmt(v)}" for k, v in row.items() if k not in ("step", "epoch")
+                           and isinstance(v, (int, float)) and not isinstance(v, bool))
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {kind:5s} step {row.get('step', 0)} epoch {row.get('epoch', 0)}"
+        with open(self.path / "train_result.log", "a") as f:
+            f.write(f"{line} | {shown}\n" if shown else line + "\n")
 
     def read_jsonl(self, name: str) -> list[dict]:
         """The rows of a JSONL file of the run; a line cut short by a crash is skipped."""
@@ -89,6 +100,7 @@ class RunFolder:
             kept = [r for r in self.read_jsonl(name) if r.get("step", 0) <= global_step]
             atomic_write(self.path / name, lambda tmp, kept=kept: Path(tmp).write_text(
                 "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)))
+        self.log_line("resume", {"step": global_step})  # the human log keeps its history
 
     def write_metrics(self, metrics: dict) -> None:
         write_json(self.path / "metrics.json", metrics)
@@ -101,3 +113,9 @@ class RunFolder:
     def close(self) -> None:
         if self._tb:
             self._tb.close()
+
+
+def _fmt(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"

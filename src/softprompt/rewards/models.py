@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -81,6 +82,58 @@ def _class_index(target: int | str, names: list[str]) -> int:
     if isinstance(target, str) and target in names:
         return names.index(target)
     raise ConfigError(f"classifier reward target={target!r}: expected a class index or one of {names}")
+
+
+@dataclass
+class RewardModelConfig:
+    run: str | None = hfield(None, "a softprompt reward-model run (reward_pairwise: its scalar score) or a "
+                                   "classifier run (pointwise: the probability of 'target')")
+    input: Literal["pair", "text"] = hfield(
+        "pair", "pair: context = the prompt, response = the completion; text: no context, "
+                "response = prompt + completion (for reward models trained on whole texts)")
+    target: int | str = hfield(1, "pointwise (classifier run): the class whose probability is the reward")
+    batch_size: int = hfield(32, "texts per forward pass")
+
+    def __post_init__(self):
+        if not self.run:
+            raise ConfigError("reward_model reward: give 'run', a reward-model or classifier run folder")
+
+
+@REWARDS.register("reward_model")
+class RewardModelReward(Reward):
+    """A trained reward model's score: comparative (scalar head) or pointwise (class probability)."""
+
+    config_class = RewardModelConfig
+
+    def __init__(self, config, context):
+        super().__init__(config, context)
+        from ..config import load_yaml
+        from ..experiment import from_dict
+        from ..model import resolve_run_path
+
+        path = resolve_run_path(config.run)
+        saved = from_dict(load_yaml(path / "config.yaml")) if (path / "config.yaml").exists() else None
+        kind = saved.method_config().kind if saved is not None else None
+        if kind not in (None, "classification", "preference"):
+            raise ConfigError(f"reward_model reward: {path} is a {saved.method_name!r} run, not a reward model "
+                              "(reward_pairwise) nor a classifier (pointwise)")
+        self.pointwise = None
+        if kind == "classification":
+            self.pointwise = ClassifierReward(ClassifierRewardConfig(run=config.run, target=config.target,
+                                                                     batch_size=config.batch_size), context)
+        else:
+            from ..reward_model import load_reward_model
+
+            self.rm = load_reward_model(config.run).to(context.device)
+
+    def __call__(self, prompts, completions, examples):
+        if self.pointwise is not None:
+            return self.pointwise(prompts, completions, examples)
+        if self.config.input == "text":
+            contexts, responses = [""] * len(prompts), [p + c for p, c in zip(prompts, completions)]
+        else:
+            contexts, responses = list(prompts), list(completions)
+        return self.rm.score(contexts, responses, self.config.batch_size)
 
 
 @dataclass

@@ -10,6 +10,7 @@ truncated; tokenizer truncation happens later. Every problem raises a one-line
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,6 +158,14 @@ def _examples(path: Path, text: str, records: list[tuple[int, dict]], text_key: 
             label=label, index=i, extra={k: v for k, v in rec.items() if k not in used},
         ))
     return out
+
+
+def detokenize(text: str) -> str:
+    """Undo the PTB-style tokenization of the GLUE files (``it 's`` -> ``it's``)."""
+    text = re.sub(r" (n't|'s|'re|'ve|'ll|'m|'d)\b", r"\1", text)
+    text = re.sub(r" ([,.;:!?])", r"\1", text)
+    text = text.replace("-lrb- ", "(").replace(" -rrb-", ")").replace("( ", "(").replace(" )", ")")
+    return text[:1].upper() + text[1:]
 
 
 # Column names of the GLUE configs on the hub (datasets' "glue" builder).
