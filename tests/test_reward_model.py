@@ -255,3 +255,22 @@ def test_reward_model_reward_refuses_a_run_that_is_not_a_reward_model(tmp_path):
     (tmp_path / "config.yaml").write_text("method: {name: grpo}\nrewards: [{name: length}]\n")
     with pytest.raises(ConfigError, match="is a 'grpo' run, not a reward model .* nor a classifier"):
         RewardSet.from_config([{"name": "reward_model", "run": str(tmp_path)}], RewardContext())
+
+
+def test_a_classifier_run_is_a_pointwise_reward_model(tmp_path):
+    from conftest import tiny_llama
+    from test_trainer import config as classifier_config
+
+    from softprompt.rewards import RewardContext, RewardSet
+
+    backbone = tiny_llama()
+    backbone.model.save_pretrained(tmp_path / "model")
+    backbone.tokenizer.save_pretrained(tmp_path / "model")
+    raw = classifier_config(tmp_path, tmp_path / "model", method={"name": "mle"}, train={"epochs": 1})
+    run = make_trainer(from_dict(raw), progress=False)
+    run.fit(progress=False)
+    both = RewardSet.from_config([{"name": "reward_model", "run": str(run.run.path)},
+                                  {"name": "classifier", "run": str(run.run.path)}], RewardContext())
+    _, parts = both(["the movie", "a film"], [" was great", " was awful"], [None, None])
+    assert torch.allclose(parts["reward_model"], parts["classifier"])
+    assert ((parts["reward_model"] > 0) & (parts["reward_model"] < 1)).all()

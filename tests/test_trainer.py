@@ -146,6 +146,22 @@ def test_early_stopping_on_a_plateau(tmp_path, model_dir):
     assert len(rows) == 3
 
 
+def test_steps_after_the_last_periodic_evaluation_are_evaluated(tmp_path, model_dir):
+    # 24 training rows, batch 4: 6 steps per epoch, 12 in all; eval_every 5 evaluates at 5 and 10, then at 12
+    cfg = from_dict(config(tmp_path, model_dir, method={"name": "mle"}, train={"epochs": 2, "eval_every": 5}))
+    trainer = make_trainer(cfg, progress=False)
+    evaluated = []
+    original = trainer.evaluate
+    trainer.evaluate = lambda examples=None: evaluated.append(trainer.counters["global_step"]) or original(examples)
+    summary = trainer.fit(progress=False)
+    rows = [json.loads(r) for r in (trainer.run.path / "epoch_metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [5, 10, 12]
+    best = max(rows, key=lambda r: r["eval_accuracy"])
+    assert summary["eval_accuracy"] == best["eval_accuracy"]
+    # final weights that are the best are not evaluated again; else the best checkpoint is loaded and evaluated
+    assert evaluated == [5, 10, 12] + ([] if best["step"] == 12 else [12])
+
+
 def test_old_run_configs_with_flat_method_options_still_load(tmp_path, model_dir):
     old = {"name": "mle", "phase1_epochs": 1, "alpha": 1.0, "beta": 0.1, "gamma": 0.1, "k_negatives": 4,
            "temperature": 0.1, "contrastive_dropout": 0.1, "mutations": ["noise"], "noise_std": 1.0,

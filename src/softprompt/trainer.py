@@ -68,6 +68,7 @@ class Trainer:
         self.counters = {"epoch": 0, "micro_step": 0, "global_step": 0, "best": None, "bad_evals": 0,
                          "train_time_sec": 0.0, "stopped_early": False, "before": None, "base": None}
         self.before_rows: list[dict] = []
+        self._last_eval: tuple | None = None  # (step, metrics, rows, was the best) of the latest evaluation
         self.on_step = None  # optional callable(logs) after each optimizer step (library users, benchmarks)
 
     # -- training --------------------------------------------------------------------------------
@@ -110,6 +111,9 @@ class Trainer:
                     self._save("last")
                 if c["stopped_early"]:
                     break
+            if tr.eval_every and not c["stopped_early"] and (self._last_eval or (None,))[0] != c["global_step"]:
+                self._evaluate_and_keep(bar, job, epoch=c["epoch"])  # the steps after the last evaluation count too
+                self._save("last")
         return self.finish()
 
     def _finished(self) -> bool:
@@ -181,12 +185,13 @@ class Trainer:
 
     def _evaluate_and_keep(self, bar, job, epoch: int, partial: bool = False) -> None:
         c, main = self.counters, self.work.main_metric
-        metrics, _ = self.evaluate()
+        metrics, rows = self.evaluate()
         row = {"epoch": epoch, "step": c["global_step"], **metrics}
         if partial:
             row["partial"] = True
         score = metrics[f"eval_{main}"]
         improved = c["best"] is None or score > c["best"]
+        self._last_eval = (c["global_step"], metrics, rows, improved)
         if improved:
             c["best"], c["bad_evals"] = score, 0
             self._save("best")
@@ -213,9 +218,13 @@ class Trainer:
     def finish(self) -> dict:
         c = self.counters
         best = self.run.checkpoints / "best" if self.run else None
-        if best is not None and find_checkpoint(best) is not None:  # report the best checkpoint's numbers
-            load_checkpoint(best, self.clf, self.optimizer, self.scheduler)
-        metrics, rows = self.evaluate()
+        last = self._last_eval
+        if last is not None and last[0] == c["global_step"] and last[3]:
+            metrics, rows = last[1], last[2]  # the weights now are the best checkpoint's: already evaluated
+        else:
+            if best is not None and find_checkpoint(best) is not None:  # report the best checkpoint's numbers
+                load_checkpoint(best, self.clf, self.optimizer, self.scheduler)
+            metrics, rows = self.evaluate()
         summary = {"train_time_sec": c["train_time_sec"], "epochs": c["epoch"], "global_step": c["global_step"],
                    "stopped_early": c["stopped_early"], **metrics}
         for when in ("before", "base"):  # the untrained prompt; no prompt at all
