@@ -13,6 +13,7 @@ from helpers import fit_until_killed
 from softprompt.build import build_rl
 from softprompt.errors import ConfigError, DataError
 from softprompt.experiment import from_dict
+from softprompt.model import SoftPromptModel
 from softprompt.objectives.grpo import (
     aggregate,
     clipped_surrogate,
@@ -286,3 +287,30 @@ def test_grouped_logprobs_equal_the_ungrouped_pass_with_gradients(adapter):
     torch.testing.assert_close(hb[m], ha[m], atol=1e-4, rtol=0)
     for x, y in zip(gb, ga):
         torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-3)
+
+
+def test_perplexity_reward_reuses_the_no_prompt_reference_pass(tmp_path):
+    from softprompt.rewards import RewardContext, RewardSet
+    from softprompt.rewards.models import completion_perplexity
+    from softprompt.rollout import make_rollout
+
+    backbone = tiny_llama(vocab_size=50)
+    cfg = rl_config(tmp_path, {"name": "grpo", "group_size": 3, "beta": 0.1, "reference": "none"},
+                    rewards=[{"name": "perplexity", "zscore": False, "max_perplexity": 1e9}])
+    work, data = build_rl(cfg, backbone=backbone)
+    ppl = work.rewards.parts[0].fn
+    calls = []
+    original = ppl.lm.sequence_logprobs
+    ppl.lm.sequence_logprobs = lambda *a, **k: calls.append(1) or original(*a, **k)
+    ro = make_rollout(work.module, data.train[:4], work.gen, work.rewards, work.reference)
+    assert calls == []  # no forward pass of its own: the reference pass's log-probs were reused
+    # perplexity of the sampled tokens under the model with no prompt, computed here from the ids
+    base = SoftPromptModel(backbone)
+    logp = base.sequence_logprobs(ro.prompt_ids, ro.prompt_mask, ro.completion_ids, ro.completion_mask)
+    expected = torch.exp(-logp.sum(1) / ro.completion_mask.sum(1))
+    torch.testing.assert_close(-ro.reward_parts["perplexity"].float(), expected.detach(), rtol=1e-4, atol=1e-4)
+    # the same reward without a no-prompt reference runs its own pass on the texts
+    prompts = [data.train[i // 3].text for i in range(12)]
+    _, parts = RewardSet.from_config(cfg.rewards, RewardContext(backbone=backbone))(prompts, ro.gen.texts, [None] * 12)
+    own = completion_perplexity(base, prompts, ro.gen.texts)
+    torch.testing.assert_close(-parts["perplexity"].float(), own, rtol=1e-4, atol=1e-4)

@@ -201,15 +201,34 @@ def make_rollout(policy: Policy, examples: list, gen_config: GenerationConfig, r
     policy.eval()
     try:
         gen = policy.model.generate([e.text for e in examples], gen_config, condition=condition)
-        total, parts = score(rewards, examples, gen)[2:]
         temperature = gen_config.temperature if gen_config.do_sample else 1.0
         cond = condition.repeat_interleave(gen.group_size, 0) if condition is not None else None
-        ro = Rollout(examples, gen, total.to(gen.logprobs.device), parts, temperature, gen_config.max_new_tokens,
-                     condition=cond)
+        ref = None
         if reference is not None:
-            ro.ref_logprobs = reference.logprobs(ro)
+            pending = Rollout(examples, gen, torch.zeros(len(gen.texts)), {}, temperature,
+                              gen_config.max_new_tokens, condition=cond)
+            ref = reference.logprobs(pending)
+            if reference.kind == "none" and temperature == 1.0 and not gen_config.chat \
+                    and gen_config.max_prompt_tokens is None:
+                _share_base_logprobs(rewards, examples, gen, ref)
+        total, parts = score(rewards, examples, gen)[2:]
+        ro = Rollout(examples, gen, total.to(gen.logprobs.device), parts, temperature, gen_config.max_new_tokens,
+                     ref_logprobs=ref, condition=cond)
         if values:
             ro.old_values = policy.logprobs(ro, with_values=True)[1]
         return ro
     finally:
         policy.train(was_training)
+
+
+def _share_base_logprobs(rewards, examples: list, gen: GenerationOutput, ref: torch.Tensor) -> None:
+    """The no-prompt reference pass already holds log p_base(completion | prompt): hand it to
+    rewards that would otherwise run that same pass (the perplexity reward)."""
+    takers = [p.fn for p in getattr(rewards, "parts", []) if hasattr(p.fn, "share_base_logprobs")]
+    if not takers:
+        return
+    mask = gen.completion_mask.to(ref.dtype)
+    nll, count = -(ref * mask).sum(1).cpu(), mask.sum(1).cpu()
+    prompts = [examples[i // gen.group_size].text for i in range(len(gen.texts))]
+    for fn in takers:
+        fn.share_base_logprobs(prompts, gen.texts, nll, count)

@@ -209,9 +209,24 @@ class Perplexity(Reward):
         if backbone is None or not backbone.is_causal:
             raise ConfigError("perplexity reward: needs a causal LM (set model, or use a causal policy)")
         self.lm = SoftPromptModel(backbone)  # no adapter: the untouched model
+        self._shared: dict = {}
+
+    def share_base_logprobs(self, prompts, completions, nll: torch.Tensor, count: torch.Tensor) -> None:
+        """Take the completions' summed NLL (N,) and token counts (N,) under the untouched
+        backbone from a pass that already ran (the rollout's no-prompt reference), so this
+        reward costs no forward pass of its own. Ignored when the reward scores with another model."""
+        if self.config.model is None:
+            self._shared = {(p, c): (float(n), float(k)) for p, c, n, k in zip(prompts, completions, nll, count)}
 
     def __call__(self, prompts, completions, examples):
-        ppl = completion_perplexity(self.lm, prompts, completions).clamp(max=self.config.max_perplexity)
+        shared, self._shared = self._shared, {}
+        keys = list(zip(prompts, completions))
+        if shared and all(k in shared for k in keys):
+            nll, count = (torch.tensor([shared[k][i] for k in keys]) for i in (0, 1))
+            ppl = torch.exp(nll / count.clamp(min=1))
+        else:
+            ppl = completion_perplexity(self.lm, prompts, completions)
+        ppl = ppl.clamp(max=self.config.max_perplexity)
         score = -ppl
         if self.config.zscore and len(score) > 1:
             score = (score - score.mean()) / (score.std() + 1e-6)
