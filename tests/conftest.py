@@ -55,6 +55,13 @@ def tiny_bert(seed: int = 0, vocab_size: int = 64):
     return Backbone(model=model, tokenizer=tok, spec="tiny-bert", path="tiny-bert", kind="encoder", pooling="mean")
 
 
+def save_backbone(backbone, path):
+    """Write a tiny backbone (weights + tokenizer) to ``path``, loadable as a local model directory."""
+    backbone.model.save_pretrained(path)
+    backbone.tokenizer.save_pretrained(path)
+    return path
+
+
 @pytest.fixture
 def llama():
     return tiny_llama()

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from conftest import tiny_llama
+from conftest import save_backbone, tiny_llama
 
 from softprompt import PromptTuningConfig, SoftPromptModel
 from softprompt.cli import main
@@ -11,8 +11,7 @@ from softprompt.cli import main
 
 def _save_tiny(tmp_path):
     backbone = tiny_llama()
-    backbone.model.save_pretrained(tmp_path / "model")
-    backbone.tokenizer.save_pretrained(tmp_path / "model")
+    save_backbone(backbone, tmp_path / "model")
     return backbone
 
 

@@ -5,7 +5,7 @@ import random
 
 import pytest
 import torch
-from conftest import WORDS, tiny_bert
+from conftest import WORDS, save_backbone, tiny_bert
 
 from softprompt.build import make_trainer
 from softprompt.cli import main
@@ -176,10 +176,7 @@ def test_make_preferences_command(tmp_path, capsys):
 
 @pytest.fixture
 def bert_dir(tmp_path):
-    backbone = tiny_bert()
-    backbone.model.save_pretrained(tmp_path / "bert")
-    backbone.tokenizer.save_pretrained(tmp_path / "bert")
-    return tmp_path / "bert"
+    return save_backbone(tiny_bert(), tmp_path / "bert")
 
 
 def length_preferences(path, n: int, seed: int):
@@ -264,8 +261,7 @@ def test_a_classifier_run_is_a_pointwise_reward_model(tmp_path):
     from softprompt.rewards import RewardContext, RewardSet
 
     backbone = tiny_llama()
-    backbone.model.save_pretrained(tmp_path / "model")
-    backbone.tokenizer.save_pretrained(tmp_path / "model")
+    save_backbone(backbone, tmp_path / "model")
     raw = classifier_config(tmp_path, tmp_path / "model", method={"name": "mle"}, train={"epochs": 1})
     run = make_trainer(from_dict(raw), progress=False)
     run.fit(progress=False)

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_llama
+from conftest import save_backbone, tiny_llama
 from helpers import fit_until_killed
 
 from softprompt.build import build_rl
@@ -232,8 +232,7 @@ def test_rl_run_folder_and_exact_resume(tmp_path):
     from softprompt.build import make_trainer
 
     backbone = tiny_llama(vocab_size=50)
-    backbone.model.save_pretrained(tmp_path / "model")
-    backbone.tokenizer.save_pretrained(tmp_path / "model")
+    save_backbone(backbone, tmp_path / "model")
 
     def cfg(run_id):
         c = rl_config(tmp_path, {"name": "grpo", "group_size": 4},

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_llama
+from conftest import save_backbone, tiny_llama
 from helpers import fit_until_killed
 
 from softprompt.build import make_trainer
@@ -28,10 +28,7 @@ def glue_dir(tmp_path, bad_row: str | None = None):
 
 @pytest.fixture
 def model_dir(tmp_path):
-    backbone = tiny_llama()
-    backbone.model.save_pretrained(tmp_path / "model")
-    backbone.tokenizer.save_pretrained(tmp_path / "model")
-    return tmp_path / "model"
+    return save_backbone(tiny_llama(), tmp_path / "model")
 
 
 def config(tmp_path, model_dir, **sections):
