@@ -43,24 +43,23 @@ class PairwiseRewardModel(EmbeddingClassifier):
 
 
 def build_reward_model(config, model) -> PairwiseRewardModel:
-    if model.backbone.is_causal and model.backbone.pooling is None and config.pooling is None:
-        pooling = "last"  # a plain causal LM: the last token has seen the whole text
-    else:
-        pooling = config.pooling
-    return PairwiseRewardModel(model, pooling=pooling, max_length=config.preferences.max_length)
+    """Pooling: ``config.pooling``, else the model card's, else last token (decoders) or mean."""
+    return PairwiseRewardModel(model, pooling=config.pooling, max_length=config.preferences.max_length)
 
 
-def load_reward_model(run: str | Path, model: str | None = None) -> PairwiseRewardModel:
-    """A trained reward model from its run folder (best checkpoint) or adapter directory."""
+def load_reward_model(run: str | Path, model: str | None = None, config=None) -> PairwiseRewardModel:
+    """A trained reward model from its run folder (best checkpoint) or adapter directory;
+    ``config``: the run's config when the caller has already read it."""
     from .classifiers import load_head
     from .config import load_yaml
     from .experiment import from_dict
     from .model import SoftPromptModel, resolve_adapter_dir, resolve_run_path
 
     path = resolve_run_path(run)
-    if not (path / "config.yaml").exists():
-        raise ConfigError(f"{path} is not a reward-model run folder (no config.yaml)")
-    config = from_dict(load_yaml(path / "config.yaml"))
+    if config is None:
+        if not (path / "config.yaml").exists():
+            raise ConfigError(f"{path} is not a reward-model run folder (no config.yaml)")
+        config = from_dict(load_yaml(path / "config.yaml"))
     if not config.is_preference:
         raise ConfigError(f"{path} is a {config.method_name!r} run, not a reward model (reward_pairwise)")
     rm = build_reward_model(config, SoftPromptModel.from_pretrained(path, backbone=model))

@@ -124,7 +124,7 @@ class RewardModelReward(Reward):
         else:
             from ..reward_model import load_reward_model
 
-            self.rm = load_reward_model(config.run).to(context.device)
+            self.rm = load_reward_model(config.run, config=saved).to(context.device)
 
     def __call__(self, prompts, completions, examples):
         if self.pointwise is not None:

@@ -131,10 +131,6 @@ def render_context(path: Path, line: int, raw) -> str:
     return "\n".join(t for t in turns if t)
 
 
-def to_messages(context: str) -> list[dict]:
-    return [{"role": "user", "content": context}] if context else []
-
-
 def _human_eval(path: Path, line: int, raw) -> int:
     value = raw
     if isinstance(raw, float) and raw.is_integer():
