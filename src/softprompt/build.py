@@ -170,6 +170,8 @@ def build_rl(config, rewards=None, backbone=None):
 
     method = config.method_config()
     train, evaluation = load_prompts(config.prompts, config.seed)  # bad prompts fail before the model loads
+    if getattr(method, "alpha", 0) > 0 and hasattr(method, "response_field"):
+        _require_responses(train, method.response_field, config.prompts.file or config.prompts.source)
     backbone = backbone or load_backbone(config.model)
     if not backbone.is_causal:
         raise ConfigError(f"RL method {config.method_name!r} needs a causal LM; {config.model!r} is an encoder")
@@ -188,6 +190,17 @@ def build_rl(config, rewards=None, backbone=None):
     judge = make_part(config.judge, 0, context).fn if config.judge else None
     work = RLWork(config, policy, rewards, reference, judge, base_lm=SoftPromptModel(backbone))
     return work, Data(train, evaluation)
+
+
+def _require_responses(examples: list, field: str, where: str) -> None:
+    """MLE on reference responses needs one per training prompt: say which prompt lacks it."""
+    from .errors import DataError
+
+    for e in examples:
+        value = (e.extra or {}).get(field)
+        if not isinstance(value, str) or not value.strip():
+            raise DataError(f"prompts from {where!r}: prompt {e.index} ({e.text[:40]!r}) has no {field!r} "
+                            f"(method.alpha > 0 trains on reference responses; columns: {sorted(e.extra or {})})")
 
 
 def make_trainer(config, resume: str | Path | None = None, progress: bool = True) -> Trainer:

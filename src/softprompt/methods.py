@@ -2,7 +2,7 @@
 
 A method is only configuration: its objectives are registered components and the trainer is
 the same for all. Classification methods (``mle``, ``ptcprl``) train on labelled examples;
-RL methods (``grpo``, ``ppo``, ``ppo_single_step``) train on prompts, with rewards;
+RL methods (``grpo``, ``ppo``, ``ppo_single_step``, ``polychromic``) train on prompts, with rewards;
 ``reward_pairwise`` trains a comparative reward model on preference pairs.
 """
 
@@ -20,6 +20,7 @@ from .objectives.grpo import GRPOConfig
 from .objectives.label_reinforce import LabelReinforceConfig
 from .objectives.mle import MLEConfig
 from .objectives.pairwise import PairwiseConfig
+from .objectives.polychromic import PolychromicConfig, ResponseMLEConfig
 from .objectives.ppo import PPOConfig, SingleStepPPOConfig
 from .registry import Registry
 
@@ -129,6 +130,25 @@ class SingleStepPPOMethod(_RLMethod, SingleStepPPOConfig):
     """Single-step PPO (hardPrompt2softPrompt): one action = the whole response, A = r - V(context)."""
 
     objective: ClassVar[str] = "ppo_single_step"
+
+
+@METHODS.register("polychromic")
+@dataclass
+class PolychromicMethod(_RLMethod, PolychromicConfig):
+    """Polychromic RL: sets of samples scored by quality x diversity, the set score in every
+    sample's advantage; optionally alpha * MLE on reference responses (the seed's SFT + diversity)."""
+
+    objective: ClassVar[str] = "polychromic"
+
+    def objectives(self) -> dict[str, object]:
+        out: dict[str, object] = {"polychromic": self}
+        if self.alpha > 0:
+            out["response_mle"] = ResponseMLEConfig(response_field=self.response_field)
+        return out
+
+    def schedule(self) -> Schedule:
+        weights = {"polychromic": 1.0, **({"response_mle": self.alpha} if self.alpha > 0 else {})}
+        return Schedule([Phase(weights)])
 
 
 @METHODS.register("reward_pairwise")

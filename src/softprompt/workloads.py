@@ -166,8 +166,9 @@ class RLWork:
 
         model = self.module.model
         adapter = model.adapter
-        if isinstance(adapter, LoRA):
-            return {}  # LoRA is woven into the backbone; its initial state already is the base model
+        if isinstance(adapter, LoRA):  # woven into the backbone: switch its layers off
+            with adapter.disabled():
+                return self.evaluate(examples)[0]
         model.adapter = None
         try:
             return self.evaluate(examples)[0]

@@ -1,0 +1,260 @@
+"""Polychromic RL (Hamid et al., 2025; DESIGN.md "Polychromic"), read top to bottom.
+
+For each prompt, N = ``n_generations`` samples y_1..y_N with rewards r_1..r_N are split into
+M sets S_1..S_M of n = ``set_size`` samples each (every n-subset when there are at most
+``num_sets`` of them, else random partitions of the N samples until M sets):
+
+    q(S)       = mean_{i in S} r_i                                  quality of a set
+    d(S)       = distinct samples / n   after lower-casing and dropping punctuation  (diversity=distinct)
+               = mean_{i<j in S} (1 - cos(e_i, e_j))    e = sentence embeddings      (diversity=embedding)
+    f(S)       = q(S) * d(S) ** lambda                     mode=multiplicative (lambda = 1: the paper's f_poly)
+               = q(S) + lambda * d(S)                      mode=additive
+    A_i        = mean_{S contains i} f(S)  -  mean_S f(S)                         each sample's advantage
+               (divided by the std of the prompt's A_i + 1e-4 when scale=group, as GRPO does)
+
+and the clipped policy loss of GRPO with these advantages (optional k3 KL, ``loss_type``).
+lambda = ``diversity_weight``; lambda = 0 is the plain objective: with every n-subset as a set,
+A_i = (N-n)/(n(N-1)) (r_i - mean r), so scale=group gives GRPO's advantages exactly. The diversity is
+measured without gradient but enters every sample's advantage, so it moves the weights; a
+loss ``CE - lambda * D`` with D detached would not.
+
+The seed's knobs: diversity is used for the first ``max_examples_for_diversity`` prompts of a
+batch and on every ``compute_every_n_steps``-th step; other prompts and steps use lambda = 0.
+Mixed with MLE on reference responses (the seed's SFT + diversity): ``alpha * mle + polychromic``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from ..diversity import distinct_samples
+from ..errors import ConfigError
+from ..fields import hfield
+from .base import OBJECTIVES, Objective, ObjectiveOutput
+from .grpo import STD_EPS, _masked_mean, aggregate, clipped_surrogate, k3_kl
+
+
+@dataclass
+class PolychromicConfig:
+    n_generations: int = hfield(8, "samples per prompt (N)")
+    set_size: int = hfield(4, "samples per set (n)")
+    num_sets: int = hfield(70, "sets per prompt (M); all n-subsets when there are at most this many")
+    diversity_weight: float = hfield(1.0, "lambda: exponent of the diversity (multiplicative) or its weight "
+                                          "(additive); 0 = quality only")
+    mode: Literal["multiplicative", "additive"] = hfield("multiplicative", "f(S) = q * d**lambda, or q + lambda*d")
+    diversity: Literal["distinct", "embedding"] = hfield("distinct", "set diversity: distinct fraction after "
+                                                                      "normalisation, or mean pairwise cosine distance")
+    embedding_model: str = hfield("minilm-l6", "diversity=embedding: sentence-transformers model")
+    max_examples_for_diversity: int | None = hfield(None, "prompts per batch whose sets use diversity (None: all)")
+    compute_every_n_steps: int = hfield(1, "use diversity on every n-th step (others: lambda = 0)")
+    scale: Literal["group", "none"] = hfield("group", "divide each prompt's advantages by their std (as GRPO)")
+    epsilon: float = hfield(0.2, "lower clip of the ratio: 1 - epsilon")
+    epsilon_high: float | None = hfield(None, "upper clip of the ratio (default: epsilon)")
+    beta: float = hfield(0.0, "weight of the k3 KL to the reference (0: off)")
+    reference: Literal["initial_prompt", "none"] = hfield("initial_prompt", "KL reference: initial prompt or none")
+    loss_type: Literal["grpo", "dapo", "dr_grpo"] = hfield("dapo", "loss aggregation")
+    num_iterations: int = hfield(1, "optimizer steps on each rollout batch")
+    alpha: float = hfield(0.0, "weight of MLE on the prompts' reference responses (0: off)")
+    response_field: str = hfield("response", "alpha > 0: the prompt file's column with the reference response")
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, key: str, expected: str) -> None:
+            if not ok:
+                raise ConfigError(f"method.{key}={getattr(self, key)!r}: expected {expected}")
+
+        def integer(key: str, low: int) -> None:
+            v = getattr(self, key)
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= low, key, f"an integer >= {low}")
+
+        integer("n_generations", 2)
+        integer("set_size", 2)
+        integer("num_sets", 1)
+        integer("compute_every_n_steps", 1)
+        integer("num_iterations", 1)
+        need(self.set_size <= self.n_generations, "set_size", f"<= n_generations ({self.n_generations})")
+        need(self.diversity_weight >= 0, "diversity_weight", ">= 0")
+        need(self.max_examples_for_diversity is None or self.max_examples_for_diversity >= 0,
+             "max_examples_for_diversity", "null or >= 0")
+        need(self.epsilon > 0 and (self.epsilon_high is None or self.epsilon_high > 0), "epsilon", "> 0")
+        need(self.beta >= 0, "beta", ">= 0")
+        need(self.alpha >= 0, "alpha", ">= 0")
+
+    @property
+    def group_size(self) -> int:
+        return self.n_generations
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.beta > 0
+
+
+def make_sets(n_samples: int, set_size: int, num_sets: int, generator: torch.Generator) -> list[tuple[int, ...]]:
+    """Every ``set_size``-subset of range(n_samples) if there are at most ``num_sets``; else
+    ``num_sets`` sets from random partitions (each partition covers the samples evenly)."""
+    if math.comb(n_samples, set_size) <= num_sets:
+        return list(itertools.combinations(range(n_samples), set_size))
+    sets: list[tuple[int, ...]] = []
+    while len(sets) < num_sets:
+        perm = torch.randperm(n_samples, generator=generator).tolist()
+        sets += [tuple(sorted(perm[k:k + set_size])) for k in range(0, n_samples - set_size + 1, set_size)]
+    return sets[:num_sets]
+
+
+def set_scores(rewards: Sequence[float], diversity: Sequence[float], weight: float, mode: str) -> torch.Tensor:
+    """f(S) for each set from its quality q (mean reward) and diversity d."""
+    q, d = torch.as_tensor(rewards, dtype=torch.float), torch.as_tensor(diversity, dtype=torch.float)
+    if mode == "multiplicative":
+        return q * d.pow(weight)
+    if mode == "additive":
+        return q + weight * d
+    raise ConfigError(f"method.mode={mode!r}: expected multiplicative or additive")
+
+
+def sample_advantages(n_samples: int, sets: list[tuple[int, ...]], f: torch.Tensor) -> torch.Tensor:
+    """A_i = mean f of the sets containing i - mean f over all sets; 0 for samples in no set."""
+    member = torch.zeros(len(sets), n_samples)
+    for s, members in enumerate(sets):
+        member[s, list(members)] = 1.0
+    count = member.sum(0)
+    per_sample = (member * f[:, None]).sum(0) / count.clamp(min=1)
+    return torch.where(count > 0, per_sample - f.mean(), 0.0)
+
+
+def polychromic_advantages(rewards: torch.Tensor, valid: torch.Tensor, group_size: int, config: PolychromicConfig,
+                           set_diversity: Callable[[int, list[int]], float], use_diversity: Sequence[bool],
+                           generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+    """Advantages (N,) for N = B * G samples laid out group after group.
+
+    ``set_diversity(group, indices)`` gives d(S) for samples ``indices`` of prompt ``group``;
+    ``use_diversity[b]`` says whether prompt b uses it (else lambda = 0). Samples whose reward
+    is not finite join no set and get advantage 0.
+    """
+    adv = torch.zeros(len(rewards))
+    div_seen, q_seen, f_seen = [], [], []
+    for b in range(len(rewards) // group_size):
+        base = b * group_size
+        ok = [i for i in range(group_size) if bool(valid[base + i])]
+        if len(ok) < config.set_size:
+            continue
+        sets = [tuple(ok[i] for i in s) for s in make_sets(len(ok), config.set_size, config.num_sets, generator)]
+        q = [float(rewards[[base + i for i in s]].mean()) for s in sets]
+        weight = config.diversity_weight if use_diversity[b] else 0.0
+        d = [set_diversity(b, list(s)) for s in sets] if weight > 0 else [1.0] * len(sets)
+        f = set_scores(q, d, weight, config.mode)
+        a = sample_advantages(group_size, sets, f)
+        if config.scale == "group":  # as GRPO: unit spread of the prompt's advantages
+            members = torch.tensor(ok)
+            a = a / (a[members].std() + STD_EPS)
+        adv[base:base + group_size] = a
+        q_seen += q
+        f_seen += f.tolist()
+        if weight > 0:
+            div_seen += d
+    metrics = {"set_quality": _mean(q_seen), "f_poly": _mean(f_seen)}
+    if div_seen:
+        metrics["diversity_score"] = _mean(div_seen)
+    return adv, metrics
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+@OBJECTIVES.register("polychromic")
+class Polychromic(Objective):
+    name = "polychromic"
+    config_class = PolychromicConfig
+
+    def __call__(self, inputs) -> ObjectiveOutput:
+        c, ro = self.config, inputs.rollout
+        if "advantages" not in ro.memo:  # fixed for all inner updates of this rollout
+            ro.memo["advantages"], ro.memo["poly_metrics"] = self.advantages(ro, inputs.step)
+        adv = ro.memo["advantages"].to(ro.old_logprobs.device)
+        logp = inputs.logprobs()
+        per_token, clipped = clipped_surrogate(logp, ro.old_logprobs, adv, c.epsilon,
+                                               c.epsilon_high if c.epsilon_high is not None else c.epsilon)
+        metrics = {**ro.memo["poly_metrics"], "clip_fraction": _masked_mean(clipped.float(), ro.mask)}
+        if c.beta > 0:
+            kl = k3_kl(logp, ro.ref_logprobs)
+            per_token = per_token + c.beta * kl
+            metrics["kl"] = _masked_mean(kl.detach(), ro.mask)
+        return ObjectiveOutput(aggregate(per_token, ro.mask, c.loss_type, ro.max_new_tokens), metrics)
+
+    def advantages(self, ro, step: int) -> tuple[torch.Tensor, dict]:
+        c, g = self.config, ro.group_size
+        groups = len(ro.rewards) // g
+        on_step = step % c.compute_every_n_steps == 0
+        limit = groups if c.max_examples_for_diversity is None else c.max_examples_for_diversity
+        use = [on_step and b < limit for b in range(groups)]
+        texts = ro.gen.texts
+        if c.diversity == "distinct":
+            def diversity(b: int, idx: list[int]) -> float:
+                return distinct_samples([texts[b * g + i] for i in idx])
+        else:
+            sims = self._similarities(texts, g, use)
+
+            def diversity(b: int, idx: list[int]) -> float:
+                sub = sims[b][idx][:, idx]
+                n = len(idx)
+                return float(1 - (sub.sum() - sub.diagonal().sum()) / (n * (n - 1)))
+        generator = torch.Generator().manual_seed(step)  # partitions: reproducible
+        return polychromic_advantages(ro.rewards.cpu(), ro.valid.cpu(), g, c, diversity, use, generator)
+
+    def _similarities(self, texts: list[str], g: int, use: list[bool]) -> dict[int, torch.Tensor]:
+        """Cosine similarity matrix of each prompt's samples (only prompts that use diversity)."""
+        from ..diversity import encode
+
+        wanted = [b for b, u in enumerate(use) if u]
+        if not wanted or self.config.diversity_weight == 0:
+            return {}
+        emb = encode([texts[b * g + i] for b in wanted for i in range(g)], self.config.embedding_model)
+        return {b: emb[k * g:(k + 1) * g] @ emb[k * g:(k + 1) * g].T for k, b in enumerate(wanted)}
+
+
+@dataclass
+class ResponseMLEConfig:
+    response_field: str = hfield("response", "the prompt example's field with the reference response")
+
+
+@OBJECTIVES.register("response_mle")
+class ResponseMLE(Objective):
+    """Cross-entropy on reference response tokens given the prompt (DESIGN.md "MLE"), for RL
+    prompts that carry a reference response (the seed's SFT term)."""
+
+    name = "response_mle"
+    config_class = ResponseMLEConfig
+
+    def __call__(self, inputs) -> ObjectiveOutput:
+        ro = inputs.rollout
+        model = inputs.policy.model
+        if "response_ids" not in ro.memo:
+            ro.memo["response_ids"] = self._tokenize(model, ro.examples)
+        ids, mask = (t.to(model.device) for t in ro.memo["response_ids"])
+        logp = model.sequence_logprobs(ro.gen.prompt_ids, ro.gen.prompt_mask, ids, mask)
+        loss = -(logp * mask).sum() / mask.sum().clamp(min=1)
+        return ObjectiveOutput(loss, {"response_tokens": float(mask.sum())})
+
+    def _tokenize(self, model, examples) -> tuple[torch.Tensor, torch.Tensor]:
+        from ..errors import DataError
+
+        field = self.config.response_field
+        tok = model.tokenizer
+        seqs = []
+        for e in examples:
+            text = (e.extra or {}).get(field) if hasattr(e, "extra") else None
+            if not isinstance(text, str) or not text.strip():
+                raise DataError(f"prompt {e.index} ({e.text[:40]!r}): method.alpha > 0 needs a reference response in "
+                                f"the prompt file's {field!r} column")
+            seqs.append(tok(text, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if tok.eos_token_id
+                                                                             is not None else []))
+        width = max(len(s) for s in seqs)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+        return ids, mask
