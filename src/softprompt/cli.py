@@ -166,6 +166,93 @@ def cmd_make_preferences(args) -> int:
     return 0
 
 
+def _add_eval_gen(sub) -> None:
+    p = sub.add_parser("eval-gen", help="sample n completions per prompt from a trained run: diversity, Pass@k "
+                                        "and the generations")
+    p.add_argument("run", help="run folder of a generation method (grpo, ppo, polychromic, ...)")
+    p.add_argument("--prompts", default=None, help=".txt/.jsonl/.csv prompt file (default: the run's held-out prompts)")
+    p.add_argument("--n", type=int, default=10, help="samples per prompt")
+    p.add_argument("--k", default="1,5,10", help="comma-separated k for Pass@k (each <= n)")
+    p.add_argument("--verifier", default=None,
+                   help="exact[:FIELD], regex:PATTERN, judge>=T or reward>=T (default: judge>=0.5 if the run has one)")
+    p.add_argument("--base", action="store_true", help="the run's backbone without its adapter")
+    p.add_argument("--max-prompts", type=int, default=None)
+    p.add_argument("--temperature", type=float, default=None, help="default: the run's")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: the run's)")
+    p.add_argument("--embedding-model", default="minilm-l6", help="for embedding diversity; 'none' to skip")
+    p.add_argument("--out", default=None, help="output folder (default: RUN/eval_gen, or RUN/eval_gen_base)")
+    p.set_defaults(func=cmd_eval_gen)
+
+
+def cmd_eval_gen(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .gen_eval import eval_gen_run
+
+    if args.n < 1:
+        raise SoftPromptError(f"--n {args.n}: expected at least 1 sample per prompt")
+    metrics, out = eval_gen_run(args.run, args.prompts, args.n, args.k, args.verifier, args.out, args.base,
+                                args.max_prompts, args.temperature, args.max_new_tokens, args.seed,
+                                None if args.embedding_model == "none" else args.embedding_model)
+    table = Table(title=f"{metrics['num_prompts']} prompts x {metrics['n']} samples ({metrics['verifier']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            table.add_row(key, f"{value:.4f}")
+    Console().print(table)
+    print(f"wrote {out}/metrics.json and {out}/generations.jsonl")
+    return 0
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="baseline vs variants: report.md/.html with every metric, deltas in %, "
+                                       "mean ± std over seeds, training-curve and trade-off plots")
+    p.add_argument("runs", nargs="+", help="run folders (several seeds of one config are grouped)")
+    p.add_argument("--baseline", default=None, help="the baseline run (default: the first)")
+    p.add_argument("--out", default=None, help="report folder (default: compare-<time> next to the runs)")
+    p.add_argument("--force", action="store_true", help="compare runs of different tasks anyway")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args) -> int:
+    from .compare import compare
+
+    out = compare(args.runs, args.baseline, args.out, args.force)
+    print(f"wrote {out}/report.md and {out}/report.html")
+    return 0
+
+
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="run one config over several values and seeds (a=1,2 b=x,y: every "
+                                     "combination), then the compare report")
+    p.add_argument("--config-name", "--config", dest="config_name", required=True)
+    p.add_argument("overrides", nargs="*", help="key=value or key=v1,v2,v3 (swept)")
+    p.add_argument("--name", default=None, help="prefix of the run ids (default: the config's name)")
+    p.add_argument("--eval-gen", action="store_true", help="run eval-gen on each run before the report")
+    p.add_argument("--n", type=int, default=10, help="eval-gen: samples per prompt")
+    p.add_argument("--k", default="1,5,10", help="eval-gen: Pass@k")
+    p.add_argument("--verifier", default=None, help="eval-gen: verifier (see eval-gen --help)")
+    p.add_argument("--no-report", action="store_true", help="skip the compare report")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_sweep)
+
+
+def cmd_sweep(args) -> int:
+    from rich.console import Console
+
+    from .sweep import sweep
+
+    console = Console()
+    eval_gen = {"n": args.n, "ks": args.k, "verifier": args.verifier} if args.eval_gen else None
+    paths, out = sweep(args.config_name, args.overrides, args.name, eval_gen, not args.no_report,
+                       not args.no_progress, console)
+    console.print(f"{len(paths)} runs" + (f"; report: {out}/report.md" if out else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="softprompt", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
@@ -174,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_make_preferences(sub)
+    _add_eval_gen(sub)
+    _add_compare(sub)
+    _add_sweep(sub)
     return parser
 
 

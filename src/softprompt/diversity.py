@@ -1,7 +1,8 @@
 """Diversity and Pass@k metrics of generated texts (DESIGN.md "Metrics").
 
 A *set* is the n samples of one prompt; the set metrics below are computed per set and
-averaged over prompts by ``set_metrics``. Words are whitespace tokens, lower-cased.
+averaged over prompts by ``set_metrics`` (``set_distinct_n``; ``distinct_n`` of all completions
+of all prompts together is the corpus-level figure). Words are whitespace tokens, lower-cased.
 
     distinct_n        unique n-grams / all n-grams over the set
     self_bleu         mean over samples of sacrebleu's sentence BLEU (0..100) of the sample
@@ -147,7 +148,7 @@ def encode(texts: Sequence[str], spec: str = "minilm-l6", device: str = "cpu", b
                                                  normalize_embeddings=True).float().cpu()
 
 
-SET_METRICS = ("distinct_1", "distinct_2", "self_bleu", "embedding_diversity", "unique_words", "distinct_samples")
+SET_METRICS = ("set_distinct_1", "set_distinct_2", "self_bleu", "embedding_diversity", "unique_words", "distinct_samples")
 
 
 def set_metrics(groups: Sequence[Sequence[str]], embeddings: Sequence[torch.Tensor] | None = None,
@@ -160,7 +161,7 @@ def set_metrics(groups: Sequence[Sequence[str]], embeddings: Sequence[torch.Tens
     import time
 
     fns: dict[str, Callable[[Sequence[str]], float]] = {
-        "distinct_1": lambda g: distinct_n(g, 1), "distinct_2": lambda g: distinct_n(g, 2),
+        "set_distinct_1": lambda g: distinct_n(g, 1), "set_distinct_2": lambda g: distinct_n(g, 2),
         "self_bleu": self_bleu, "unique_words": unique_words, "distinct_samples": distinct_samples}
     out = {}
     for name, fn in fns.items():

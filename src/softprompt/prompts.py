@@ -104,16 +104,17 @@ def from_list(s: PromptsSection, seed: int):
 def from_file(s: PromptsSection, seed: int):
     if not s.file:
         raise ConfigError("prompts.source=file needs prompts.file")
-    items = _read_prompt_file(Path(s.file), s.column)
+    items = read_prompt_file(Path(s.file), s.column)
     if s.eval_file:
-        return items, _read_prompt_file(Path(s.eval_file), s.column)
+        return items, read_prompt_file(Path(s.eval_file), s.column)
     if len(items) < 2:
         return items, items
     n_eval = min(s.num_eval, len(items) // 4) or 1
     return items[:-n_eval], items[-n_eval:]
 
 
-def _read_prompt_file(path: Path, column: str) -> list[Example]:
+def read_prompt_file(path: Path, column: str = "prompt") -> list[Example]:
+    """Prompts of a .txt (one per line), .jsonl or .csv/.tsv file (column ``column``; other columns in ``extra``)."""
     import csv
 
     from .tasks._files import (

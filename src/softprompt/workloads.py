@@ -126,7 +126,7 @@ class RLWork:
 
     @torch.no_grad()
     def evaluate(self, examples: list) -> tuple[dict, list[dict]]:
-        from .diversity import distinct_n
+        from .diversity import distinct_n, set_metrics
         from .rewards.models import completion_nll
         from .rollout import score
 
@@ -149,6 +149,8 @@ class RLWork:
             metrics["eval_judge_score"] = float(judged.mean())
             metrics["eval_judge_positive_rate"] = float((judged > 0.5).float().mean())
         metrics["eval_distinct_2"] = distinct_n(gen.texts, 2)
+        if gen.group_size > 1:  # several samples per prompt: how different they are from each other
+            metrics.update({f"eval_{k}": v for k, v in set_metrics(gen.groups()).items()})
         if self.base_lm is not None:
             nll, count = completion_nll(self.base_lm, expanded_prompts, gen.texts)
             metrics["eval_perplexity"] = float(torch.exp(nll.sum() / count.sum().clamp(min=1)))

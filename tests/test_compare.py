@@ -1,0 +1,96 @@
+"""eval-gen, compare and sweep on a tiny saved model: files, numbers and errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import save_backbone, tiny_llama
+from test_rl import PROMPTS
+
+from softprompt.cli import main
+from softprompt.diversity import pass_at_k
+
+
+@pytest.fixture(scope="module")
+def sweep_runs(tmp_path_factory):
+    """A 2 x 2 sweep (diversity_weight x seed) of polychromic on a tiny model, each run eval-gen'd."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    save_backbone(tiny_llama(vocab_size=50), tmp / "model")
+    config = {
+        "model": str(tmp / "model"), "output_dir": str(tmp / "exp"),
+        "adapter": {"type": "prompt_tuning", "num_virtual_tokens": 3, "init": "random"},
+        "method": {"name": "polychromic", "n_generations": 4, "set_size": 2, "num_sets": 6},
+        "prompts": {"source": "list", "items": PROMPTS, "num_eval": 6},
+        "generation": {"max_new_tokens": 5, "eval_samples": 2},
+        "rewards": [{"name": "regex_match", "pattern": "great|good"}],
+        "train": {"batch": 3, "epochs": 2, "lr": 0.1, "eval_every": 0},
+    }
+    (tmp / "poly.yaml").write_text(yaml.safe_dump(config))
+    code = main(["sweep", "--config-name", str(tmp / "poly.yaml"), "--name", "poly", "--no-progress", "--eval-gen",
+                 "--n", "4", "--k", "1,2", "--verifier", "regex:great|good", "method.diversity_weight=0,1.0",
+                 "seed=1,2"])
+    assert code == 0
+    root = tmp / "exp" / "model" / "list" / "polychromic"
+    return tmp, root
+
+
+def test_sweep_runs_every_combination_and_reports(sweep_runs, capsys):
+    tmp, root = sweep_runs
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.endswith("report"))
+    assert names == ["poly-diversity_weight=0-seed=1", "poly-diversity_weight=0-seed=2",
+                     "poly-diversity_weight=1.0-seed=1", "poly-diversity_weight=1.0-seed=2"]
+    report = (root / "poly-report" / "report.md").read_text()
+    assert "diversity_weight=0 (baseline)" in report and "| diversity_weight=1.0 |" in report
+    assert "± " in report and "(n=2)" in report  # two seeds per variant
+    assert "gen_pass@1" in report and "gen_self_bleu" in report and "%" in report
+    for png in ("curves.png", "tradeoff.png"):
+        assert (root / "poly-report" / png).stat().st_size > 1000
+    assert "<table>" in (root / "poly-report" / "report.html").read_text()
+    # a second sweep finds every run finished and only redoes the report
+    before = (root / "poly-diversity_weight=0-seed=1" / "metrics.json").stat().st_mtime_ns
+    assert main(["sweep", "--config-name", str(tmp / "poly.yaml"), "--name", "poly", "--no-progress",
+                 "method.diversity_weight=0,1.0", "seed=1,2"]) == 0
+    assert (root / "poly-diversity_weight=0-seed=1" / "metrics.json").stat().st_mtime_ns == before
+
+
+def test_eval_gen_pass_at_k_from_its_own_generations(sweep_runs):
+    _, root = sweep_runs
+    out = root / "poly-diversity_weight=1.0-seed=1" / "eval_gen"
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert metrics["n"] == 4 and metrics["num_prompts"] == 6 and len(rows) == 24
+    by_prompt: dict[int, list[bool]] = {}
+    for r in rows:
+        assert r["correct"] == bool(("great" in r["completion"]) or ("good" in r["completion"]))
+        by_prompt.setdefault(r["index"], []).append(r["correct"])
+    for k in (1, 2):
+        expect = sum(pass_at_k(4, sum(c), k) for c in by_prompt.values()) / len(by_prompt)
+        assert metrics[f"pass@{k}"] == pytest.approx(expect)
+    assert 0 <= metrics["self_bleu"] <= 100 and 0 < metrics["set_distinct_2"] <= 1
+
+
+def test_compare_and_eval_gen_refuse_bad_input(sweep_runs, tmp_path, capsys):
+    tmp, root = sweep_runs
+    a, b = root / "poly-diversity_weight=0-seed=1", root / "poly-diversity_weight=1.0-seed=1"
+    # k greater than n
+    assert main(["eval-gen", str(a), "--n", "4", "--k", "1,5"]) == 2
+    assert "each k must be between 1 and --n (4)" in capsys.readouterr().err
+    # a folder without metrics
+    empty = tmp_path / "unfinished"
+    empty.mkdir()
+    (empty / "config.yaml").write_text((a / "config.yaml").read_text())
+    assert main(["compare", str(a), str(empty)]) == 2
+    assert "no metrics.json" in capsys.readouterr().err
+    # runs of another task: refused unless --force
+    other = tmp_path / "other"
+    other.mkdir()
+    cfg = yaml.safe_load((b / "config.yaml").read_text())
+    cfg["prompts"]["source"] = "review_openings"
+    (other / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (other / "metrics.json").write_text((b / "metrics.json").read_text())
+    assert main(["compare", str(a), str(other)]) == 2
+    assert "different tasks" in capsys.readouterr().err
+    assert main(["compare", str(a), str(other), "--force", "--out", str(tmp_path / "forced")]) == 0
+    assert (tmp_path / "forced" / "report.md").exists()
