@@ -188,3 +188,15 @@ def test_lora_policy_trains_only_lora_weights(tmp_path, method):
     assert changed and all("lora_" in n for n in changed), changed
     assert any("lora_B" in n for n in changed)
     assert not math.isnan(work.evaluate_base(data.eval)["eval_reward"])  # LoRA switched off = the base model
+
+
+def test_review_requests_share_their_eval_prompts_across_seeds():
+    from softprompt.prompts import PromptsSection, load_prompts
+
+    section = PromptsSection(source="review_requests", num_train=50, num_eval=10)
+    (train1, eval1), (_, eval2) = load_prompts(section, 1), load_prompts(section, 2)
+    assert [e.text for e in eval1] == [e.text for e in eval2]  # seeds of a sweep are measured alike
+    assert not {e.text for e in eval1} & {e.text for e in train1}
+    assert eval1[0].text.startswith("Write a one-line movie review of a") and "topic" in eval1[0].extra
+    with pytest.raises(ConfigError, match="expected a text with {topic}"):
+        load_prompts(PromptsSection(source="review_requests", template="Review it."), 0)

@@ -229,6 +229,17 @@ def test_tiny_encoder_learns_a_synthetic_preference(tmp_path, bert_dir):
     total, parts = reward(["the movie", "the movie"], ["the plot was great and the actors really good", "bad"],
                           [None, None])
     assert total[0] > total[1] and set(parts) == {"reward_model"}
+    # input: the pair (context, completion), the text prompt + completion, or the completion alone
+    from softprompt.reward_model import load_reward_model
+
+    rm = load_reward_model(str(run))
+    prompts, completions = ["the movie", "a film"], ["was good", "bad"]
+    for mode, (contexts, responses) in {"pair": (prompts, completions),
+                                        "text": (["", ""], ["the moviewas good", "a filmbad"]),
+                                        "completion": (["", ""], completions)}.items():
+        got = RewardSet.from_config([{"name": "reward_model", "run": str(run), "input": mode}],
+                                    RewardContext())(prompts, completions, [None, None])[0]
+        torch.testing.assert_close(got, torch.as_tensor(rm.score(contexts, responses)).float(), msg=mode)
 
 
 def test_bad_preference_file_leaves_no_run_folder(tmp_path, bert_dir):

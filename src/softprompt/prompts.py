@@ -2,7 +2,9 @@
 
 ``review_openings``: the first few words of SST-2 dev sentences when the GLUE folder exists
 (disjoint sets for training and evaluation), else a built-in list of 226
-movie-review openings written for this project. ``file``: a .txt (one prompt per line),
+movie-review openings written for this project. ``review_requests``: "Write a one-line movie
+review of <topic>." over 400 built-in topics (20 genres x 20 subjects), where many different
+answers are right: the Polychromic experiments' prompt set. ``file``: a .txt (one prompt per line),
 .jsonl or .csv file with a prompt column. ``list``: prompts written in the config.
 """
 
@@ -23,7 +25,7 @@ PROMPT_SOURCES: Registry = Registry("prompt source")
 
 @dataclass
 class PromptsSection:
-    source: str = hfield("review_openings", "review_openings, file or list")
+    source: str = hfield("review_openings", "review_openings, review_requests, file or list")
     data_dir: str | None = hfield("../shared/data/glue", "review_openings: GLUE folder with SST-2 (else built-in)")
     file: str | None = hfield(None, "file: .txt (a prompt per line), .jsonl or .csv")
     eval_file: str | None = hfield(None, "file: held-out prompts (default: the last num_eval of 'file')")
@@ -33,6 +35,7 @@ class PromptsSection:
     num_eval: int = hfield(32, "held-out prompts scored before and after training")
     min_words: int = hfield(3, "review_openings: shortest opening, in words")
     max_words: int = hfield(6, "review_openings: longest opening, in words")
+    template: str = hfield("Write a one-line movie review of {topic}.", "review_requests: the request, with {topic}")
 
     def __post_init__(self):
         if self.num_train < 1 or self.num_eval < 1:
@@ -88,6 +91,18 @@ def review_openings(s: PromptsSection, seed: int):
     lines = resources.files("softprompt").joinpath("data/review_openings.txt").read_text().splitlines()
     items = [Example(text=t.strip(), index=i) for i, t in enumerate(lines) if t.strip()]
     rng.shuffle(items)
+    n_eval = min(s.num_eval, len(items) // 4)
+    return items[n_eval:], items[:n_eval]
+
+
+@PROMPT_SOURCES.register("review_requests")
+def review_requests(s: PromptsSection, seed: int):
+    if "{topic}" not in s.template:
+        raise ConfigError(f"prompts.template={s.template!r}: expected a text with {{topic}}")
+    lines = resources.files("softprompt").joinpath("data/review_topics.txt").read_text().splitlines()
+    topics = [t.strip() for t in lines if t.strip() and not t.startswith("#")]
+    random.Random(0).shuffle(topics)  # one split for every run seed: seeds of a sweep share their eval prompts
+    items = [Example(text=s.template.replace("{topic}", t), index=i, extra={"topic": t}) for i, t in enumerate(topics)]
     n_eval = min(s.num_eval, len(items) // 4)
     return items[n_eval:], items[:n_eval]
 

@@ -88,9 +88,10 @@ def _class_index(target: int | str, names: list[str]) -> int:
 class RewardModelConfig:
     run: str | None = hfield(None, "a softprompt reward-model run (reward_pairwise: its scalar score) or a "
                                    "classifier run (pointwise: the probability of 'target')")
-    input: Literal["pair", "text"] = hfield(
+    input: Literal["pair", "text", "completion"] = hfield(
         "pair", "pair: context = the prompt, response = the completion; text: no context, "
-                "response = prompt + completion (for reward models trained on whole texts)")
+                "response = prompt + completion (for reward models trained on whole texts); completion: "
+                "no context, the completion alone (when the prompt is a request, not part of the text)")
     target: int | str = hfield(1, "pointwise (classifier run): the class whose probability is the reward")
     batch_size: int = hfield(32, "texts per forward pass")
 
@@ -131,6 +132,8 @@ class RewardModelReward(Reward):
             return self.pointwise(prompts, completions, examples)
         if self.config.input == "text":
             contexts, responses = [""] * len(prompts), [p + c for p, c in zip(prompts, completions)]
+        elif self.config.input == "completion":
+            contexts, responses = [""] * len(prompts), list(completions)
         else:
             contexts, responses = list(prompts), list(completions)
         return self.rm.score(contexts, responses, self.config.batch_size)
