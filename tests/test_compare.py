@@ -94,3 +94,12 @@ def test_compare_and_eval_gen_refuse_bad_input(sweep_runs, tmp_path, capsys):
     assert "different tasks" in capsys.readouterr().err
     assert main(["compare", str(a), str(other), "--force", "--out", str(tmp_path / "forced")]) == 0
     assert (tmp_path / "forced" / "report.md").exists()
+
+
+def test_sweep_expands_comma_lists_but_not_quoted_or_yaml_values():
+    from softprompt.sweep import expand, run_id_of
+
+    overrides = ["method.diversity_weight=0,1.0", "seed=3", "'adapter.init=\"text:A, B\"'"[1:-1], "x=[1,2]"]
+    combos = expand(overrides)
+    assert len(combos) == 2 and combos[0][2] == 'adapter.init="text:A, B"' and combos[1][3] == "x=[1,2]"
+    assert run_id_of("p", combos[1], overrides) == "p-diversity_weight=1.0-seed=3"  # the seed is always named

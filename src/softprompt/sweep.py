@@ -4,7 +4,7 @@
 
 Every override whose value is a comma-separated list (not quoted, not a YAML list or mapping)
 is swept; the runs are the Cartesian product, run one after another in this process. Each
-run's id names its values (``<name>-diversity_weight=1.0-seed=2``), so a sweep started again
+run's id names its swept values and the seed (``<name>-diversity_weight=1.0-seed=2``), so a sweep started again
 skips the runs that finished and resumes the one that was cut off.
 """
 
@@ -35,7 +35,7 @@ def expand(overrides: list[str]) -> list[list[str]]:
 
 
 def run_id_of(name: str, combo: list[str], overrides: list[str]) -> str:
-    swept = [c for c, o in zip(combo, overrides) if len(split_override(o)[1]) > 1]
+    swept = [c for c, o in zip(combo, overrides) if len(split_override(o)[1]) > 1 or o.startswith("seed=")]
     parts = [f"{c.split('=', 1)[0].rsplit('.', 1)[-1]}={c.split('=', 1)[1]}" for c in swept]
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", "-".join([name, *parts]))
 
