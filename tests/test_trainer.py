@@ -167,3 +167,62 @@ def test_old_run_configs_with_flat_method_options_still_load(tmp_path, model_dir
     assert cfg.method_name == "mle" and "k_negatives" not in cfg.method
     with pytest.raises(ConfigError, match="k_negatives"):  # a new config still gets the error
         from_dict(config(tmp_path, model_dir, method={"name": "mle", "k_negatives": 2}))
+
+
+def _poison(trainer, bad_calls: set[int], what: str = "loss"):
+    """Make the MLE term's loss (or its gradient) NaN on the given calls (0-based)."""
+    objective = trainer.objectives["mle"]
+    original, calls = objective.__call__, [0]
+
+    def poisoned(inputs):
+        out = original(inputs)
+        if calls[0] in bad_calls:
+            out.loss = out.loss * float("nan") if what == "loss" else out.loss + _nan_grad(out.loss)
+        calls[0] += 1
+        return out
+
+    trainer.objectives["mle"] = poisoned
+    return calls
+
+
+def _nan_grad(loss):
+    """A term whose value is 0 but whose gradient is NaN."""
+    class NanGrad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 0
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * float("nan")
+
+    return NanGrad.apply(loss)
+
+
+@pytest.mark.parametrize("what", ["loss", "grad"])
+def test_non_finite_steps_are_skipped_and_counted(tmp_path, model_dir, what):
+    raw = config(tmp_path, model_dir, method={"name": "mle"}, train={"epochs": 1})
+    trainer = make_trainer(from_dict(raw), progress=False)
+    _poison(trainer, {1, 2}, what)
+    params = trainer.clf.trainable_parameters()
+    metrics = trainer.fit(progress=False)
+    assert metrics["skipped_steps"] == 2 and metrics["global_step"] == 4  # 6 batches, 2 skipped
+    assert all(torch.isfinite(p).all() for p in params)
+    log = (trainer.run.path / "train_result.log").read_text()
+    assert log.count(" skip  step ") == 2
+
+
+def test_too_many_bad_steps_in_a_row_stop_the_run_and_keep_its_checkpoints(tmp_path, model_dir):
+    from softprompt.checkpoint import find_checkpoint
+    from softprompt.errors import TrainingDiverged
+
+    raw = config(tmp_path, model_dir, method={"name": "mle"}, train={"epochs": 2, "max_bad_steps": 3})
+    trainer = make_trainer(from_dict(raw), progress=False)
+    _poison(trainer, set(range(6, 100)))  # the whole second epoch is NaN
+    with pytest.raises(TrainingDiverged, match="3 steps in a row had a non-finite loss .* after 6 good steps"):
+        trainer.fit(progress=False)
+    last = trainer.run.checkpoints / "last"
+    assert find_checkpoint(last) is not None  # the first epoch's checkpoint is still there and loadable
+    resumed = make_trainer(from_dict(raw), resume=trainer.run.path, progress=False)
+    assert resumed.counters["global_step"] == 6
+    assert all(torch.isfinite(p).all() for p in resumed.clf.trainable_parameters())

@@ -36,3 +36,7 @@ def closest(name: str, choices: Iterable[str]) -> str:
     """A ' (did you mean X?)' hint for a misspelt name, or ''."""
     match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+class TrainingDiverged(SoftPromptError):
+    """Too many consecutive steps had a NaN or infinite loss or gradient."""

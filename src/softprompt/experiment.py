@@ -103,6 +103,8 @@ class TrainSection:
     eval_every: int = hfield(0, "evaluate every N optimizer steps (0: at the end of each epoch)")
     eval_batch: int = hfield(32, "evaluation batch size")
     early_stopping_patience: int = hfield(0, "stop after N evaluations without improvement (0: off)")
+    max_bad_steps: int = hfield(5, "a step whose loss or gradient is NaN/inf is skipped (weights untouched); "
+                                   "stop the run after this many in a row")
 
 
 @dataclass
@@ -115,7 +117,7 @@ class ExperimentConfig:
     adapter: dict[str, Any] = hfield({"type": "prompt_tuning", "num_virtual_tokens": 20, "init": "vocab"},
                                      "adapter type and its options")
     method: dict[str, Any] = hfield({"name": "mle"}, "method.name (mle, ptcprl, grpo, ppo, ppo_single_step, "
-                                                       "reward_pairwise) "
+                                                       "polychromic, reward_pairwise) "
                                                        "and its options; see softprompt.methods")
     prompts: PromptsSection = field(default_factory=PromptsSection)
     preferences: PreferencesSection = field(default_factory=PreferencesSection)

@@ -66,7 +66,8 @@ class Trainer:
                                        self.optimizer, num_warmup_steps=int(tr.warmup_ratio * total),
                                        num_training_steps=total)
         self.counters = {"epoch": 0, "micro_step": 0, "global_step": 0, "best": None, "bad_evals": 0,
-                         "train_time_sec": 0.0, "stopped_early": False, "before": None, "base": None}
+                         "train_time_sec": 0.0, "stopped_early": False, "before": None, "base": None,
+                         "skipped_steps": 0, "bad_steps_in_a_row": 0}
         self.before_rows: list[dict] = []
         self._last_eval: tuple | None = None  # (step, metrics, rows, was the best) of the latest evaluation
         self.on_step = None  # optional callable(logs) after each optimizer step (library users, benchmarks)
@@ -156,9 +157,13 @@ class Trainer:
 
     def _optimizer_step(self, total, logs: dict, bar, job) -> None:
         tr, c = self.config.train, self.counters
-        if tr.max_grad_norm:
-            logs["grad_norm"] = float(self.accelerator.clip_grad_norm_(self.clf.trainable_parameters(),
-                                                                       tr.max_grad_norm))
+        params = [p for p in self.clf.trainable_parameters() if p.grad is not None]
+        norm = self.accelerator.clip_grad_norm_(params, tr.max_grad_norm or float("inf")) if params else 0.0
+        if not (math.isfinite(float(total.detach())) and math.isfinite(float(norm))):
+            self._skip_step(float(total.detach()), float(norm))
+            return
+        c["bad_steps_in_a_row"] = 0
+        logs["grad_norm"] = float(norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -171,6 +176,29 @@ class Trainer:
         bar.update(job, advance=1, loss=logs["loss"], epoch=c["epoch"] + 1)
         if self.on_step is not None:
             self.on_step(logs)
+
+    def _skip_step(self, loss: float, norm: float) -> None:
+        """A NaN/inf loss or gradient never reaches the weights: drop the gradient, count the step,
+        and stop with a clear message after ``train.max_bad_steps`` of them in a row."""
+        import logging
+
+        c, limit = self.counters, self.config.train.max_bad_steps
+        self.optimizer.zero_grad(set_to_none=True)
+        c["skipped_steps"] = c.get("skipped_steps", 0) + 1
+        c["bad_steps_in_a_row"] = c.get("bad_steps_in_a_row", 0) + 1
+        what = f"loss {loss}, gradient norm {norm}"
+        logging.getLogger("softprompt").warning("step %d skipped: %s (%d skipped so far)", c["global_step"] + 1,
+                                                what, c["skipped_steps"])
+        if self.run:
+            self.run.log_line("skip", {"step": c["global_step"] + 1, "epoch": c["epoch"], "loss": loss,
+                                       "grad_norm": norm, "skipped_steps": c["skipped_steps"]})
+        if limit and c["bad_steps_in_a_row"] >= limit:
+            from .errors import TrainingDiverged
+
+            where = f"; checkpoints in {self.run.checkpoints} are intact" if self.run else ""
+            raise TrainingDiverged(f"{c['bad_steps_in_a_row']} steps in a row had a non-finite loss or gradient "
+                                   f"(last: {what}) after {c['global_step']} good steps; stopping (lower train.lr, "
+                                   f"check the data and rewards, or raise train.max_bad_steps){where}")
 
     def _evaluate_before(self) -> None:
         """The untrained prompt's numbers, from the same evaluation as the final ones."""
@@ -226,7 +254,7 @@ class Trainer:
                 load_checkpoint(best, self.clf, self.optimizer, self.scheduler)
             metrics, rows = self.evaluate()
         summary = {"train_time_sec": c["train_time_sec"], "epochs": c["epoch"], "global_step": c["global_step"],
-                   "stopped_early": c["stopped_early"], **metrics}
+                   "stopped_early": c["stopped_early"], "skipped_steps": c.get("skipped_steps", 0), **metrics}
         for when in ("before", "base"):  # the untrained prompt; no prompt at all
             summary.update({f"{when}_{k}": v for k, v in (c.get(when) or {}).items()})
         if self.run:
