@@ -226,3 +226,26 @@ def test_too_many_bad_steps_in_a_row_stop_the_run_and_keep_its_checkpoints(tmp_p
     resumed = make_trainer(from_dict(raw), resume=trainer.run.path, progress=False)
     assert resumed.counters["global_step"] == 6
     assert all(torch.isfinite(p).all() for p in resumed.clf.trainable_parameters())
+
+
+def test_ctrl_c_saves_last_at_a_step_boundary_and_resume_finishes_the_same(tmp_path, model_dir):
+    import os
+    import signal
+
+    from softprompt.errors import TrainingInterrupted
+
+    def cfg(run_id):
+        return from_dict(config(tmp_path, model_dir, method={"name": "mle"}, run_id=run_id, train={"epochs": 2}))
+
+    expected = make_trainer(cfg("full"), progress=False).fit(progress=False)
+    trainer = make_trainer(cfg("cut"), progress=False)
+    trainer.on_step = lambda logs: os.kill(os.getpid(), signal.SIGINT) if trainer.counters["global_step"] == 4 else 0
+    with pytest.raises(TrainingInterrupted, match="interrupted at step 4: checkpoints/last saved; resume with"):
+        trainer.fit(progress=False)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    resumed = make_trainer(cfg("cut"), resume=trainer.run.path, progress=False)
+    assert resumed.counters["global_step"] == 4 and resumed.counters["micro_step"] == 4
+    got = resumed.fit(progress=False)
+    for key in ("eval_accuracy", "eval_loss", "global_step"):
+        assert got[key] == pytest.approx(expected[key], abs=1e-6), key
+    assert " stop  step 4 " in (trainer.run.path / "train_result.log").read_text()

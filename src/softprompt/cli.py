@@ -280,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     except SoftPromptError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(str(e) or "interrupted", file=sys.stderr)
         return 130
 
 

@@ -40,3 +40,7 @@ def closest(name: str, choices: Iterable[str]) -> str:
 
 class TrainingDiverged(SoftPromptError):
     """Too many consecutive steps had a NaN or infinite loss or gradient."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training: ``checkpoints/last`` was saved at a step boundary; resume from it."""

@@ -11,7 +11,10 @@ stop early on a plateau, show a rich progress bar.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 
@@ -71,6 +74,7 @@ class Trainer:
         self.before_rows: list[dict] = []
         self._last_eval: tuple | None = None  # (step, metrics, rows, was the best) of the latest evaluation
         self.on_step = None  # optional callable(logs) after each optimizer step (library users, benchmarks)
+        self._interrupted = False  # set by the first Ctrl-C
 
     # -- training --------------------------------------------------------------------------------
     def resume(self) -> None:
@@ -95,7 +99,7 @@ class Trainer:
         self.clf.train()
         columns = [TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("loss {task.fields[loss]:.4f}  {task.fields[metric]}"), TimeRemainingColumn()]
-        with Progress(*columns, disable=not progress, transient=False) as bar:
+        with Progress(*columns, disable=not progress, transient=False) as bar, self._ctrl_c():
             job = bar.add_task("train", total=self.total_steps, completed=c["global_step"], epoch=c["epoch"] + 1,
                                loss=float("nan"), metric="")
             if self.work.evaluate_before and c["global_step"] == 0:
@@ -148,6 +152,8 @@ class Trainer:
                 if self._finished():
                     break
             c["micro_step"] = 0 if i + 1 == len(batches) else i + 1
+            if self._interrupted and (i + 1) % tr.grad_accum == 0:
+                self._stop_on_ctrl_c()
             if tr.eval_every and c["global_step"] // tr.eval_every > step_before // tr.eval_every:
                 done = c["micro_step"] / len(batches) if c["micro_step"] else 1.0
                 self._evaluate_and_keep(bar, job, epoch=round(c["epoch"] + done, 4), partial=c["micro_step"] != 0)
@@ -176,6 +182,36 @@ class Trainer:
         bar.update(job, advance=1, loss=logs["loss"], epoch=c["epoch"] + 1)
         if self.on_step is not None:
             self.on_step(logs)
+
+    @contextlib.contextmanager
+    def _ctrl_c(self):
+        """The first Ctrl-C asks for a stop at the next step boundary (``last`` is saved there);
+        a second one interrupts at once."""
+        self._interrupted = False
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._interrupted:
+                raise KeyboardInterrupt
+            self._interrupted = True
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _stop_on_ctrl_c(self) -> None:
+        from .errors import TrainingInterrupted
+
+        c = self.counters
+        self._save("last")
+        where = f"; resume with: softprompt train --resume {self.run.path}" if self.run else ""
+        if self.run:
+            self.run.log_line("stop", {"step": c["global_step"], "epoch": c["epoch"]})
+        raise TrainingInterrupted(f"interrupted at step {c['global_step']}: checkpoints/last saved{where}")
 
     def _skip_step(self, loss: float, norm: float) -> None:
         """A NaN/inf loss or gradient never reaches the weights: drop the gradient, count the step,
