@@ -267,6 +267,14 @@ def _pooling_mode(path: str) -> str | None:
     return None
 
 
+def _pickle_only(path: str) -> list[str]:
+    """Names of pickle weight files in a local model directory that has no safetensors weights."""
+    p = Path(path)
+    if not p.is_dir() or any(p.glob("*.safetensors")):
+        return []
+    return sorted(f.name for f in p.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".pkl"))
+
+
 def load_backbone(
     spec: str,
     *,
@@ -288,8 +296,14 @@ def load_backbone(
         auto = AutoModelForCausalLM if kind == "causal_lm" else AutoModel
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
-        model = auto.from_pretrained(path, dtype=dtype, local_files_only=local_only)
+        pickled = _pickle_only(path)
+        if pickled:
+            raise ModelLoadError(f"{path} holds its weights only as pickle files ({', '.join(pickled)}), which are "
+                                 f"never unpickled here; convert them once with: softprompt convert-weights {path}")
+        model = auto.from_pretrained(path, dtype=dtype, local_files_only=local_only, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
+    except ModelLoadError:
+        raise
     except Exception as e:
         raise ModelLoadError(f"could not load model {spec!r} from {path}: {_first_line(e)}") from e
 

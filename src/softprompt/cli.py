@@ -253,6 +253,22 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def _add_convert(sub) -> None:
+    p = sub.add_parser("convert-weights", help="convert pickle weights (.bin/.pt/.pth, or a model directory's) to "
+                                               "safetensors, reading them with torch.load(weights_only=True)")
+    p.add_argument("path", help="a pickle weights file or a model directory")
+    p.add_argument("--out", default=None, help="output file or folder (default: beside the input)")
+    p.set_defaults(func=cmd_convert)
+
+
+def cmd_convert(args) -> int:
+    from .convert import convert_weights
+
+    for path in convert_weights(args.path, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="softprompt", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
@@ -264,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_gen(sub)
     _add_compare(sub)
     _add_sweep(sub)
+    _add_convert(sub)
     return parser
 
 

@@ -140,7 +140,7 @@ def sentence_encoder(spec: str = "minilm-l6", device: str = "cpu"):
 
     from .backbones import resolve
 
-    return SentenceTransformer(resolve(spec)[0], device=device)
+    return SentenceTransformer(resolve(spec)[0], device=device, model_kwargs={"use_safetensors": True})
 
 
 def encode(texts: Sequence[str], spec: str = "minilm-l6", device: str = "cpu", batch_size: int = 128) -> torch.Tensor:

@@ -52,7 +52,7 @@ class ClassifierReward(Reward):
 
             path = resolve(c.model)[0]
             self.tok = AutoTokenizer.from_pretrained(path)
-            self.hf = AutoModelForSequenceClassification.from_pretrained(path).eval()
+            self.hf = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True).eval()
             names = [self.hf.config.id2label[i] for i in range(self.hf.config.num_labels)]
         self.target = _class_index(c.target, names)
 
@@ -159,11 +159,9 @@ class EmbeddingCosine(Reward):
 
     def __init__(self, config, context):
         super().__init__(config, context)
-        from sentence_transformers import SentenceTransformer
+        from ..diversity import sentence_encoder
 
-        from ..backbones import resolve
-
-        self.encoder = SentenceTransformer(resolve(config.model)[0], device=str(context.device))
+        self.encoder = sentence_encoder(config.model, str(context.device))
 
     @torch.no_grad()
     def __call__(self, prompts, completions, examples):
