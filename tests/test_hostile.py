@@ -162,3 +162,22 @@ def test_pickle_weights_are_refused_until_converted_with_weights_only(tmp_path, 
     assert main(["convert-weights", str(evil)]) == 2
     assert "refused or unreadable with torch.load(weights_only=True)" in capsys.readouterr().err
     assert not marker.exists() and not (tmp_path / "evil.safetensors").exists()
+
+
+def test_overlong_examples_are_truncated_with_a_counted_warning(tmp_path, caplog):
+    from conftest import save_backbone, tiny_llama
+    from test_trainer import config
+
+    from softprompt.build import make_trainer
+    from softprompt.experiment import from_dict
+
+    model_dir = save_backbone(tiny_llama(), tmp_path / "model")
+    raw = config(tmp_path, model_dir, method={"name": "mle"}, train={"epochs": 1})
+    raw["task"]["max_length"] = 4  # the fixture's sentences are 2-4 words + " :"
+    with caplog.at_level("WARNING", logger="softprompt"):
+        trainer = make_trainer(from_dict(raw), progress=False)
+    info = trainer.work.data_info
+    assert 0 < info["train_truncated"] < info["train_examples"] and info["max_length"] == 4
+    assert f"{info['train_truncated']} of {info['train_examples']} training" in caplog.text
+    trainer.fit(progress=False)
+    assert json.loads((trainer.run.path / "data.json").read_text())["train_truncated"] == info["train_truncated"]

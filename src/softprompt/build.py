@@ -220,6 +220,7 @@ def make_trainer(config, resume: str | Path | None = None, progress: bool = True
         task = task_of(config)
         data = load_data(config, task)  # bad data fails here, before any folder exists
         work = ClassificationWork(config, task, build_classifier(config, task))
+        work.count_overlong(data.train, data.eval)
     run = RunFolder(Path(resume)) if resume else RunFolder.create(config)
     trainer = Trainer(config, work, data, run)
     if resume:

@@ -27,6 +27,29 @@ class ClassificationWork:
         for objective in objectives.values():
             objective.prepare([e.label for e in train])
 
+    def count_overlong(self, train: list, evaluation: list) -> dict:
+        """How many examples are longer than ``task.max_length`` tokens (they are cut from the
+        left); a warning says so once, with the counts, and ``data.json`` keeps them."""
+        import logging
+
+        limit = self.config.task.max_length
+        tok = self.module.tokenizer
+        counts = {}
+        for name, examples in (("train", train), ("eval", evaluation)):
+            lengths = [len(ids) for ids in tok([self.task.format(e) for e in examples])["input_ids"]] if examples \
+                else []
+            counts[f"{name}_examples"] = len(examples)
+            counts[f"{name}_truncated"] = sum(n > limit for n in lengths)
+            counts[f"{name}_longest_tokens"] = max(lengths, default=0)
+        if counts["train_truncated"] or counts["eval_truncated"]:
+            logging.getLogger("softprompt").warning(
+                "%d of %d training and %d of %d evaluation examples are longer than task.max_length=%d tokens "
+                "(longest: %d); they are truncated from the left", counts["train_truncated"], len(train),
+                counts["eval_truncated"], len(evaluation), limit,
+                max(counts["train_longest_tokens"], counts["eval_longest_tokens"]))
+        self.data_info = {**counts, "max_length": limit}
+        return self.data_info
+
     def inputs(self, examples: list, epoch: int, step: int, device) -> tuple[StepInputs, dict]:
         batch = make_batch(self.module, self.task, examples, self.config.task.max_length)
         return StepInputs({k: v.to(device) for k, v in batch.items()}, self.module, epoch, step), {}
@@ -36,7 +59,10 @@ class ClassificationWork:
                         self.config.objectives()["mle"])
 
     def report(self, run, before_rows, after_rows) -> None:
-        pass
+        from .io import write_json
+
+        if getattr(self, "data_info", None):
+            write_json(run.path / "data.json", self.data_info)  # examples read, and how many were truncated
 
 
 class PreferenceWork:
