@@ -221,8 +221,32 @@ def make_trainer(config, resume: str | Path | None = None, progress: bool = True
         data = load_data(config, task)  # bad data fails here, before any folder exists
         work = ClassificationWork(config, task, build_classifier(config, task))
         work.count_overlong(data.train, data.eval)
-    run = RunFolder(Path(resume)) if resume else RunFolder.create(config)
-    trainer = Trainer(config, work, data, run)
+    run, path = _run_folder(config, resume)
+    state = process_state()
+    if state.num_processes > 1:  # same initial weights on every rank; each its own sampling noise after
+        torch.manual_seed(config.seed * 1_000 + state.process_index)
+    trainer = Trainer(config, work, data, run, run_path=path)
     if resume:
         trainer.resume()
     return trainer
+
+
+def process_state():
+    """accelerate's view of this process (rank, world size); starts the process group under torchrun."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def _run_folder(config, resume) -> tuple[RunFolder | None, Path]:
+    """(the run folder on rank 0, None elsewhere; its path, known to every rank)."""
+    from accelerate.utils import broadcast_object_list
+
+    state = process_state()
+    if resume:
+        return (RunFolder(Path(resume)) if state.is_main_process else None), Path(resume)
+    run = RunFolder.create(config) if state.is_main_process else None
+    box = [run.path if run is not None else None]
+    if state.num_processes > 1:
+        broadcast_object_list(box, from_process=0)
+    return run, box[0]

@@ -70,12 +70,43 @@ def _add_train(sub) -> None:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.batch=4 method.k_negatives=1")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its checkpoints/last")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--num-processes", type=int, default=1,
+                   help="data-parallel processes on this machine (torch.distributed.run: gloo on CPU, NCCL on GPUs)")
     p.set_defaults(func=cmd_train)
 
 
+def _relaunch(n: int, argv: list[str]) -> int:
+    """Run this same command in ``n`` processes under torch.distributed.run (what accelerate's
+    multi-GPU launcher runs too); each process trains its shard of every batch."""
+    import os
+    import subprocess
+
+    if n < 1:
+        raise SoftPromptError(f"--num-processes {n}: expected at least 1")
+    keep, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--num-processes":
+            skip = True
+            continue
+        if a.startswith("--num-processes="):
+            continue
+        keep.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+           "-m", "softprompt", *keep]
+    return subprocess.call(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+
+
 def cmd_train(args) -> int:
+    import os
+
     from rich.console import Console
     from rich.table import Table
+
+    if args.num_processes != 1 and "WORLD_SIZE" not in os.environ:
+        return _relaunch(args.num_processes, args.argv)
 
     from .build import make_trainer
     from .config import load_yaml
@@ -91,7 +122,11 @@ def cmd_train(args) -> int:
             raise SoftPromptError("give --config-name NAME (see configs/) or --resume RUN_DIR")
         config = resolve(args.config_name, args.overrides)
     trainer = make_trainer(config, resume=args.resume, progress=not args.no_progress)
-    console.print(f"run folder: [bold]{trainer.run.path}[/bold]")
+    if not trainer.dist.is_main:  # rank 0 reports
+        trainer.fit(progress=False)
+        return 0
+    console.print(f"run folder: [bold]{trainer.run_path}[/bold]"
+                  + (f" ({trainer.dist.world} processes)" if trainer.dist.enabled else ""))
     metrics = trainer.fit(progress=not args.no_progress)
     table = Table(title="final evaluation (best checkpoint)")
     table.add_column("metric")
@@ -285,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not args.verbose:
         from transformers.utils import logging as hf_logging

@@ -40,13 +40,17 @@ def batches_of(n: int, size: int, seed: int, epoch: int, shuffle: bool = True) -
 
 
 class Trainer:
-    def __init__(self, config, work, data: Data, run: RunFolder | None):
+    def __init__(self, config, work, data: Data, run: RunFolder | None, run_path=None):
         from accelerate import Accelerator
         from transformers import get_scheduler
 
+        from .distributed import Dist
+
         self.config, self.work, self.data, self.run = config, work, data, run
+        self.run_path = run.path if run is not None else run_path  # every rank knows it; rank 0 writes it
         self.clf = work.module  # the module being trained: a classifier or an RL policy
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.dist = Dist(self.accelerator)
         self.clf.to(self.accelerator.device)
         tr = config.train
         self.objectives = {name: OBJECTIVES.get(name)(cfg) for name, cfg in config.objectives().items()}
@@ -78,13 +82,16 @@ class Trainer:
 
     # -- training --------------------------------------------------------------------------------
     def resume(self) -> None:
-        last = self.run.checkpoints / "last"
+        from pathlib import Path
+
+        last = Path(self.run_path) / "checkpoints" / "last"
         if find_checkpoint(last) is None:
             from .errors import SoftPromptError
 
-            raise SoftPromptError(f"{self.run.path} has no complete checkpoint to resume from (checkpoints/last)")
-        self.counters = load_checkpoint(last, self.clf, self.optimizer, self.scheduler)
-        self.run.truncate_epoch_metrics(self.counters["global_step"])
+            raise SoftPromptError(f"{self.run_path} has no complete checkpoint to resume from (checkpoints/last)")
+        self.counters = load_checkpoint(find_checkpoint(last), self.clf, self.optimizer, self.scheduler)
+        if self.run:
+            self.run.truncate_epoch_metrics(self.counters["global_step"])
 
     def fit(self, progress: bool = True) -> dict:
         from rich.progress import (
@@ -99,6 +106,7 @@ class Trainer:
         self.clf.train()
         columns = [TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("loss {task.fields[loss]:.4f}  {task.fields[metric]}"), TimeRemainingColumn()]
+        progress = progress and self.dist.is_main
         with Progress(*columns, disable=not progress, transient=False) as bar, self._ctrl_c():
             job = bar.add_task("train", total=self.total_steps, completed=c["global_step"], epoch=c["epoch"] + 1,
                                loss=float("nan"), metric="")
@@ -128,31 +136,39 @@ class Trainer:
         tr, c = self.config.train, self.counters
         weights = self.schedule.weights(c["epoch"])
         batches = batches_of(len(self.data.train), tr.batch, self.config.seed, c["epoch"], tr.shuffle)
+        n_local = 0  # this rank's examples in the optimizer step being accumulated
         for i in range(c["micro_step"], len(batches)):
-            examples = [self.data.train[j] for j in batches[i].tolist()]
+            examples = self.dist.shard([self.data.train[j] for j in batches[i].tolist()])
+            n_local += len(examples)
             started = time.perf_counter()
-            inputs, batch_logs = self.work.inputs(examples, c["epoch"], c["global_step"], self.accelerator.device)
+            inputs, batch_logs = (self.work.inputs(examples, c["epoch"], c["global_step"], self.accelerator.device)
+                                  if examples else (None, {}))  # a rank with no share of a short batch
             step_before = c["global_step"]
             for update in range(self.inner_updates):
-                if update:
+                if update and inputs is not None:
                     inputs.fresh()  # same rollout, new forward pass under the updated prompt
-                total, logs = 0.0, dict(batch_logs)
-                for name, weight in weights.items():
+                total, logs = torch.zeros((), device=self.accelerator.device), dict(batch_logs)
+                for name, weight in (weights.items() if inputs is not None else ()):
                     out = self.objectives[name](inputs)
                     total = total + weight * out.loss
                     logs[f"loss/{name}"] = out.loss.item()
                     logs.update({f"{name}/{k}": v for k, v in out.metrics.items()})
-                self.accelerator.backward(total / tr.grad_accum)
+                if inputs is not None:
+                    self.accelerator.backward(total / tr.grad_accum)
                 last_micro = (i + 1) % tr.grad_accum == 0 or i + 1 == len(batches)
                 if not last_micro:
                     break
+                if self.dist.enabled:
+                    logs["allreduce_seconds"] = self.dist.sync_grads(self.clf.trainable_parameters(), n_local)
                 logs["step_seconds"] = time.perf_counter() - started
                 self._optimizer_step(total, logs, bar, job)
                 started = time.perf_counter()
                 if self._finished():
                     break
+            if (i + 1) % tr.grad_accum == 0 or i + 1 == len(batches):
+                n_local = 0
             c["micro_step"] = 0 if i + 1 == len(batches) else i + 1
-            if self._interrupted and (i + 1) % tr.grad_accum == 0:
+            if self.dist.any(self._interrupted) and (i + 1) % tr.grad_accum == 0:
                 self._stop_on_ctrl_c()
             if tr.eval_every and c["global_step"] // tr.eval_every > step_before // tr.eval_every:
                 done = c["micro_step"] / len(batches) if c["micro_step"] else 1.0
@@ -165,8 +181,9 @@ class Trainer:
         tr, c = self.config.train, self.counters
         params = [p for p in self.clf.trainable_parameters() if p.grad is not None]
         norm = self.accelerator.clip_grad_norm_(params, tr.max_grad_norm or float("inf")) if params else 0.0
-        if not (math.isfinite(float(total.detach())) and math.isfinite(float(norm))):
-            self._skip_step(float(total.detach()), float(norm))
+        loss = self.dist.mean(float(total.detach()))  # the same verdict on every rank (grads are synced)
+        if not (math.isfinite(loss) and math.isfinite(float(norm))):
+            self._skip_step(loss, float(norm))
             return
         c["bad_steps_in_a_row"] = 0
         logs["grad_norm"] = float(norm)
@@ -174,7 +191,8 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         c["global_step"] += 1
-        logs["loss"] = float(total.detach())
+        logs["loss"] = loss
+        logs = self.dist.mean_logs(logs)
         logs["lr"] = self.scheduler.get_last_lr()[0]
         if self.run:
             self.run.log_scalars(logs, c["global_step"], "train/")
@@ -241,7 +259,7 @@ class Trainer:
         metrics, self.before_rows = self.evaluate()
         self.counters["before"] = metrics
         if hasattr(self.work, "evaluate_base"):
-            self.counters["base"] = self.work.evaluate_base(self.data.eval)
+            self.counters["base"] = self.dist.from_main(lambda: self.work.evaluate_base(self.data.eval))
         if self.run:
             self.run.append_epoch_metrics({"epoch": 0, "step": 0, **metrics})
             self.run.log_scalars(metrics, 0, "eval/")
@@ -274,13 +292,29 @@ class Trainer:
             save_checkpoint(self.run.checkpoints / which, self.clf, self.optimizer, self.scheduler,
                             dict(self.counters))
 
+    def _check_ranks_agree(self) -> None:
+        import logging
+
+        sums = self.dist.checksums(self.clf.trainable_parameters())
+        if self.run:
+            from .io import write_json
+
+            write_json(self.run.path / "distributed.json",
+                       {"world_size": self.dist.world, "backend": str(self.accelerator.distributed_type),
+                        "trainable_sha256_per_rank": sums, "ranks_identical": len(set(sums)) == 1})
+        if len(set(sums)) > 1:
+            logging.getLogger("softprompt").warning("the ranks' trained parameters differ: %s", sums)
+
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate(self, examples: list | None = None) -> tuple[dict, list[dict]]:
-        """The workload's metrics on ``examples`` (default: the eval split), plus speed."""
-        return self.work.evaluate(self.data.eval if examples is None else examples)
+        """The workload's metrics on ``examples`` (default: the eval split), plus speed.
+        With several processes rank 0 evaluates and every rank gets its result."""
+        return self.dist.from_main(lambda: self.work.evaluate(self.data.eval if examples is None else examples))
 
     def finish(self) -> dict:
         c = self.counters
+        if self.dist.enabled:  # every rank must hold the same prompt: say so in the run folder
+            self._check_ranks_agree()
         best = self.run.checkpoints / "best" if self.run else None
         last = self._last_eval
         if last is not None and last[0] == c["global_step"] and last[3]:
