@@ -14,21 +14,14 @@ import time
 import pytest
 import yaml
 from conftest import save_backbone, tiny_llama
-from test_trainer import glue_dir
+from test_trainer import config
 
 from softprompt.checkpoint import find_checkpoint, load_checkpoint
 from softprompt.io import load_tensors
 
 
 def _config(tmp_path, model_dir, run_id: str) -> dict:
-    return {
-        "model": str(model_dir), "classifier": "verbalizer", "output_dir": str(tmp_path / "runs"), "run_id": run_id,
-        "task": {"name": "sst2", "data_dir": str(glue_dir(tmp_path)), "template": "{text} :",
-                 "label_words": [["bad", "awful"], ["good", "great"]]},
-        "adapter": {"type": "prompt_tuning", "num_virtual_tokens": 3, "init": "random", "init_seed": 0},
-        "method": {"name": "ptcprl", "phase1_epochs": 1, "k_negatives": 1, "rl_subset_size": 4},
-        "train": {"batch": 4, "epochs": 3, "lr": 0.05, "eval_every": 2},  # `last` every 2 steps
-    }
+    return config(tmp_path, model_dir, run_id=run_id, train={"eval_every": 2})  # `last` every 2 steps
 
 
 def _train(args: list[str], cwd) -> subprocess.Popen:

@@ -11,20 +11,13 @@ import sys
 import pytest
 import yaml
 from conftest import save_backbone, tiny_llama
-from test_trainer import glue_dir
+from test_trainer import config
 
 from softprompt.io import load_tensors
 
 
 def _config(tmp_path, model_dir, run_id: str) -> dict:
-    return {
-        "model": str(model_dir), "classifier": "verbalizer", "output_dir": str(tmp_path / "runs"), "run_id": run_id,
-        "task": {"name": "sst2", "data_dir": str(glue_dir(tmp_path)), "template": "{text} :",
-                 "label_words": [["bad", "awful"], ["good", "great"]]},
-        "adapter": {"type": "prompt_tuning", "num_virtual_tokens": 3, "init": "random", "init_seed": 0},
-        "method": {"name": "mle"},
-        "train": {"batch": 4, "epochs": 2, "lr": 0.05},
-    }
+    return config(tmp_path, model_dir, run_id=run_id, method={"name": "mle"}, train={"epochs": 2})
 
 
 def _train(tmp_path, run_id: str, processes: int):

@@ -148,9 +148,9 @@ def eval_gen_run(run: str, prompts: str | None = None, n: int = 10, ks: str = "1
     sample, measure, and write ``metrics.json`` and ``generations.jsonl`` to ``out``."""
     from .config import load_yaml
     from .experiment import from_dict
+    from .generation import GenerationConfig
     from .io import atomic_write, write_json
     from .model import SoftPromptModel, resolve_run_path
-    from .generation import GenerationConfig
     from .prompts import load_prompts, read_prompt_file
     from .rewards import RewardContext, RewardSet
     from .rewards.base import make_part

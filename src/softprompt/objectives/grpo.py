@@ -133,18 +133,22 @@ class GRPO(Objective):
         c, ro = self.config, inputs.rollout
         if "advantages" not in ro.memo:  # fixed for all inner updates of this rollout
             ro.memo["advantages"] = group_advantages(ro.rewards, ro.valid, ro.group_size, c.scale_rewards)
-        adv = ro.memo["advantages"]
-        logp = inputs.logprobs()
-        mask = ro.mask
-        per_token, clipped = clipped_surrogate(logp, ro.old_logprobs, adv, c.epsilon,
-                                               c.epsilon_high if c.epsilon_high is not None else c.epsilon)
-        metrics = {"clip_fraction": _masked_mean(clipped.float(), mask)}
-        if c.beta > 0:
-            kl = k3_kl(logp, ro.ref_logprobs)
-            per_token = per_token + c.beta * kl
-            metrics["kl"] = _masked_mean(kl.detach(), mask)
-        loss = aggregate(per_token, mask, c.loss_type, ro.max_new_tokens)
-        return ObjectiveOutput(loss, metrics)
+        return clipped_policy_loss(inputs, ro.memo["advantages"], c)
+
+
+def clipped_policy_loss(inputs, advantages: torch.Tensor, c, extra: dict | None = None) -> ObjectiveOutput:
+    """GRPO's loss for the rollout's samples with per-sample ``advantages``: clipped ratio, optional
+    k3 KL (``c.beta``), aggregated by ``c.loss_type``. Polychromic RL uses it with its own advantages."""
+    ro = inputs.rollout
+    logp = inputs.logprobs()
+    per_token, clipped = clipped_surrogate(logp, ro.old_logprobs, advantages.to(logp.device), c.epsilon,
+                                           c.epsilon_high if c.epsilon_high is not None else c.epsilon)
+    metrics = {**(extra or {}), "clip_fraction": _masked_mean(clipped.float(), ro.mask)}
+    if c.beta > 0:
+        kl = k3_kl(logp, ro.ref_logprobs)
+        per_token = per_token + c.beta * kl
+        metrics["kl"] = _masked_mean(kl.detach(), ro.mask)
+    return ObjectiveOutput(aggregate(per_token, ro.mask, c.loss_type, ro.max_new_tokens), metrics)
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:

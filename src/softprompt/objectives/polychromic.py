@@ -37,7 +37,7 @@ from ..diversity import distinct_samples
 from ..errors import ConfigError
 from ..fields import hfield
 from .base import OBJECTIVES, Objective, ObjectiveOutput
-from .grpo import STD_EPS, _masked_mean, aggregate, clipped_surrogate, k3_kl
+from .grpo import STD_EPS, clipped_policy_loss
 
 
 @dataclass
@@ -175,16 +175,7 @@ class Polychromic(Objective):
         c, ro = self.config, inputs.rollout
         if "advantages" not in ro.memo:  # fixed for all inner updates of this rollout
             ro.memo["advantages"], ro.memo["poly_metrics"] = self.advantages(ro, inputs.step)
-        adv = ro.memo["advantages"].to(ro.old_logprobs.device)
-        logp = inputs.logprobs()
-        per_token, clipped = clipped_surrogate(logp, ro.old_logprobs, adv, c.epsilon,
-                                               c.epsilon_high if c.epsilon_high is not None else c.epsilon)
-        metrics = {**ro.memo["poly_metrics"], "clip_fraction": _masked_mean(clipped.float(), ro.mask)}
-        if c.beta > 0:
-            kl = k3_kl(logp, ro.ref_logprobs)
-            per_token = per_token + c.beta * kl
-            metrics["kl"] = _masked_mean(kl.detach(), ro.mask)
-        return ObjectiveOutput(aggregate(per_token, ro.mask, c.loss_type, ro.max_new_tokens), metrics)
+        return clipped_policy_loss(inputs, ro.memo["advantages"], c, ro.memo["poly_metrics"])
 
     def advantages(self, ro, step: int) -> tuple[torch.Tensor, dict]:
         c, g = self.config, ro.group_size
