@@ -70,7 +70,7 @@ def main() -> None:
     import sacrebleu
     import torch
 
-    from softprompt.diversity import encode, pass_at_k, self_bleu, set_metrics, sentence_encoder
+    from softprompt.diversity import distinct_n, encode, pass_at_k, self_bleu, sentence_encoder, set_metrics
 
     groups = synthetic_generations(corpus_sentences(args.data_dir), args.prompts, args.samples, args.words)
     flat = [t for g in groups for t in g]
@@ -86,8 +86,6 @@ def main() -> None:
     embeddings = [emb[i * args.samples:(i + 1) * args.samples] for i in range(args.prompts)]
     metrics = set_metrics(groups, embeddings, timings)
     t = time.perf_counter()
-    from softprompt.diversity import distinct_n
-
     metrics["distinct_2_all"] = distinct_n(flat, 2)
     timings["distinct_2_all"] = time.perf_counter() - t
     t = time.perf_counter()
