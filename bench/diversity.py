@@ -70,7 +70,14 @@ def main() -> None:
     import sacrebleu
     import torch
 
-    from softprompt.diversity import distinct_n, encode, pass_at_k, self_bleu, sentence_encoder, set_metrics
+    from softprompt.diversity import (
+        distinct_n,
+        encode,
+        pass_at_k,
+        self_bleu,
+        sentence_encoder,
+        set_metrics,
+    )
 
     groups = synthetic_generations(corpus_sentences(args.data_dir), args.prompts, args.samples, args.words)
     flat = [t for g in groups for t in g]
