@@ -200,3 +200,12 @@ def test_review_requests_share_their_eval_prompts_across_seeds():
     assert eval1[0].text.startswith("Write a one-line movie review of a") and "topic" in eval1[0].extra
     with pytest.raises(ConfigError, match="expected a text with {topic}"):
         load_prompts(PromptsSection(source="review_requests", template="Review it."), 0)
+
+
+def test_normalized_additive_scores_weigh_z_scores():
+    q, d = [1.0, 2.0, 3.0], [0.5, 0.5, 0.8]
+    zq = torch.tensor([-1.0, 0.0, 1.0]) / (1.0 + 1e-4)
+    dd = torch.tensor(d) - 0.6
+    zd = dd / (dd.std() + 1e-4)
+    torch.testing.assert_close(set_scores(q, d, 2.0, "additive", normalize=True), zq + 2.0 * zd)
+    torch.testing.assert_close(set_scores(q, d, 2.0, "additive"), torch.tensor(q) + 2.0 * torch.tensor(d))

@@ -9,6 +9,7 @@ M sets S_1..S_M of n = ``set_size`` samples each (every n-subset when there are 
                = mean_{i<j in S} (1 - cos(e_i, e_j))    e = sentence embeddings      (diversity=embedding)
     f(S)       = q(S) * d(S) ** lambda                     mode=multiplicative (lambda = 1: the paper's f_poly)
                = q(S) + lambda * d(S)                      mode=additive
+               = z(q)(S) + lambda * z(d)(S)                mode=additive, normalize (z: over the prompt's sets)
     A_i        = mean_{S contains i} f(S)  -  mean_S f(S)                         each sample's advantage
                (divided by the std of the prompt's A_i + 1e-4 when scale=group, as GRPO does)
 
@@ -48,6 +49,8 @@ class PolychromicConfig:
     diversity_weight: float = hfield(1.0, "lambda: exponent of the diversity (multiplicative) or its weight "
                                           "(additive); 0 = quality only")
     mode: Literal["multiplicative", "additive"] = hfield("multiplicative", "f(S) = q * d**lambda, or q + lambda*d")
+    normalize: bool = hfield(False, "additive: z-score q and d over the prompt's sets first, so lambda weighs "
+                                    "diversity against quality whatever the reward's units")
     diversity: Literal["distinct", "embedding"] = hfield("distinct", "set diversity: distinct fraction after "
                                                                       "normalisation, or mean pairwise cosine distance")
     embedding_model: str = hfield("minilm-l6", "diversity=embedding: sentence-transformers model")
@@ -106,14 +109,21 @@ def make_sets(n_samples: int, set_size: int, num_sets: int, generator: torch.Gen
     return sets[:num_sets]
 
 
-def set_scores(rewards: Sequence[float], diversity: Sequence[float], weight: float, mode: str) -> torch.Tensor:
+def set_scores(rewards: Sequence[float], diversity: Sequence[float], weight: float, mode: str,
+               normalize: bool = False) -> torch.Tensor:
     """f(S) for each set from its quality q (mean reward) and diversity d."""
     q, d = torch.as_tensor(rewards, dtype=torch.float), torch.as_tensor(diversity, dtype=torch.float)
     if mode == "multiplicative":
         return q * d.pow(weight)
     if mode == "additive":
+        if normalize and len(q) > 1:
+            q, d = _z(q), _z(d)
         return q + weight * d
     raise ConfigError(f"method.mode={mode!r}: expected multiplicative or additive")
+
+
+def _z(x: torch.Tensor) -> torch.Tensor:
+    return (x - x.mean()) / (x.std() + STD_EPS)
 
 
 def sample_advantages(n_samples: int, sets: list[tuple[int, ...]], f: torch.Tensor) -> torch.Tensor:
@@ -146,7 +156,7 @@ def polychromic_advantages(rewards: torch.Tensor, valid: torch.Tensor, group_siz
         q = [float(rewards[[base + i for i in s]].mean()) for s in sets]
         weight = config.diversity_weight if use_diversity[b] else 0.0
         d = [set_diversity(b, list(s)) for s in sets] if weight > 0 else [1.0] * len(sets)
-        f = set_scores(q, d, weight, config.mode)
+        f = set_scores(q, d, weight, config.mode, config.normalize)
         a = sample_advantages(group_size, sets, f)
         if config.scale == "group":  # as GRPO: unit spread of the prompt's advantages
             members = torch.tensor(ok)
