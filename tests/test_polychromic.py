@@ -209,3 +209,35 @@ def test_normalized_additive_scores_weigh_z_scores():
     zd = dd / (dd.std() + 1e-4)
     torch.testing.assert_close(set_scores(q, d, 2.0, "additive", normalize=True), zq + 2.0 * zd)
     torch.testing.assert_close(set_scores(q, d, 2.0, "additive"), torch.tensor(q) + 2.0 * torch.tensor(d))
+
+
+@pytest.mark.parametrize("kind", ["verbalizer", "embedding", "reward_model"])
+def test_lora_trains_only_its_weights_in_every_workload(tmp_path, kind):
+    """LoRA wherever a soft prompt trains: verbalizer and embedding classifiers, reward models."""
+    from conftest import save_backbone, tiny_bert
+    from test_reward_model import rm_config
+    from test_trainer import config
+
+    from softprompt.build import make_trainer
+    from softprompt.experiment import from_dict
+
+    lora = {"type": "lora", "r": 2, "target_modules": ["all-linear"]}
+    if kind == "reward_model":
+        cfg = rm_config(tmp_path, save_backbone(tiny_bert(), tmp_path / "bert"), adapter=lora)
+        cfg.train.epochs = 1
+    else:
+        model = save_backbone(tiny_llama() if kind == "verbalizer" else tiny_bert(), tmp_path / "model")
+        raw = config(tmp_path, model, method={"name": "mle"}, train={"epochs": 1})
+        raw["classifier"], raw["adapter"] = kind, lora
+        cfg = from_dict(raw)
+    trainer = make_trainer(cfg, progress=False)
+    backbone = trainer.clf.model.model
+    before = {n: p.detach().clone() for n, p in backbone.named_parameters()}
+    assert any("lora_" in n for n in before)
+    trainer.fit(progress=False)
+    changed = {n for n, p in backbone.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n for n in changed), sorted(changed)[:5]
+    saved = trainer.run.checkpoints / "best" / "adapter.safetensors"
+    from softprompt.io import load_tensors
+
+    assert all("lora_" in k for k in load_tensors(saved))  # the checkpoint holds the LoRA weights only
