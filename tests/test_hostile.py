@@ -178,6 +178,21 @@ def test_overlong_examples_are_truncated_with_a_counted_warning(tmp_path, caplog
         trainer = make_trainer(from_dict(raw), progress=False)
     info = trainer.work.data_info
     assert 0 < info["train_truncated"] < info["train_examples"] and info["max_length"] == 4
-    assert f"{info['train_truncated']} of {info['train_examples']} training" in caplog.text
+    assert f"{info['train_truncated']} of {info['train_examples']} train" in caplog.text
     trainer.fit(progress=False)
     assert json.loads((trainer.run.path / "data.json").read_text())["train_truncated"] == info["train_truncated"]
+
+
+def test_overlong_preference_rows_are_counted(tmp_path, caplog):
+    from conftest import save_backbone, tiny_bert
+    from test_reward_model import rm_config
+
+    from softprompt.build import make_trainer
+
+    cfg = rm_config(tmp_path, save_backbone(tiny_bert(), tmp_path / "bert"))
+    cfg.preferences.max_length = 8
+    with caplog.at_level("WARNING", logger="softprompt"):
+        trainer = make_trainer(cfg, progress=False)
+    info = trainer.work.data_info
+    assert info["max_length"] == 8 and 0 < info["train_truncated"] <= info["train_rows"] == 2 * info["train_pairs"]
+    assert "longer than preferences.max_length=8 tokens" in caplog.text

@@ -216,6 +216,7 @@ def make_trainer(config, resume: str | Path | None = None, progress: bool = True
         data, info = load_preference_data(config)  # bad files fail here, before any folder exists
         model = SoftPromptModel.from_backbone(load_backbone(config.model), config.adapter_config())
         work = PreferenceWork(config, build_reward_model(config, model), info)
+        work.count_overlong(data.train, data.eval)
     else:
         task = task_of(config)
         data = load_data(config, task)  # bad data fails here, before any folder exists

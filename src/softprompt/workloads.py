@@ -15,6 +15,25 @@ from .evaluation import evaluate, make_batch
 from .objectives import StepInputs
 
 
+def count_overlong(tokenizer, texts: dict[str, list[str]], limit: int, key: str, what: str) -> dict:
+    """How many of each split's texts are longer than ``limit`` tokens (they get truncated); one
+    warning with the counts, and the counts for the run's ``data.json``."""
+    import logging
+
+    counts: dict = {"max_length": limit}
+    for name, items in texts.items():
+        lengths = [len(ids) for ids in tokenizer(items)["input_ids"]] if items else []
+        counts.update({f"{name}_{what}": len(items), f"{name}_truncated": sum(n > limit for n in lengths),
+                       f"{name}_longest_tokens": max(lengths, default=0)})
+    cut = {name: counts[f"{name}_truncated"] for name in texts}
+    if any(cut.values()):
+        logging.getLogger("softprompt").warning(
+            "%s longer than %s=%d tokens are truncated from the left: %s (longest: %d tokens)", what, key, limit,
+            ", ".join(f"{n} of {counts[f'{name}_{what}']} {name}" for name, n in cut.items()),
+            max(counts[f"{name}_longest_tokens"] for name in texts))
+    return counts
+
+
 class ClassificationWork:
     kind = "classification"
     evaluate_before = False
@@ -28,26 +47,10 @@ class ClassificationWork:
             objective.prepare([e.label for e in train])
 
     def count_overlong(self, train: list, evaluation: list) -> dict:
-        """How many examples are longer than ``task.max_length`` tokens (they are cut from the
-        left); a warning says so once, with the counts, and ``data.json`` keeps them."""
-        import logging
-
-        limit = self.config.task.max_length
-        tok = self.module.tokenizer
-        counts = {}
-        for name, examples in (("train", train), ("eval", evaluation)):
-            lengths = [len(ids) for ids in tok([self.task.format(e) for e in examples])["input_ids"]] if examples \
-                else []
-            counts[f"{name}_examples"] = len(examples)
-            counts[f"{name}_truncated"] = sum(n > limit for n in lengths)
-            counts[f"{name}_longest_tokens"] = max(lengths, default=0)
-        if counts["train_truncated"] or counts["eval_truncated"]:
-            logging.getLogger("softprompt").warning(
-                "%d of %d training and %d of %d evaluation examples are longer than task.max_length=%d tokens "
-                "(longest: %d); they are truncated from the left", counts["train_truncated"], len(train),
-                counts["eval_truncated"], len(evaluation), limit,
-                max(counts["train_longest_tokens"], counts["eval_longest_tokens"]))
-        self.data_info = {**counts, "max_length": limit}
+        """Examples longer than ``task.max_length`` tokens (cut from the left), counted once."""
+        self.data_info = count_overlong(self.module.tokenizer, {"train": [self.task.format(e) for e in train],
+                                                                "eval": [self.task.format(e) for e in evaluation]},
+                                        self.config.task.max_length, "task.max_length", "examples")
         return self.data_info
 
     def inputs(self, examples: list, epoch: int, step: int, device) -> tuple[StepInputs, dict]:
@@ -74,6 +77,14 @@ class PreferenceWork:
 
     def __init__(self, config, reward_model, data_info: dict | None = None):
         self.config, self.module, self.data_info = config, reward_model, data_info or {}
+
+    def count_overlong(self, train: list, evaluation: list) -> dict:
+        """Rows whose ``context [SEP] response`` exceeds ``preferences.max_length`` (the context's start goes)."""
+        rm = self.module
+        texts = {name: [rm.text(p.context, r) for p in pairs for r in (p.chosen, p.rejected)]
+                 for name, pairs in (("train", train), ("eval", evaluation))}
+        self.data_info.update(count_overlong(rm.tokenizer, texts, rm.max_length, "preferences.max_length", "rows"))
+        return self.data_info
 
     def prepare(self, objectives: dict, train: list) -> None:
         pass
