@@ -103,3 +103,18 @@ def test_sweep_expands_comma_lists_but_not_quoted_or_yaml_values():
     combos = expand(overrides)
     assert len(combos) == 2 and combos[0][2] == 'adapter.init="text:A, B"' and combos[1][3] == "x=[1,2]"
     assert run_id_of("p", combos[1], overrides) == "p-diversity_weight=1.0-seed=3"  # the seed is always named
+
+
+def test_summary_signs_diversity_changes_and_quality_points(tmp_path):
+    from pathlib import Path
+
+    from softprompt.compare import Run, Variant, summary
+
+    def variant(name, **metrics):
+        return Variant(name, [Run(Path(name), {}, {f"gen_{k}": v for k, v in metrics.items()})])
+
+    base = variant("base", self_bleu=10.0, embedding_diversity=0.5, **{"pass@1": 0.90})
+    more = variant("lambda=1", self_bleu=8.0, embedding_diversity=0.6, **{"pass@1": 0.89})
+    (line,) = summary([base, more], base)
+    assert "embedding_diversity +20.0%" in line and "self_bleu +20.0%" in line  # lower Self-BLEU: more diverse
+    assert "pass@1 -1.0 pts" in line

@@ -196,10 +196,33 @@ def _header(variants: list[Variant], base: Variant) -> list[str]:
     return ["metric"] + [f"{v.name}{' (baseline)' if v is base else ''}" for v in variants]
 
 
+DIVERSITY_SUMMARY = ("embedding_diversity", "self_bleu", "set_distinct_2", "distinct_2", "unique_words")
+
+
+def summary(variants: list[Variant], base: Variant) -> list[str]:
+    """One line per variant: its diversity changes in % (sign: better is +) and its quality change in points."""
+    lines = []
+    for v in variants:
+        if v is base:
+            continue
+        parts = []
+        for name in DIVERSITY_SUMMARY:
+            key = next((k for k in (f"gen_{name}", f"eval_{name}") if v.mean(k) is not None and base.mean(k)), None)
+            if key:
+                change = (v.mean(key) - base.mean(key)) / abs(base.mean(key)) * 100
+                better = -change if name in LOWER_IS_BETTER else change
+                parts.append(f"{name} {better + 0.0:+.1f}%")
+        q = next((k for k in QUALITY_KEYS if v.mean(k) is not None and base.mean(k) is not None), None)
+        quality = f"; {q.split('_', 1)[1]} {(v.mean(q) - base.mean(q)) * 100:+.1f} pts" if q else ""
+        lines.append(f"- **{v.name}**: diversity (+ = more diverse) {', '.join(parts) or 'n/a'}{quality}")
+    return lines
+
+
 def _write_md(path: Path, variants, base, rows, plots) -> None:
     from .io import atomic_write
 
-    lines = [f"# Comparison against {base.name}", "",
+    lines = [f"# Comparison against {base.name}", "", "## Summary", "", *summary(variants, base), "",
+             "## Every metric", "",
              "Each cell: mean (± std over seeds when several), then [change against the baseline: %, points "
              "for rates; ▲ better, ▼ worse; lower is better for " + ", ".join(LOWER_IS_BETTER) + "].", "",
              "Runs:", ""]
@@ -223,7 +246,9 @@ def _write_html(path: Path, variants, base, rows, plots) -> None:
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>softprompt compare</title><style>"
             "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}"
-            f"</style></head><body><h1>Comparison against {esc(base.name)}</h1><ul>{runs}</ul>"
+            f"</style></head><body><h1>Comparison against {esc(base.name)}</h1>"
+            f"<h2>Summary</h2><ul>{''.join('<li>' + esc(x[2:]).replace('**', '') + '</li>' for x in summary(variants, base))}"
+            f"</ul><h2>Every metric</h2><ul>{runs}</ul>"
             f"<table><tr>{head}</tr>{body}</table>{imgs}</body></html>")
     atomic_write(path, lambda tmp: Path(tmp).write_text(page))
 
