@@ -40,3 +40,14 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     run = subprocess.run([sys.executable, "-m", "softprompt", "generate", "--adapter", str(tmp_path / "adapter"),
                           "--prompt", "hi"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "missing key 'config'" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_configuration_reference_page_is_current(capsys):
+    """docs/configuration.md is generated; regenerate with: softprompt config-reference > docs/configuration.md"""
+    from pathlib import Path
+
+    assert main(["config-reference"]) == 0
+    page = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+    out = capsys.readouterr().out
+    assert "`method.diversity_weight`" in out and "`train.max_bad_steps`" in out
+    assert page.read_text() == out, "docs/configuration.md is stale: softprompt config-reference > docs/configuration.md"

@@ -304,6 +304,19 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def _add_reference(sub) -> None:
+    p = sub.add_parser("config-reference", help="print the configuration reference (docs/configuration.md) "
+                                                "generated from the config dataclasses' help")
+    p.set_defaults(func=cmd_reference)
+
+
+def cmd_reference(args) -> int:
+    from .reference import reference
+
+    print(reference(), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="softprompt", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
@@ -316,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_sweep(sub)
     _add_convert(sub)
+    _add_reference(sub)
     return parser
 
 
