@@ -313,3 +313,18 @@ def test_perplexity_reward_reuses_the_no_prompt_reference_pass(tmp_path):
     _, parts = RewardSet.from_config(cfg.rewards, RewardContext(backbone=backbone))(prompts, ro.gen.texts, [None] * 12)
     own = completion_perplexity(base, prompts, ro.gen.texts)
     torch.testing.assert_close(-parts["perplexity"].float(), own, rtol=1e-4, atol=1e-4)
+
+
+def test_train_api_takes_python_rewards_and_overrides(tmp_path):
+    import softprompt
+
+    save_backbone(tiny_llama(vocab_size=50), tmp_path / "model")
+    raw = {"model": str(tmp_path / "model"), "output_dir": str(tmp_path / "runs"),
+           "adapter": {"type": "prompt_tuning", "num_virtual_tokens": 3, "init": "random"},
+           "method": {"name": "grpo", "group_size": 4},
+           "prompts": {"source": "list", "items": PROMPTS, "num_eval": 6},
+           "generation": {"max_new_tokens": 5}, "train": {"batch": 3, "epochs": 1, "lr": 0.1}}
+    result = softprompt.train(raw, ["run_id=api", "train.max_steps=1"], rewards=[rate_of_great], progress=False)
+    assert result.run_dir == tmp_path / "runs" / "model" / "list" / "grpo" / "api"
+    assert result.metrics["global_step"] == 1 and "eval_reward/rate_of_great" in result.metrics
+    assert json.loads((result.run_dir / "metrics.json").read_text())["global_step"] == 1

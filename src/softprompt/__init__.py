@@ -8,6 +8,7 @@ from .adapters import (
     load_adapter,
     save_adapter,
 )
+from .api import TrainResult, train
 from .backbones import ALIASES, Backbone, load_backbone
 from .errors import (
     AdapterLoadError,
@@ -25,5 +26,5 @@ __all__ = [
     "ALIASES", "AdapterLoadError", "Backbone", "ConditionalPromptConfig", "ConfigError", "DataError",
     "GenerationConfig", "GenerationOutput", "LoRAConfig", "ModelLoadError", "PrefixTuningConfig",
     "PromptTuningConfig", "SoftPromptError", "SoftPromptModel", "generate", "load_adapter", "load_backbone",
-    "save_adapter",
+    "save_adapter", "train", "TrainResult",
 ]

@@ -203,12 +203,14 @@ def _require_responses(examples: list, field: str, where: str) -> None:
                             f"(method.alpha > 0 trains on reference responses; columns: {sorted(e.extra or {})})")
 
 
-def make_trainer(config, resume: str | Path | None = None, progress: bool = True) -> Trainer:
+def make_trainer(config, resume: str | Path | None = None, progress: bool = True, rewards=None) -> Trainer:
+    """The trainer for ``config`` (its run folder created, or ``resume``d). ``rewards``: Python
+    reward functions for an RL method instead of ``config.rewards``."""
     from .workloads import ClassificationWork
 
     seed_everything(config.seed)
     if config.is_rl:
-        work, data = build_rl(config)
+        work, data = build_rl(config, rewards=rewards)
     elif config.is_preference:
         from .reward_model import build_reward_model
         from .workloads import PreferenceWork

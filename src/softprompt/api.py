@@ -1,0 +1,38 @@
+"""Train from Python: the same trainer and run folder as ``softprompt train``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class TrainResult:
+    metrics: dict  # what metrics.json holds: the best checkpoint's evaluation (and before_/base_ for RL)
+    run_dir: Path
+    trainer: object
+
+
+def train(config="sentiment_steering", overrides: list[str] | tuple = (), *, rewards=None, resume=None,
+          progress: bool = True) -> TrainResult:
+    """Train ``config`` (a name in ``configs/``, a YAML path, a dict, or an ExperimentConfig) with
+    ``key=value`` overrides; ``rewards``: Python functions ``f(prompts, completions, examples) ->
+    list[float]`` (or ``(name, weight, f)`` tuples) used by an RL method instead of ``config.rewards``.
+
+    >>> result = train("sentiment_steering", ["train.max_steps=4"], rewards=[my_reward])  # doctest: +SKIP
+    >>> result.metrics["eval_reward"], result.run_dir                                    # doctest: +SKIP
+    """
+    from .build import make_trainer
+    from .experiment import ExperimentConfig, from_dict, resolve
+
+    if isinstance(config, ExperimentConfig):
+        from .config import to_dict
+
+        cfg = from_dict(to_dict(config), list(overrides))
+    elif isinstance(config, dict):
+        cfg = from_dict(config, list(overrides))
+    else:
+        cfg = resolve(str(config), list(overrides))
+    trainer = make_trainer(cfg, resume=resume, progress=progress, rewards=rewards)
+    metrics = trainer.fit(progress=progress)
+    return TrainResult(metrics, Path(trainer.run_path), trainer)
