@@ -196,3 +196,16 @@ def test_overlong_preference_rows_are_counted(tmp_path, caplog):
     info = trainer.work.data_info
     assert info["max_length"] == 8 and 0 < info["train_truncated"] <= info["train_rows"] == 2 * info["train_pairs"]
     assert "longer than preferences.max_length=8 tokens" in caplog.text
+
+
+def test_overlong_rl_prompts_are_counted(tmp_path, caplog):
+    from conftest import tiny_llama
+    from test_rl import rate_of_great, rl_config
+
+    from softprompt.build import build_rl
+
+    cfg = rl_config(tmp_path, {"name": "grpo", "group_size": 2}, generation={"max_new_tokens": 4,
+                                                                             "max_prompt_tokens": 3})
+    with caplog.at_level("WARNING", logger="softprompt"):
+        work, _ = build_rl(cfg, rewards=[rate_of_great], backbone=tiny_llama())
+    assert work.data_info["train_truncated"] > 0 and "generation.max_prompt_tokens=3" in caplog.text

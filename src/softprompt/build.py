@@ -189,6 +189,13 @@ def build_rl(config, rewards=None, backbone=None):
     rewards.probe(evaluation)
     judge = make_part(config.judge, 0, context).fn if config.judge else None
     work = RLWork(config, policy, rewards, reference, judge, base_lm=SoftPromptModel(backbone))
+    limit = config.generation.max_prompt_tokens
+    if limit:  # prompts are cut to their last `limit` tokens: say how many
+        from .workloads import count_overlong
+
+        work.data_info = count_overlong(backbone.tokenizer, {"train": [e.text for e in train],
+                                                             "eval": [e.text for e in evaluation]},
+                                        limit, "generation.max_prompt_tokens", "prompts")
     return work, Data(train, evaluation)
 
 

@@ -223,3 +223,7 @@ class RLWork:
         plot_curves(rows, keys, run.path / "reward_curve.png", title=f"{self.config.method_name}: training reward")
         if before_rows and after_rows:
             samples_table(before_rows, after_rows, run.path / "samples.md")
+        if getattr(self, "data_info", None):
+            from .io import write_json
+
+            write_json(run.path / "data.json", self.data_info)  # prompts read, and how many were cut
