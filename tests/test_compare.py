@@ -102,7 +102,8 @@ def test_sweep_expands_comma_lists_but_not_quoted_or_yaml_values():
     overrides = ["method.diversity_weight=0,1.0", "seed=3", "'adapter.init=\"text:A, B\"'"[1:-1], "x=[1,2]"]
     combos = expand(overrides)
     assert len(combos) == 2 and combos[0][2] == 'adapter.init="text:A, B"' and combos[1][3] == "x=[1,2]"
-    assert run_id_of("p", combos[1], overrides) == "p-diversity_weight=1.0-seed=3"  # the seed is always named
+    assert run_id_of("p", combos[1]) == "p-diversity_weight=1.0-seed=3"  # quoted and list values unnamed
+    assert run_id_of("p", ["method.diversity_weight=0.3"]) == "p-diversity_weight=0.3"
 
 
 def test_summary_signs_diversity_changes_and_quality_points(tmp_path):

@@ -4,7 +4,7 @@
 
 Every override whose value is a comma-separated list (not quoted, not a YAML list or mapping)
 is swept; the runs are the Cartesian product, run one after another in this process. Each
-run's id names its swept values and the seed (``<name>-diversity_weight=1.0-seed=2``), so a sweep started again
+run's id names its plain (unquoted, scalar) override values (``<name>-diversity_weight=1.0-seed=2``), so a sweep started again
 skips the runs that finished and resumes the one that was cut off.
 """
 
@@ -34,9 +34,10 @@ def expand(overrides: list[str]) -> list[list[str]]:
     return [list(combo) for combo in itertools.product(*axes)]
 
 
-def run_id_of(name: str, combo: list[str], overrides: list[str]) -> str:
-    swept = [c for c, o in zip(combo, overrides) if len(split_override(o)[1]) > 1 or o.startswith("seed=")]
-    parts = [f"{c.split('=', 1)[0].rsplit('.', 1)[-1]}={c.split('=', 1)[1]}" for c in swept]
+def run_id_of(name: str, combo: list[str]) -> str:
+    """``name`` and every plain (unquoted, scalar) override as ``key=value``, the key's last part."""
+    plain = [c for c in combo if c.split("=", 1)[1][:1] not in ("\"", "'", "[", "{")]
+    parts = [f"{c.split('=', 1)[0].rsplit('.', 1)[-1]}={c.split('=', 1)[1]}" for c in plain]
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", "-".join([name, *parts]))
 
 
@@ -53,7 +54,7 @@ def sweep(config_name: str, overrides: list[str], name: str | None = None, eval_
     combos = expand(overrides)
     paths, failed = [], []
     for i, combo in enumerate(combos, 1):
-        run_id = run_id_of(name, combo, overrides)
+        run_id = run_id_of(name, combo)
         config = resolve(config_name, [*combo, f"run_id={run_id}"])  # bad overrides fail here, before any run
         path = new_run_dir(config).parent / run_id
         _say(console, f"[{i}/{len(combos)}] {run_id}")
