@@ -216,6 +216,9 @@ def _add_eval_gen(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's")
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default: the run's)")
     p.add_argument("--embedding-model", default="minilm-l6", help="for embedding diversity; 'none' to skip")
+    p.add_argument("--max-embed-per-set", type=int, default=None,
+                   help="embed a seeded sample of at most this many of each prompt's samples (an unbiased estimate "
+                        "of embedding diversity; encoding is the slow part)")
     p.add_argument("--out", default=None, help="output folder (default: RUN/eval_gen, or RUN/eval_gen_base)")
     p.set_defaults(func=cmd_eval_gen)
 
@@ -230,7 +233,8 @@ def cmd_eval_gen(args) -> int:
         raise SoftPromptError(f"--n {args.n}: expected at least 1 sample per prompt")
     metrics, out = eval_gen_run(args.run, args.prompts, args.n, args.k, args.verifier, args.out, args.base,
                                 args.max_prompts, args.temperature, args.max_new_tokens, args.seed,
-                                None if args.embedding_model == "none" else args.embedding_model)
+                                None if args.embedding_model == "none" else args.embedding_model,
+                                max_embed_per_set=args.max_embed_per_set)
     table = Table(title=f"{metrics['num_prompts']} prompts x {metrics['n']} samples ({metrics['verifier']})")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -23,7 +23,7 @@ from .errors import SoftPromptError
 IGNORED_KEYS = {"seed", "run_id", "output_dir"}
 LOWER_IS_BETTER = ("self_bleu", "perplexity", "loss")
 RATE_MARKERS = ("pass@", "positive_rate", "accuracy", "distinct", "judge_score")
-GEN_SETTINGS = ("n", "num_prompts", "max_new_tokens", "temperature")  # eval-gen's settings, not results
+GEN_SETTINGS = ("n", "num_prompts", "max_new_tokens", "temperature", "embedded_per_set")  # eval-gen's settings, not results
 SKIPPED = ("runtime", "samples_per_second", "steps_per_second", "seconds")
 CURVES = {"reward": ["reward"], "quality loss": ["loss/response_mle", "loss/mle", "loss/grpo", "loss/polychromic"],
           "diversity score": ["polychromic/diversity_score"], "combined loss": ["loss"]}

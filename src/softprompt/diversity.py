@@ -148,6 +148,27 @@ def encode(texts: Sequence[str], spec: str = "minilm-l6", device: str = "cpu", b
                                                  normalize_embeddings=True).float().cpu()
 
 
+def encode_groups(groups: Sequence[Sequence[str]], spec: str = "minilm-l6", max_per_set: int | None = None,
+                  seed: int = 0, device: str = "cpu") -> list[torch.Tensor]:
+    """Sentence embeddings of each group's texts, for embedding diversity.
+
+    ``max_per_set``: embed a seeded uniform sample of at most this many texts per group. The mean
+    pairwise distance over a uniform sample is an unbiased estimate of the whole set's, and
+    encoding is what costs (about 9 ms a 32-word text on 2 CPU cores).
+    """
+    import random
+
+    rng = random.Random(seed)
+    chosen = [list(g) if not max_per_set or len(g) <= max_per_set else rng.sample(list(g), max_per_set)
+              for g in groups]
+    flat = encode([t for g in chosen for t in g], spec, device) if any(chosen) else torch.zeros(0, 1)
+    out, start = [], 0
+    for g in chosen:
+        out.append(flat[start:start + len(g)])
+        start += len(g)
+    return out
+
+
 SET_METRICS = ("set_distinct_1", "set_distinct_2", "self_bleu", "embedding_diversity", "unique_words", "distinct_samples")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .diversity import distinct_n, encode, normalise, pass_at_k, set_metrics
+from .diversity import distinct_n, encode_groups, normalise, pass_at_k, set_metrics
 from .errors import ConfigError, DataError, SoftPromptError
 
 Verifier = Callable[[object, str, float, "float | None"], bool]
@@ -80,7 +80,8 @@ class GenEvalResult:
 @torch.no_grad()
 def evaluate_generations(model, examples: list, gen_config, rewards=None, judge=None, verifier=None,
                          ks: Sequence[int] = (1,), embedding_model: str | None = "minilm-l6",
-                         prompts_per_batch: int = 8, progress: bool = True) -> GenEvalResult:
+                         prompts_per_batch: int = 8, progress: bool = True,
+                         max_embed_per_set: int | None = None) -> GenEvalResult:
     """Sample ``gen_config.group_size`` completions per example and measure them."""
     from rich.progress import Progress
 
@@ -119,8 +120,7 @@ def evaluate_generations(model, examples: list, gen_config, rewards=None, judge=
     embeddings = None
     if embedding_model:
         t = time.perf_counter()
-        flat = encode([text for g in groups for text in g], embedding_model)
-        embeddings = [flat[j * n:(j + 1) * n] for j in range(len(groups))]
+        embeddings = encode_groups(groups, embedding_model, max_embed_per_set)
         timings["embedding_diversity"] = time.perf_counter() - t
     metrics: dict = set_metrics(groups, embeddings, timings)
     metrics["distinct_1"] = distinct_n([r["completion"] for r in rows], 1)  # all prompts' completions together
@@ -136,6 +136,7 @@ def evaluate_generations(model, examples: list, gen_config, rewards=None, judge=
         for k in ks:
             metrics[f"pass@{k}"] = sum(pass_at_k(n, c, k) for c in correct) / len(correct)
     metrics.update({"num_prompts": len(groups), "n": n, "k": list(ks), "verifier": verifier_name,
+                    "embedded_per_set": min(n, max_embed_per_set) if max_embed_per_set else n,
                     "generation_seconds": gen_seconds, "metric_seconds": timings})
     return GenEvalResult(metrics, rows)
 
@@ -143,7 +144,8 @@ def evaluate_generations(model, examples: list, gen_config, rewards=None, judge=
 def eval_gen_run(run: str, prompts: str | None = None, n: int = 10, ks: str = "1,5,10", verifier=None,
                  out: str | None = None, base: bool = False, max_prompts: int | None = None,
                  temperature: float | None = None, max_new_tokens: int | None = None, seed: int | None = None,
-                 embedding_model: str | None = "minilm-l6", progress: bool = True) -> tuple[dict, Path]:
+                 embedding_model: str | None = "minilm-l6", progress: bool = True,
+                 max_embed_per_set: int | None = None) -> tuple[dict, Path]:
     """``softprompt eval-gen``: load a run (its adapter, generation settings, rewards and judge),
     sample, measure, and write ``metrics.json`` and ``generations.jsonl`` to ``out``."""
     from .config import load_yaml
@@ -187,7 +189,7 @@ def eval_gen_run(run: str, prompts: str | None = None, n: int = 10, ks: str = "1
         **{k: v for k, v in (("temperature", temperature), ("max_new_tokens", max_new_tokens)) if v is not None})
     with off:
         result = evaluate_generations(model, examples, gen, rewards, judge, verifier, ks_list, embedding_model,
-                                      progress=progress)
+                                      progress=progress, max_embed_per_set=max_embed_per_set)
     out_dir = Path(out) if out else path / ("eval_gen_base" if base else "eval_gen")
     out_dir.mkdir(parents=True, exist_ok=True)
     result.metrics.update({"run": str(path), "base_model": base, "prompts": prompts or "the run's held-out prompts",
