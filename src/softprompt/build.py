@@ -171,7 +171,10 @@ def build_rl(config, rewards=None, backbone=None):
     method = config.method_config()
     train, evaluation = load_prompts(config.prompts, config.seed)  # bad prompts fail before the model loads
     if getattr(method, "alpha", 0) > 0 and hasattr(method, "response_field"):
-        _require_responses(train, method.response_field, config.prompts.file or config.prompts.source)
+        from .objectives.polychromic import reference_response
+
+        for e in train:  # MLE on reference responses needs one per training prompt
+            reference_response(e, method.response_field, config.prompts.file or config.prompts.source)
     backbone = backbone or load_backbone(config.model)
     if not backbone.is_causal:
         raise ConfigError(f"RL method {config.method_name!r} needs a causal LM; {config.model!r} is an encoder")
@@ -199,17 +202,6 @@ def build_rl(config, rewards=None, backbone=None):
     return work, Data(train, evaluation)
 
 
-def _require_responses(examples: list, field: str, where: str) -> None:
-    """MLE on reference responses needs one per training prompt: say which prompt lacks it."""
-    from .errors import DataError
-
-    for e in examples:
-        value = (e.extra or {}).get(field)
-        if not isinstance(value, str) or not value.strip():
-            raise DataError(f"prompts from {where!r}: prompt {e.index} ({e.text[:40]!r}) has no {field!r} "
-                            f"(method.alpha > 0 trains on reference responses; columns: {sorted(e.extra or {})})")
-
-
 def make_trainer(config, resume: str | Path | None = None, progress: bool = True, rewards=None) -> Trainer:
     """The trainer for ``config`` (its run folder created, or ``resume``d). ``rewards``: Python
     reward functions for an RL method instead of ``config.rewards``."""
@@ -231,8 +223,8 @@ def make_trainer(config, resume: str | Path | None = None, progress: bool = True
         data = load_data(config, task)  # bad data fails here, before any folder exists
         work = ClassificationWork(config, task, build_classifier(config, task))
         work.count_overlong(data.train, data.eval)
-    run, path = _run_folder(config, resume)
     state = process_state()
+    run, path = _run_folder(config, resume, state)
     if state.num_processes > 1:  # same initial weights on every rank; each its own sampling noise after
         torch.manual_seed(config.seed * 1_000 + state.process_index)
     trainer = Trainer(config, work, data, run, run_path=path)
@@ -248,11 +240,10 @@ def process_state():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def _run_folder(config, resume) -> tuple[RunFolder | None, Path]:
+def _run_folder(config, resume, state) -> tuple[RunFolder | None, Path]:
     """(the run folder on rank 0, None elsewhere; its path, known to every rank)."""
     from accelerate.utils import broadcast_object_list
 
-    state = process_state()
     if resume:
         return (RunFolder(Path(resume)) if state.is_main_process else None), Path(resume)
     run = RunFolder.create(config) if state.is_main_process else None

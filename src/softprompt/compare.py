@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import SoftPromptError
+from .reports import pyplot, running_mean, save_png
 
 IGNORED_KEYS = {"seed", "run_id", "output_dir"}
 LOWER_IS_BETTER = ("self_bleu", "perplexity", "loss")
@@ -262,7 +263,7 @@ def _curves(variants: list[Variant], path: Path) -> Path | None:
             panels.append((title, key))
     if not panels:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.6 * len(panels)), squeeze=False)
     for ax, (title, key) in zip(axes[:, 0], panels):
         for i, v in enumerate(variants):  # one colour per variant in every panel
@@ -274,12 +275,12 @@ def _curves(variants: list[Variant], path: Path) -> Path | None:
             steps = sorted(by_step)
             if steps:
                 ys = [statistics.fmean(by_step[s]) for s in steps]
-                ax.plot(steps, _smooth(ys), label=v.name, color=f"C{i}")
+                ax.plot(steps, running_mean(ys), label=v.name, color=f"C{i}")
         ax.set_title(f"{title} ({key})", fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    return _save(fig, path, plt)
+    return save_png(fig, path)
 
 
 def _tradeoff(variants: list[Variant], path: Path) -> Path | None:
@@ -288,7 +289,7 @@ def _tradeoff(variants: list[Variant], path: Path) -> Path | None:
     y_key = next((k for k in QUALITY_KEYS if all(k in r.metrics for r in runs)), None)
     if not x_key or not y_key:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for i, v in enumerate(variants):
         xs, ys = v.values(x_key), v.values(y_key)
@@ -299,26 +300,4 @@ def _tradeoff(variants: list[Variant], path: Path) -> Path | None:
     ax.set_title("quality-diversity trade-off (stars: mean over seeds)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, path, plt)
-
-
-def _smooth(ys: list[float], window: int = 5) -> list[float]:
-    return [statistics.fmean(ys[max(0, i - window + 1):i + 1]) for i in range(len(ys))]
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path, plt) -> Path:
-    from .io import atomic_write
-
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
-    return path
+    return save_png(fig, path)

@@ -10,7 +10,6 @@ file's FIELD, default ``answer``), ``regex:PATTERN`` (found in the completion), 
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -113,7 +112,7 @@ def evaluate_generations(model, examples: list, gen_config, rewards=None, judge=
                 if check is not None:
                     row["correct"] = bool(check(ex, text, row["reward"], row.get("judge")))
                 rows.append(row)
-            groups += [gen.texts[j * n:(j + 1) * n] for j in range(len(batch))]
+            groups += gen.groups()
             bar.update(job, advance=len(batch))
     gen_seconds = time.perf_counter() - start
     timings: dict[str, float] = {}
@@ -149,9 +148,10 @@ def eval_gen_run(run: str, prompts: str | None = None, n: int = 10, ks: str = "1
     """``softprompt eval-gen``: load a run (its adapter, generation settings, rewards and judge),
     sample, measure, and write ``metrics.json`` and ``generations.jsonl`` to ``out``."""
     from .config import load_yaml
+    from .evaluation import write_predictions
     from .experiment import from_dict
     from .generation import GenerationConfig
-    from .io import atomic_write, write_json
+    from .io import write_json
     from .model import SoftPromptModel, resolve_run_path
     from .prompts import load_prompts, read_prompt_file
     from .rewards import RewardContext, RewardSet
@@ -195,6 +195,5 @@ def eval_gen_run(run: str, prompts: str | None = None, n: int = 10, ks: str = "1
     result.metrics.update({"run": str(path), "base_model": base, "prompts": prompts or "the run's held-out prompts",
                            "temperature": gen.temperature, "max_new_tokens": gen.max_new_tokens})
     write_json(out_dir / "metrics.json", result.metrics)
-    atomic_write(out_dir / "generations.jsonl", lambda tmp: Path(tmp).write_text(
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.rows)))
+    write_predictions(result.rows, out_dir / "generations.jsonl")
     return result.metrics, out_dir

@@ -84,12 +84,12 @@ class Trainer:
     def resume(self) -> None:
         from pathlib import Path
 
-        last = Path(self.run_path) / "checkpoints" / "last"
-        if find_checkpoint(last) is None:
+        last = find_checkpoint(Path(self.run_path) / "checkpoints" / "last")
+        if last is None:
             from .errors import SoftPromptError
 
             raise SoftPromptError(f"{self.run_path} has no complete checkpoint to resume from (checkpoints/last)")
-        self.counters = load_checkpoint(find_checkpoint(last), self.clf, self.optimizer, self.scheduler)
+        self.counters = load_checkpoint(last, self.clf, self.optimizer, self.scheduler)
         if self.run:
             self.run.truncate_epoch_metrics(self.counters["global_step"])
 
@@ -144,6 +144,7 @@ class Trainer:
             inputs, batch_logs = (self.work.inputs(examples, c["epoch"], c["global_step"], self.accelerator.device)
                                   if examples else (None, {}))  # a rank with no share of a short batch
             step_before = c["global_step"]
+            last_micro = (i + 1) % tr.grad_accum == 0 or i + 1 == len(batches)  # an optimizer step follows
             for update in range(self.inner_updates):
                 if update and inputs is not None:
                     inputs.fresh()  # same rollout, new forward pass under the updated prompt
@@ -155,7 +156,6 @@ class Trainer:
                     logs.update({f"{name}/{k}": v for k, v in out.metrics.items()})
                 if inputs is not None:
                     self.accelerator.backward(total / tr.grad_accum)
-                last_micro = (i + 1) % tr.grad_accum == 0 or i + 1 == len(batches)
                 if not last_micro:
                     break
                 if self.dist.enabled:
@@ -165,7 +165,7 @@ class Trainer:
                 started = time.perf_counter()
                 if self._finished():
                     break
-            if (i + 1) % tr.grad_accum == 0 or i + 1 == len(batches):
+            if last_micro:
                 n_local = 0
             c["micro_step"] = 0 if i + 1 == len(batches) else i + 1
             if self.dist.any(self._interrupted) and (i + 1) % tr.grad_accum == 0:

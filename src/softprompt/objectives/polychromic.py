@@ -242,20 +242,21 @@ class ResponseMLE(Objective):
         return ObjectiveOutput(loss, {"response_tokens": float(mask.sum())})
 
     def _tokenize(self, model, examples) -> tuple[torch.Tensor, torch.Tensor]:
-        from ..errors import DataError
+        from ..rewards.models import right_pad
 
-        field = self.config.response_field
         tok = model.tokenizer
-        seqs = []
-        for e in examples:
-            text = (e.extra or {}).get(field) if hasattr(e, "extra") else None
-            if not isinstance(text, str) or not text.strip():
-                raise DataError(f"prompt {e.index} ({e.text[:40]!r}): method.alpha > 0 needs a reference response in "
-                                f"the prompt file's {field!r} column")
-            seqs.append(tok(text, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if tok.eos_token_id
-                                                                             is not None else []))
-        width = max(len(s) for s in seqs)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
-        return ids, mask
+        eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+        return right_pad(tok, [tok(reference_response(e, self.config.response_field), add_special_tokens=False)
+                               ["input_ids"] + eos for e in examples])
+
+
+def reference_response(example, field: str, where: str = "the rollout") -> str:
+    """The example's reference response (its prompt file's ``field`` column), or a DataError naming the prompt."""
+    from ..errors import DataError
+
+    extra = getattr(example, "extra", None) or {}
+    value = extra.get(field)
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"prompts from {where!r}: prompt {example.index} ({example.text[:40]!r}) has no {field!r} "
+                        f"(method.alpha > 0 trains on reference responses; columns: {sorted(extra)})")
+    return value

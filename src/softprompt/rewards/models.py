@@ -238,15 +238,11 @@ class Perplexity(Reward):
 def completion_nll(lm, prompts: list[str], completions: list[str], batch_size: int = 16):
     """(summed NLL (N,), token count (N,)) of each completion given its prompt under ``lm`` (a SoftPromptModel)."""
     tok = lm.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     nll, count = [], []
     for b in range(0, len(prompts), batch_size):
         p_ids, p_mask = _left_pad(tok, [tok(p, add_special_tokens=False)["input_ids"] for p in prompts[b:b + batch_size]])
-        c_ids = [tok(c, add_special_tokens=False)["input_ids"] or [tok.eos_token_id] for c in
-                 completions[b:b + batch_size]]
-        width = max(len(x) for x in c_ids)
-        ids = torch.tensor([x + [pad] * (width - len(x)) for x in c_ids])
-        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in c_ids])
+        ids, mask = right_pad(tok, [tok(c, add_special_tokens=False)["input_ids"] or [tok.eos_token_id]
+                                    for c in completions[b:b + batch_size]])
         dev = lm.device
         logp = lm.sequence_logprobs(p_ids.to(dev), p_mask.to(dev), ids.to(dev), mask.to(dev)).cpu()
         nll.append(-logp.sum(1))
@@ -260,6 +256,15 @@ def completion_perplexity(lm, prompts: list[str], completions: list[str]) -> tor
     """exp(mean NLL of each completion's tokens given its prompt), (N,)."""
     nll, count = completion_nll(lm, prompts, completions)
     return torch.exp(nll / count.clamp(min=1))
+
+
+def right_pad(tok, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists as a right-padded (ids, mask) pair, for completions scored after their prompts."""
+    width = max(len(s) for s in seqs)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+    return ids, mask
 
 
 def _left_pad(tok, seqs: list[list[int]]):
