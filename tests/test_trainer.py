@@ -249,3 +249,28 @@ def test_ctrl_c_saves_last_at_a_step_boundary_and_resume_finishes_the_same(tmp_p
     for key in ("eval_accuracy", "eval_loss", "global_step"):
         assert got[key] == pytest.approx(expected[key], abs=1e-6), key
     assert " stop  step 4 " in (trainer.run.path / "train_result.log").read_text()
+
+
+def test_a_checkpoint_after_an_epochs_last_batch_resumes_in_the_next_epoch(tmp_path, model_dir):
+    """The periodic checkpoint written after an epoch's last batch must already count that epoch
+    as done: a crash right after it must not replay the epoch."""
+    def cfg(run_id):
+        return from_dict(config(tmp_path, model_dir, run_id=run_id, method={"name": "mle"},
+                                train={"epochs": 2, "eval_every": 2}))  # 6 batches per epoch
+
+    expected = make_trainer(cfg("full"), progress=False).fit(progress=False)
+    cut = make_trainer(cfg("cut"), progress=False)
+    original = cut._save
+
+    def save_then_die(which):
+        original(which)
+        if which == "last" and cut.counters["global_step"] == 6:  # the first save after batch 6 of 6
+            raise KeyboardInterrupt
+    cut._save = save_then_die
+    with pytest.raises(KeyboardInterrupt):
+        cut.fit(progress=False)
+    resumed = make_trainer(cfg("cut"), resume=cut.run.path, progress=False)
+    assert (resumed.counters["epoch"], resumed.counters["micro_step"]) == (1, 0)
+    got = resumed.fit(progress=False)
+    for key in ("eval_accuracy", "eval_loss", "global_step", "epochs"):
+        assert got[key] == pytest.approx(expected[key], abs=1e-6), key

@@ -113,12 +113,12 @@ class Trainer:
             if self.work.evaluate_before and c["global_step"] == 0:
                 self._evaluate_before()
             while c["epoch"] < tr.epochs and not self._finished():
-                start = time.perf_counter()
+                start, epoch = time.perf_counter(), c["epoch"]
                 self._train_epoch(bar, job)
                 c["train_time_sec"] += time.perf_counter() - start
-                if c["micro_step"] == 0 or self._finished():  # a whole epoch (or the step budget) is done
-                    c["epoch"] += 1
-                    c["micro_step"] = 0
+                if c["epoch"] > epoch or self._finished():  # a whole epoch (or the step budget) is done
+                    if c["epoch"] == epoch:  # the budget ended it early: count it as done too
+                        c["epoch"], c["micro_step"] = epoch + 1, 0
                     if not tr.eval_every:
                         self._evaluate_and_keep(bar, job, epoch=c["epoch"])
                     self._save("last")
@@ -167,12 +167,15 @@ class Trainer:
                     break
             if last_micro:
                 n_local = 0
-            c["micro_step"] = 0 if i + 1 == len(batches) else i + 1
+            if i + 1 == len(batches):  # the epoch is done: count it before any checkpoint below is written,
+                c["epoch"], c["micro_step"] = c["epoch"] + 1, 0  # so a resume never replays it
+            else:
+                c["micro_step"] = i + 1
             if self.dist.any(self._interrupted) and (i + 1) % tr.grad_accum == 0:
                 self._stop_on_ctrl_c()
             if tr.eval_every and c["global_step"] // tr.eval_every > step_before // tr.eval_every:
-                done = c["micro_step"] / len(batches) if c["micro_step"] else 1.0
-                self._evaluate_and_keep(bar, job, epoch=round(c["epoch"] + done, 4), partial=c["micro_step"] != 0)
+                self._evaluate_and_keep(bar, job, epoch=round(c["epoch"] + c["micro_step"] / len(batches), 4),
+                                        partial=c["micro_step"] != 0)
                 self._save("last")
             if self._finished():
                 return
