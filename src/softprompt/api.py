@@ -14,7 +14,7 @@ class TrainResult:
 
 
 def train(config="sentiment_steering", overrides: list[str] | tuple = (), *, rewards=None, resume=None,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, preset: str | None = None) -> TrainResult:
     """Train ``config`` (a name in ``configs/``, a YAML path, a dict, or an ExperimentConfig) with
     ``key=value`` overrides; ``rewards``: Python functions ``f(prompts, completions, examples) ->
     list[float]`` (or ``(name, weight, f)`` tuples) used by an RL method instead of ``config.rewards``.
@@ -30,9 +30,9 @@ def train(config="sentiment_steering", overrides: list[str] | tuple = (), *, rew
 
         cfg = from_dict(to_dict(config), list(overrides))
     elif isinstance(config, dict):
-        cfg = from_dict(config, list(overrides))
+        cfg = from_dict(config, list(overrides), preset=preset)
     else:
-        cfg = resolve(str(config), list(overrides))
+        cfg = resolve(str(config), list(overrides), preset=preset)
     trainer = make_trainer(cfg, resume=resume, progress=progress, rewards=rewards)
     metrics = trainer.fit(progress=progress)
     return TrainResult(metrics, Path(trainer.run_path), trainer)

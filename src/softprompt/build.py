@@ -106,9 +106,34 @@ def classifier_kind(config, backbone) -> str:
     return "verbalizer" if backbone.is_causal and backbone.pooling is None else "embedding"
 
 
+def adapter_model(config, backbone) -> SoftPromptModel:
+    """The backbone with the config's adapter: freshly initialised, or from ``config.init_from``."""
+    model = SoftPromptModel.from_backbone(backbone, config.adapter_config())
+    if config.init_from:
+        init_adapter_from(model.adapter, config.init_from, backbone)
+    return model
+
+
+def init_adapter_from(adapter, source: str, backbone) -> None:
+    """Copy the adapter weights of run folder / adapter directory ``source`` into ``adapter``
+    (same adapter type and size), e.g. an SFT stage's prompt as the start of an RL stage."""
+    from .adapters import WEIGHTS_FILE, check_fits, read_adapter_meta
+    from .errors import AdapterLoadError
+    from .io import load_tensors
+    from .model import resolve_adapter_dir
+
+    directory = resolve_adapter_dir(source)
+    meta = read_adapter_meta(directory)
+    check_fits(meta, backbone, str(directory))
+    if meta["adapter_type"] != adapter.config.adapter_type:
+        raise AdapterLoadError(f"init_from={source}: it holds a {meta['adapter_type']} adapter, this run trains "
+                               f"a {adapter.config.adapter_type} one")
+    adapter.load_adapter_state_dict(load_tensors(directory / WEIGHTS_FILE), f"init_from={source}")
+
+
 def build_classifier(config, task, backbone=None):
     backbone = backbone or load_backbone(config.model)
-    return build_classifier_for(config, task, SoftPromptModel.from_backbone(backbone, config.adapter_config()))
+    return build_classifier_for(config, task, adapter_model(config, backbone))
 
 
 def build_classifier_for(config, task, model: SoftPromptModel):
@@ -169,7 +194,13 @@ def build_rl(config, rewards=None, backbone=None):
     from .workloads import RLWork
 
     method = config.method_config()
-    train, evaluation = load_prompts(config.prompts, config.seed)  # bad prompts fail before the model loads
+    loaded = [backbone]
+
+    def tokenizer():  # only for prompt sources that count tokens: loads the backbone early
+        loaded[0] = loaded[0] or load_backbone(config.model)
+        return loaded[0].tokenizer
+    train, evaluation = load_prompts(config.prompts, config.seed, tokenizer)  # bad prompts fail before the model loads
+    backbone = loaded[0]
     if getattr(method, "alpha", 0) > 0 and hasattr(method, "response_field"):
         from .objectives.polychromic import reference_response
 
@@ -180,7 +211,7 @@ def build_rl(config, rewards=None, backbone=None):
         raise ConfigError(f"RL method {config.method_name!r} needs a causal LM; {config.model!r} is an encoder")
     n_unfrozen = getattr(method, "num_layers_unfrozen", 0)
     unfrozen = unfreeze_top_layers(backbone.model, n_unfrozen) if n_unfrozen else []
-    model = SoftPromptModel.from_backbone(backbone, config.adapter_config())
+    model = adapter_model(config, backbone)
     value_head = method.objective in ("ppo", "ppo_single_step")
     policy = Policy(model, value_head=value_head, tune_v_head=getattr(method, "tune_v_head", True), unfrozen=unfrozen)
     reference = Reference(policy, method.reference) if method.needs_reference else None
@@ -215,7 +246,7 @@ def make_trainer(config, resume: str | Path | None = None, progress: bool = True
         from .workloads import PreferenceWork
 
         data, info = load_preference_data(config)  # bad files fail here, before any folder exists
-        model = SoftPromptModel.from_backbone(load_backbone(config.model), config.adapter_config())
+        model = adapter_model(config, load_backbone(config.model))
         work = PreferenceWork(config, build_reward_model(config, model), info)
         work.count_overlong(data.train, data.eval)
     else:

@@ -68,6 +68,8 @@ def _add_train(sub) -> None:
     p.add_argument("--config-name", "--config", dest="config_name", default=None,
                    help="a name in configs/ (e.g. sst2_ptcprl_minilm) or a path to a .yaml file")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.batch=4 method.k_negatives=1")
+    p.add_argument("--preset", default=None, help="apply the config's named preset first, e.g. 'paper': the "
+                                                  "source's model and sizes (see the config's presets)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its checkpoints/last")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--num-processes", type=int, default=1,
@@ -120,7 +122,18 @@ def cmd_train(args) -> int:
     else:
         if not args.config_name:
             raise SoftPromptError("give --config-name NAME (see configs/) or --resume RUN_DIR")
-        config = resolve(args.config_name, args.overrides)
+        from .pipeline import load_pipeline
+
+        pipe = load_pipeline(args.config_name, args.overrides, args.preset, console, not args.no_progress)
+        if pipe is not None:  # a config with stages: run them all
+            if args.num_processes != 1:
+                raise SoftPromptError("--num-processes applies to one training run; a pipeline runs its stages "
+                                      "in this process")
+            console.print(f"pipeline folder: [bold]{pipe.path}[/bold]")
+            pipe.run()
+            console.print((pipe.path / "summary.md").read_text())
+            return 0
+        config = resolve(args.config_name, args.overrides, preset=args.preset)
     trainer = make_trainer(config, resume=args.resume, progress=not args.no_progress)
     if not trainer.dist.is_main:  # rank 0 reports
         trainer.fit(progress=False)

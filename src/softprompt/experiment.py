@@ -108,6 +108,19 @@ class TrainSection:
 
 
 @dataclass
+class ConditionSection:
+    field: str | None = hfield(None, "conditional_prompt: the example field holding each input's condition "
+                                     "(e.g. 'condition' from prompts.conditions, or 'topic')")
+    encoder: str = hfield("minilm-l6", "how a condition text becomes a vector: a sentence-transformers model "
+                                       "(alias, directory or hub id), or 'onehot' over 'values'")
+    values: list[str] = hfield([], "onehot: the condition values, in order")
+
+    def __post_init__(self):
+        if self.encoder == "onehot" and not self.values:
+            raise ConfigError("condition.encoder=onehot needs condition.values, e.g. [negative, positive]")
+
+
+@dataclass
 class ExperimentConfig:
     model: str = hfield("smollm2-135m-instruct", "backbone: alias, directory, .gguf file or hub id")
     classifier: Literal["auto", "verbalizer", "embedding"] = hfield(
@@ -127,6 +140,9 @@ class ExperimentConfig:
                                                 "e.g. a classifier run; never trained on")
     train: TrainSection = field(default_factory=TrainSection)
     seed: int = hfield(0, "seed for data order, init and sampling")
+    init_from: str | None = hfield(None, "start the adapter from this run folder's best checkpoint (or an adapter "
+                                         "directory) instead of its init; a classifier head or value head starts fresh")
+    condition: ConditionSection = field(default_factory=ConditionSection)
     output_dir: str = hfield("experiments", "root of the run folders")
     run_id: str | None = hfield(None, "run folder name (default: a timestamp)")
 
@@ -162,9 +178,13 @@ class ExperimentConfig:
         kind = options.pop("type", None)
         if not kind:
             raise ConfigError("adapter.type is required (prompt_tuning, prefix_tuning, conditional_prompt, lora)")
-        n = getattr(self.method_config(), "num_virtual_tokens", None)
-        if n is not None:
-            options["num_virtual_tokens"] = n
+        method = self.method_config()
+        for n in (getattr(method, "num_virtual_tokens", None), getattr(method, "n_soft_tokens", None)):
+            if n is not None:  # the seeds' spellings of adapter.num_virtual_tokens
+                options["num_virtual_tokens"] = n
+        from_vocab = getattr(method, "initialize_from_vocab", None)
+        if from_vocab is not None:
+            options["init"] = "vocab" if from_vocab else "random"
         return make_config(kind, options)
 
     def objectives(self) -> dict[str, object]:
@@ -174,13 +194,37 @@ class ExperimentConfig:
         return self.method_config().schedule()
 
 
-def resolve(name: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
-    """Defaults <- YAML <- overrides, then a typed, validated config."""
+def resolve(name: str | Path, overrides: list[str] = (), preset: str | None = None) -> ExperimentConfig:
+    """Defaults <- YAML <- the preset's overrides <- overrides, then a typed, validated config."""
     raw = load_config(name, aliases=ALIASES)
-    return from_dict(raw, overrides)
+    return from_dict(raw, overrides, preset=preset, where=str(name))
 
 
-def from_dict(raw: dict, overrides: list[str] = ()) -> ExperimentConfig:
+def preset_overrides(raw: dict, preset: str | None, where: str = "config") -> list[str]:
+    """Pop ``presets`` from ``raw`` and return the named preset's overrides (``key=value`` strings;
+    a mapping of dotted keys to values is accepted too)."""
+    presets = raw.pop("presets", None) or {}
+    if not isinstance(presets, dict):
+        raise ConfigError(f"{where}: 'presets' must map a preset name to a list of key=value overrides")
+    if preset is None:
+        return []
+    if preset not in presets:
+        names = ", ".join(presets) or "none"
+        raise ConfigError(f"{where} has no preset {preset!r} (its presets: {names})")
+    items = presets[preset]
+    if isinstance(items, dict):
+        import yaml
+
+        items = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                 for k, v in items.items()]
+    if not isinstance(items, list) or not all(isinstance(i, str) and "=" in i for i in items):
+        raise ConfigError(f"{where}: presets.{preset} must be a list of key=value strings, got {items!r}")
+    return list(items)
+
+
+def from_dict(raw: dict, overrides: list[str] = (), preset: str | None = None, where: str = "config") -> ExperimentConfig:
+    raw = dict(raw)
+    overrides = [*preset_overrides(raw, preset, where), *overrides]
     base = to_dict(ExperimentConfig())
     merged = deep_merge(base, raw)
     if "adapter" in raw:  # the YAML's adapter replaces the default one, filled with its type's defaults

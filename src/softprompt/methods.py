@@ -122,6 +122,10 @@ class PPOMethod(_RLMethod, PPOConfig):
     """Token-level PPO with a value head, KL penalty folded into the rewards, GAE."""
 
     objective: ClassVar[str] = "ppo"
+    n_soft_tokens: int | None = hfield(None, "the trlx soft-prompt seed's spelling of adapter.num_virtual_tokens")
+    initialize_from_vocab: bool | None = hfield(
+        None, "the seed's spelling of the init: true = adapter.init 'vocab' (embeddings of sampled vocabulary "
+              "tokens), false = 'random'; unset: adapter.init as configured")
 
 
 @METHODS.register("ppo_single_step")

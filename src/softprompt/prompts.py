@@ -1,5 +1,12 @@
 """Prompt sources for RL: where the texts that the policy continues come from.
 
+``sentence_splits``: sentences of a GLUE task (or a file) cut at a random token into a
+prompt and its true continuation (RLPT), at least ``min_prompt_tokens`` and
+``min_completion_tokens`` on each side; the continuation is the example's ``reference`` and the
+row's ``score`` (a file column, or the sentence's class through ``label_scores``) scales rewards.
+``prompts.conditions`` gives every training prompt one condition (seeded) and every held-out
+prompt each condition in turn, in the ``condition`` field: what a conditional prompt reads.
+
 ``review_openings``: the first few words of SST-2 dev sentences when the GLUE folder exists
 (disjoint sets for training and evaluation), else a built-in list of 226
 movie-review openings written for this project. ``review_requests``: "Write a one-line movie
@@ -10,6 +17,7 @@ answers are right: the Polychromic experiments' prompt set. ``file``: a .txt (on
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from importlib import resources
@@ -36,6 +44,15 @@ class PromptsSection:
     min_words: int = hfield(3, "review_openings: shortest opening, in words")
     max_words: int = hfield(6, "review_openings: longest opening, in words")
     template: str = hfield("Write a one-line movie review of {topic}.", "review_requests: the request, with {topic}")
+    task: str = hfield("cola", "sentence_splits: the GLUE task whose sentences are split (train: its train "
+                               "split; held out: its dev split), unless 'file' is given")
+    min_prompt_tokens: int = hfield(3, "sentence_splits: shortest prompt, in the policy's tokens")
+    min_completion_tokens: int = hfield(5, "sentence_splits: shortest true continuation, in tokens")
+    score_column: str | None = hfield(None, "sentence_splits with a file: the column with each row's score")
+    label_scores: list[float] = hfield([0.0, 1.0], "sentence_splits from a task: the score of each class "
+                                                   "(CoLA: unacceptable, acceptable)")
+    conditions: list[str] = hfield([], "one condition per training prompt (seeded); held-out prompts get each "
+                                       "(e.g. [negative, positive] for a conditional prompt)")
 
     def __post_init__(self):
         if self.num_train < 1 or self.num_eval < 1:
@@ -45,15 +62,37 @@ class PromptsSection:
                               "1 <= min_words <= max_words")
 
 
-def load_prompts(section: PromptsSection, seed: int = 0) -> tuple[list[Example], list[Example]]:
-    """(train, eval) prompt examples; an empty list is an error naming the source."""
-    train, evaluation = PROMPT_SOURCES.get(section.source)(section, seed)
+def load_prompts(section: PromptsSection, seed: int = 0, tokenizer=None) -> tuple[list[Example], list[Example]]:
+    """(train, eval) prompt examples; an empty list is an error naming the source. ``tokenizer``:
+    a function returning the policy's tokenizer, for sources that count tokens."""
+    source = PROMPT_SOURCES.get(section.source)
+    if getattr(source, "needs_tokenizer", False):
+        if tokenizer is None:
+            raise ConfigError(f"prompts.source={section.source} counts tokens: give load_prompts a tokenizer")
+        train, evaluation = source(section, seed, tokenizer())
+    else:
+        train, evaluation = source(section, seed)
     where = section.file or section.source
     if not train:
         raise DataError(f"prompts from {where!r}: no training prompts")
     if not evaluation:
         raise DataError(f"prompts from {where!r}: no evaluation prompts")
-    return train[:section.num_train], evaluation[:section.num_eval]
+    train, evaluation = train[:section.num_train], evaluation[:section.num_eval]
+    if section.conditions:
+        train, evaluation = with_conditions(train, evaluation, section.conditions, seed)
+    return train, evaluation
+
+
+def with_conditions(train: list[Example], evaluation: list[Example], conditions: list[str], seed: int):
+    """Each training prompt gets one condition (balanced, seeded); each held-out prompt appears
+    once per condition, so "condition met" is measured for every condition on the same prompts."""
+    rng = random.Random(seed + 1)
+    order = [conditions[i % len(conditions)] for i in range(len(train))]
+    rng.shuffle(order)
+    train = [dataclasses.replace(e, extra={**e.extra, "condition": c}) for e, c in zip(train, order)]
+    evaluation = [dataclasses.replace(e, index=len(conditions) * e.index + j, extra={**e.extra, "condition": c})
+                  for e in evaluation for j, c in enumerate(conditions)]
+    return train, evaluation
 
 
 # SST-2's train split also holds phrases cut from sentences; these first words mark most of them
@@ -105,6 +144,63 @@ def review_requests(s: PromptsSection, seed: int):
     items = [Example(text=s.template.replace("{topic}", t), index=i, extra={"topic": t}) for i, t in enumerate(topics)]
     n_eval = min(s.num_eval, len(items) // 4)
     return items[n_eval:], items[:n_eval]
+
+
+def _needs_tokenizer(fn):
+    fn.needs_tokenizer = True
+    return fn
+
+
+@PROMPT_SOURCES.register("sentence_splits")
+@_needs_tokenizer
+def sentence_splits(s: PromptsSection, seed: int, tokenizer):
+    """RLPT's prompts: each sentence cut at a random token, >= min_prompt_tokens before and
+    >= min_completion_tokens after; shorter sentences are left out (and counted in the log)."""
+    import logging
+
+    if s.file:
+        rows = read_prompt_file(Path(s.file), s.column)
+        if s.score_column and any(s.score_column not in e.extra for e in rows):
+            bad = next(e for e in rows if s.score_column not in e.extra)
+            raise DataError(f"prompt file {s.file}: row {bad.index + 1} has no column {s.score_column!r}")
+        scored = [(e.text, float(e.extra[s.score_column]) if s.score_column else 1.0) for e in rows]
+        n_eval = min(s.num_eval, len(scored) // 4) or 1
+        parts = {"train": scored[:-n_eval], "eval": scored[-n_eval:]}
+    else:
+        from .tasks import get_task, load_split
+
+        task = get_task(s.task)
+        if len(s.label_scores) != max(task.num_labels, 1):
+            raise ConfigError(f"prompts.label_scores={s.label_scores}: expected one score per class of "
+                              f"{task.name} ({task.label_names})")
+        if not s.data_dir:
+            raise ConfigError("prompts.source=sentence_splits reads prompts.task from prompts.data_dir")
+
+        def scored_split(split):
+            return [(detokenize(e.text), float(s.label_scores[int(e.label)])) for e in
+                    load_split(task.name, split, data_dir=s.data_dir)]
+        parts = {"train": scored_split("train"), "eval": scored_split("dev")}
+    out = {}
+    for name, items in parts.items():
+        rng = random.Random(f"{seed}-{name}")
+        examples, short = [], 0
+        for text, score in items:
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(ids) < s.min_prompt_tokens + s.min_completion_tokens:
+                short += 1
+                continue
+            cut = rng.randint(s.min_prompt_tokens, len(ids) - s.min_completion_tokens)
+            prompt = tokenizer.decode(ids[:cut]).strip()
+            reference = tokenizer.decode(ids[cut:]).strip()
+            if prompt and reference:
+                examples.append(Example(text=prompt, index=len(examples),
+                                        extra={"reference": reference, "score": score, "sentence": text}))
+        if short:
+            logging.getLogger(__name__).info("sentence_splits: %d %s sentences shorter than %d tokens left out",
+                                             short, name, s.min_prompt_tokens + s.min_completion_tokens)
+        rng.shuffle(examples)
+        out[name] = examples
+    return out["train"], out["eval"]
 
 
 @PROMPT_SOURCES.register("list")

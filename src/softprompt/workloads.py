@@ -143,6 +143,12 @@ class RLWork:
         self.reference, self.judge, self.base_lm = reference, judge, base_lm
         self.gen = config.generation.to_generation_config(group_size=self.method.group_size)
         self.values = policy.value_head is not None
+        from .conditions import conditioner_for
+
+        self.conditioner = conditioner_for(config, policy.model.adapter)
+
+    def condition(self, examples: list):
+        return self.conditioner(examples) if self.conditioner is not None else None
 
     def prepare(self, objectives: dict, train: list) -> None:
         pass
@@ -150,7 +156,8 @@ class RLWork:
     def inputs(self, examples: list, epoch: int, step: int, device):
         from .rollout import RLInputs, make_rollout
 
-        ro = make_rollout(self.module, examples, self.gen, self.rewards, self.reference, values=self.values)
+        ro = make_rollout(self.module, examples, self.gen, self.rewards, self.reference, values=self.values,
+                          condition=self.condition(examples))
         valid = ro.valid
         logs = {"reward": float(ro.rewards[valid].mean()) if valid.any() else float("nan"),
                 "reward_std": float(ro.rewards[valid].std()) if int(valid.sum()) > 1 else 0.0,
@@ -173,7 +180,8 @@ class RLWork:
         policy.eval()
         cfg = self.config.generation.to_generation_config(group_size=self.config.generation.eval_samples,
                                                           seed=self.config.seed)
-        gen = policy.model.generate([e.text for e in examples], cfg)
+        condition = self.condition(examples) if policy.model.adapter is not None else None
+        gen = policy.model.generate([e.text for e in examples], cfg, condition=condition)
         policy.train(was_training)
         expanded_prompts, expanded, total, parts = score(self.rewards, examples, gen)
         finite = torch.isfinite(total)
@@ -194,7 +202,9 @@ class RLWork:
         metrics["eval_completion_length"] = float(gen.completion_mask.sum(1).float().mean())
         runtime = time.perf_counter() - start
         metrics.update({"eval_runtime": runtime, "eval_samples_per_second": len(gen.texts) / runtime})
-        rows = [{"index": expanded[i].index, "prompt": expanded_prompts[i], "completion": gen.texts[i],
+        rows = [{"index": expanded[i].index, "prompt": expanded_prompts[i],
+                 **({"condition": self.conditioner.text_of(expanded[i])} if self.conditioner else {}),
+                 "completion": gen.texts[i],
                  "reward": float(total[i]), **({"judge": float(judged[i])} if judged is not None else {}),
                  **{f"reward/{k}": float(v[i]) for k, v in parts.items()}} for i in range(len(gen.texts))]
         return metrics, rows

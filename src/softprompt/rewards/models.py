@@ -19,6 +19,8 @@ class ClassifierRewardConfig:
                                      "'task', the backbone of a verbalizer classifier with no adapter")
     task: str | None = hfield(None, "the task whose template and label words score the text (default: the run's)")
     target: int | str = hfield(1, "the class whose probability is the reward (index or label name)")
+    target_field: str | None = hfield(None, "else each example's own target class, from this field (a label name "
+                                            "or index), e.g. 'condition' for a conditional prompt")
     include_prompt: bool = hfield(True, "score prompt + completion (else the completion alone)")
     batch_size: int = hfield(32, "texts per forward pass")
     max_length: int = hfield(256, "truncate texts to this many tokens")
@@ -54,10 +56,13 @@ class ClassifierReward(Reward):
             self.tok = AutoTokenizer.from_pretrained(path)
             self.hf = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True).eval()
             names = [self.hf.config.id2label[i] for i in range(self.hf.config.num_labels)]
+        self.names = names
         self.target = _class_index(c.target, names)
 
     @torch.no_grad()
     def __call__(self, prompts, completions, examples):
+        targets = [self.target] * len(completions) if self.config.target_field is None else [
+            _class_index(_field(e, self.config.target_field), self.names) for e in examples]
         texts = [p + c for p, c in zip(prompts, completions)] if self.config.include_prompt else list(completions)
         out = []
         for b in range(0, len(texts), self.config.batch_size):
@@ -72,11 +77,14 @@ class ClassifierReward(Reward):
                 enc = self.tok(chunk, return_tensors="pt", padding=True, truncation=True,
                                max_length=self.config.max_length)
                 probs = self.hf(**enc).logits.float().softmax(-1)
-            out.extend(probs[:, self.target].tolist())
+            picked = torch.tensor(targets[b:b + self.config.batch_size])
+            out.extend(probs.gather(1, picked[:, None]).squeeze(1).tolist())
         return out
 
 
 def _class_index(target: int | str, names: list[str]) -> int:
+    if isinstance(target, str) and target.isdigit():
+        target = int(target)
     if isinstance(target, int) and 0 <= target < max(len(names), 2):
         return target
     if isinstance(target, str) and target in names:
@@ -93,6 +101,9 @@ class RewardModelConfig:
                 "response = prompt + completion (for reward models trained on whole texts); completion: "
                 "no context, the completion alone (when the prompt is a request, not part of the text)")
     target: int | str = hfield(1, "pointwise (classifier run): the class whose probability is the reward")
+    sign_field: str | None = hfield(None, "multiply each score by signs[the example's value of this field], e.g. "
+                                          "'condition' with signs {positive: 1, negative: -1}")
+    signs: dict[str, float] = hfield({"positive": 1.0, "negative": -1.0}, "sign_field: a factor per value")
     batch_size: int = hfield(32, "texts per forward pass")
 
     def __post_init__(self):
@@ -128,6 +139,19 @@ class RewardModelReward(Reward):
             self.rm = load_reward_model(config.run, config=saved).to(context.device)
 
     def __call__(self, prompts, completions, examples):
+        scores = torch.as_tensor(self._scores(prompts, completions, examples), dtype=torch.float)
+        if self.config.sign_field is None:
+            return scores
+        signs = []
+        for e in examples:
+            value = str(_field(e, self.config.sign_field))
+            if value not in self.config.signs:
+                raise ConfigError(f"reward_model: {self.config.sign_field}={value!r} has no entry in signs "
+                                  f"{self.config.signs}")
+            signs.append(float(self.config.signs[value]))
+        return scores * torch.tensor(signs)
+
+    def _scores(self, prompts, completions, examples):
         if self.pointwise is not None:
             return self.pointwise(prompts, completions, examples)
         if self.config.input == "text":

@@ -1,0 +1,137 @@
+"""RLPT's sentence splits, conditions for a conditional prompt, and condition-aware rewards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import save_backbone, tiny_llama, tiny_tokenizer
+from test_rl import PROMPTS
+
+from softprompt.errors import ConfigError
+from softprompt.prompts import PromptsSection, load_prompts, with_conditions
+from softprompt.tasks.data import Example
+
+COLA = [("the movie was very good and i loved it", 1), ("a story with actors that was so boring", 1),
+        ("good", 1), ("the plot it not very", 0), ("this film is really fun and the actors are great", 1),
+        ("i hated it but the story was good", 1), ("movie the was plot a is", 0), ("so bad", 0)]
+
+
+def cola_dir(tmp_path):
+    root = tmp_path / "glue" / "CoLA"
+    root.mkdir(parents=True)
+    lines = [f"src\t{label}\t\t{text}" for text, label in COLA]
+    (root / "train.tsv").write_text("\n".join(lines) + "\n")
+    (root / "dev.tsv").write_text("\n".join(lines[:4]) + "\n")
+    return tmp_path / "glue"
+
+
+def test_sentence_splits_cut_each_sentence_within_the_token_budgets(tmp_path):
+    tok = tiny_tokenizer()
+    s = PromptsSection(source="sentence_splits", task="cola", data_dir=str(cola_dir(tmp_path)), min_prompt_tokens=2,
+                       min_completion_tokens=3, label_scores=[0.25, 1.0], num_train=100, num_eval=10)
+    train, evaluation = load_prompts(s, seed=0, tokenizer=lambda: tok)
+    sentences = {t for t, _ in COLA}
+    assert len(train) == 6  # "good" and "so bad" are shorter than 2 + 3 tokens
+    for e in train:
+        n_prompt, n_ref = len(e.text.split()), len(e.extra["reference"].split())
+        assert n_prompt >= 2 and n_ref >= 3
+        sentence = e.extra["sentence"]  # as read: first letter capitalised
+        assert sentence.lower() in sentences
+        whole = tok.decode(tok(sentence, add_special_tokens=False)["input_ids"])  # no token lost at the cut
+        assert f"{e.text} {e.extra['reference']}" == whole
+        assert e.extra["score"] == (1.0 if dict(COLA)[sentence.lower()] == 1 else 0.25)
+    again, _ = load_prompts(s, seed=0, tokenizer=lambda: tok)
+    other, _ = load_prompts(s, seed=5, tokenizer=lambda: tok)
+    assert [e.text for e in again] == [e.text for e in train]  # seeded
+    assert sorted(e.text for e in other) != sorted(e.text for e in train)  # another seed, other cuts
+    assert len(evaluation) == 3  # dev: 4 rows, 3 long enough
+    with pytest.raises(ConfigError, match="label_scores.*one score per class"):
+        load_prompts(PromptsSection(source="sentence_splits", data_dir=str(tmp_path / "glue"), label_scores=[1.0]),
+                     tokenizer=lambda: tok)
+
+
+def test_conditions_are_balanced_for_training_and_crossed_for_evaluation():
+    train = [Example(text=f"p{i}", index=i) for i in range(10)]
+    evaluation = [Example(text=f"q{i}", index=i) for i in range(3)]
+    t, e = with_conditions(train, evaluation, ["negative", "positive"], seed=0)
+    assert sorted(x.extra["condition"] for x in t) == ["negative"] * 5 + ["positive"] * 5
+    assert [(x.text, x.extra["condition"]) for x in e[:2]] == [("q0", "negative"), ("q0", "positive")]
+    assert len(e) == 6 and len({x.index for x in e}) == 6
+
+
+def test_onehot_and_embedding_conditioners():
+    from softprompt.conditions import Conditioner
+    from softprompt.experiment import ConditionSection
+
+    c = Conditioner(ConditionSection(field="condition", encoder="onehot", values=["neg", "pos"]))
+    out = c([Example(text="a", extra={"condition": "pos"}), Example(text="b", extra={"condition": "neg"})])
+    assert torch.equal(out, torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+    with pytest.raises(ConfigError, match="'meh' is not one of"):
+        c([Example(text="a", extra={"condition": "meh"})])
+    with pytest.raises(ConfigError, match="has no such field"):
+        c([Example(text="a")])
+    with pytest.raises(ConfigError, match="needs condition.field"):
+        Conditioner(ConditionSection())
+
+
+def test_classifier_reward_reads_each_examples_target_and_signs_flip_scores(tmp_path):
+    from softprompt.rewards import RewardContext
+    from softprompt.rewards.models import (
+        ClassifierReward,
+        ClassifierRewardConfig,
+        RewardModelConfig,
+        RewardModelReward,
+    )
+
+    model = save_backbone(tiny_llama(), tmp_path / "m")
+    reward = ClassifierReward(ClassifierRewardConfig(model=str(model), task="sst2", target_field="condition"),
+                              RewardContext())
+    ex = [Example(text="x", extra={"condition": "positive"}), Example(text="x", extra={"condition": "negative"})]
+    p = reward(["the movie", "the movie"], [" was good", " was good"], ex)
+    assert p[0] + p[1] == pytest.approx(1.0, abs=1e-5) and p[0] != pytest.approx(0.5)  # p(pos) and p(neg)
+
+    signed = RewardModelReward.__new__(RewardModelReward)
+    signed.config = RewardModelConfig(run="x", sign_field="condition")
+    signed._scores = lambda *a: [0.75, 0.75]
+    assert signed(["a", "a"], ["b", "b"], ex).tolist() == [0.75, -0.75]
+    signed.config = RewardModelConfig(run="x", sign_field="condition", signs={"positive": 1.0})
+    with pytest.raises(ConfigError, match="'negative' has no entry in signs"):
+        signed(["a", "a"], ["b", "b"], ex)
+
+
+def test_conditional_prompt_trains_with_rl_and_the_condition_reaches_generation(tmp_path):
+    from softprompt.build import make_trainer
+    from softprompt.experiment import from_dict
+
+    model = save_backbone(tiny_llama(), tmp_path / "m")
+    raw = {"model": str(model), "output_dir": str(tmp_path / "runs"), "run_id": "c",
+           "adapter": {"type": "conditional_prompt", "num_virtual_tokens": 3, "condition_dim": 2, "hidden_dim": 8,
+                       "init": "random", "init_seed": 0},
+           "condition": {"field": "condition", "encoder": "onehot", "values": ["negative", "positive"]},
+           "method": {"name": "grpo", "group_size": 4},
+           "prompts": {"source": "list", "items": PROMPTS, "num_eval": 2, "conditions": ["negative", "positive"]},
+           "generation": {"max_new_tokens": 4, "eval_samples": 2},
+           "rewards": [{"name": "classifier", "model": str(model), "task": "sst2", "target_field": "condition"}],
+           "train": {"batch": 3, "max_steps": 2, "lr": 0.1}}
+    trainer = make_trainer(from_dict(raw), progress=False)
+    mlp_before = [p.detach().clone() for p in trainer.work.module.model.adapter.mlp.parameters()]
+    seen = []
+    generate = trainer.work.module.model.generate
+
+    def spy(prompts, config=None, condition=None, **kw):
+        seen.append((trainer.work.module.model.adapter is not None, condition))
+        return generate(prompts, config, condition=condition, **kw)
+    trainer.work.module.model.generate = spy
+    trainer.fit(progress=False)
+    with_prompt = [c for has_adapter, c in seen if has_adapter]
+    assert len(with_prompt) >= 4 and all(c is not None and c.shape[1] == 2 for c in with_prompt)
+    assert all(c is None for has_adapter, c in seen if not has_adapter)  # the base model's evaluation
+    assert any(not torch.equal(a, b) for a, b in zip(mlp_before, trainer.work.module.model.adapter.mlp.parameters()))
+    rows = trainer.run.read_jsonl("predictions.jsonl")
+    assert len(rows) == 2 * 2 * 2  # 2 held-out prompts x both conditions x 2 samples
+    assert sorted(r["condition"] for r in rows) == ["negative"] * 4 + ["positive"] * 4
+    # a condition vector of the wrong size is refused when the run is built
+    raw["adapter"]["condition_dim"] = 5
+    raw["run_id"] = "d"
+    with pytest.raises(ConfigError, match="condition_dim=5"):
+        make_trainer(from_dict(raw), progress=False)
