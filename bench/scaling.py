@@ -1,5 +1,6 @@
 """Data-parallel scaling on this CPU: steps/s of 1 and 2 processes (gloo) on a tiny model, and
-the all-reduce's share of the step time.
+the all-reduce's share of the step time; and 2 processes with the backbone sharded (FSDP2,
+``train.strategy=fsdp``): steps/s and the backbone parameters each rank holds.
 
     python bench/scaling.py [--steps 60] [--batch 16]
 
@@ -47,16 +48,17 @@ def tiny_model(path: Path) -> None:
     tok.save_pretrained(path)
 
 
-def run(root: Path, processes: int, steps: int, batch: int) -> dict:
+def run(root: Path, processes: int, steps: int, batch: int, strategy: str = "ddp") -> dict:
     import yaml
 
-    run_id = f"p{processes}"
+    run_id = f"p{processes}-{strategy}"
     cfg = {"model": str(root / "model"), "classifier": "verbalizer", "output_dir": str(root / "runs"), "run_id": run_id,
            "task": {"name": "sst2", "data_dir": str(root / "glue"), "template": "{text} :",
                     "label_words": [["bad", "awful"], ["good", "great"]]},
            "adapter": {"type": "prompt_tuning", "num_virtual_tokens": 8, "init": "random"},
            "method": {"name": "mle"},
-           "train": {"batch": batch, "epochs": 1000, "max_steps": steps, "lr": 0.01, "eval_every": 10_000}}
+           "train": {"batch": batch, "epochs": 1000, "max_steps": steps, "lr": 0.01, "eval_every": 10_000,
+                     "strategy": strategy}}
     (root / f"{run_id}.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // processes))}
     env.pop("WORLD_SIZE", None)
@@ -70,7 +72,9 @@ def run(root: Path, processes: int, steps: int, batch: int) -> dict:
     logs = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()][5:]  # warm-up out
     step_s = statistics.fmean(r["step_seconds"] for r in logs)
     allreduce = statistics.fmean(r.get("allreduce_seconds", 0.0) for r in logs)
-    return {"processes": processes, "steps": metrics["global_step"], "train_time_sec": metrics["train_time_sec"],
+    info = json.loads((folder / "distributed.json").read_text()) if processes > 1 else {}
+    return {"processes": processes, "strategy": strategy, "steps": metrics["global_step"],
+            "backbone_parameters_per_rank": info.get("backbone_parameters_per_rank"), "train_time_sec": metrics["train_time_sec"],
             "steps_per_s": metrics["global_step"] / metrics["train_time_sec"], "mean_step_s": step_s,
             "mean_allreduce_s": allreduce, "allreduce_share": allreduce / step_s, "omp_threads": env["OMP_NUM_THREADS"]}
 
@@ -88,14 +92,18 @@ def main() -> None:
         rows = [f"{w}\t{int(i < 6)}" for i, w in enumerate(WORDS)] * 20
         for split in ("train", "dev"):
             (root / "glue" / "SST-2" / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
-        results = [run(root, n, args.steps, args.batch) for n in (1, 2)]
+        results = [run(root, 1, args.steps, args.batch), run(root, 2, args.steps, args.batch),
+                   run(root, 2, args.steps, args.batch, "fsdp")]
     for r in results:
-        print(f"{r['processes']} process(es): {r['steps_per_s']:.2f} steps/s, step {r['mean_step_s'] * 1000:.1f} ms, "
-              f"all-reduce {r['mean_allreduce_s'] * 1000:.2f} ms ({r['allreduce_share']:.1%})")
+        held = r["backbone_parameters_per_rank"]
+        print(f"{r['processes']} process(es), {r['strategy']}: {r['steps_per_s']:.2f} steps/s, "
+              f"step {r['mean_step_s'] * 1000:.1f} ms, all-reduce {r['mean_allreduce_s'] * 1000:.2f} ms "
+              f"({r['allreduce_share']:.1%})" + (f", backbone parameters per rank {held}" if held else ""))
     speedup = results[1]["steps_per_s"] / results[0]["steps_per_s"]
-    print(f"2 processes / 1 process: {speedup:.2f}x steps/s")
-    write_results({"runs": results, "speedup_2_over_1": speedup, "global_batch": args.batch,
-                   "cpu_count": os.cpu_count()}, args.out)
+    fsdp = results[2]["steps_per_s"] / results[1]["steps_per_s"]
+    print(f"2 processes / 1 process: {speedup:.2f}x steps/s; fsdp / ddp (2 processes): {fsdp:.2f}x")
+    write_results({"runs": results, "speedup_2_over_1": speedup, "fsdp_over_ddp_2_processes": fsdp,
+                   "global_batch": args.batch, "cpu_count": os.cpu_count()}, args.out)
 
 
 if __name__ == "__main__":

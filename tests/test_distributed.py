@@ -20,13 +20,13 @@ def _config(tmp_path, model_dir, run_id: str) -> dict:
     return config(tmp_path, model_dir, run_id=run_id, method={"name": "mle"}, train={"epochs": 2})
 
 
-def _train(tmp_path, run_id: str, processes: int):
+def _train(tmp_path, run_id: str, processes: int, overrides: list[str] = ()):
     cfg = tmp_path / f"{run_id}.yaml"
     cfg.write_text(yaml.safe_dump(_config(tmp_path, tmp_path / "model", run_id)))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
     out = subprocess.run([sys.executable, "-m", "softprompt", "train", "--no-progress", "--config-name", str(cfg),
-                          "--num-processes", str(processes)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          "--num-processes", str(processes), *overrides], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     return tmp_path / "runs" / "model" / "sst2" / "mle" / run_id
@@ -51,3 +51,49 @@ def test_two_processes_train_the_same_prompt_as_one(tmp_path):
     ones = [json.loads(line) for line in (one / "train_log.jsonl").read_text().splitlines()]
     for r2, r1 in zip(logs, ones):  # the logged loss is the mean over ranks: the global batch's loss
         assert r2["loss"] == pytest.approx(r1["loss"], abs=1e-4)
+
+
+def test_fsdp_shards_the_backbone_and_trains_the_same_prompt(tmp_path):
+    """train.strategy=fsdp: each rank holds part of the frozen backbone (FSDP2), and the prompt
+    trained by 2 processes equals the 1-process one as with the replicated backbone."""
+    save_backbone(tiny_llama(), tmp_path / "model")
+    two = _train(tmp_path, "fsdp", 2, ["train.strategy=fsdp"])
+    one = _train(tmp_path, "one", 1)
+    info = json.loads((two / "distributed.json").read_text())
+    assert info["strategy"] == "fsdp" and info["ranks_identical"]
+    full, held = info["backbone_parameters"], info["backbone_parameters_per_rank"]
+    embeddings = 64 * 64  # kept whole on every rank (tied to the LM head)
+    assert len(held) == 2 and all(h < full and h == pytest.approx(embeddings + (full - embeddings) / 2, abs=64)
+                                  for h in held)
+    a = load_tensors(two / "checkpoints" / "last" / "adapter.safetensors")
+    b = load_tensors(one / "checkpoints" / "last" / "adapter.safetensors")
+    assert all((a[k] - b[k]).abs().max() < 1e-4 for k in a)
+    m2, m1 = (json.loads((r / "metrics.json").read_text()) for r in (two, one))
+    assert m2["eval_accuracy"] == pytest.approx(m1["eval_accuracy"]) and m2["global_step"] == m1["global_step"]
+
+
+def test_fsdp_rl_runs_rollouts_in_lockstep(tmp_path):
+    """GRPO on a sharded backbone: generation goes on until both ranks' rows are done (a rank
+    that stopped alone would leave the other waiting in a gather), evaluation runs on both."""
+    from test_rl import PROMPTS
+
+    save_backbone(tiny_llama(), tmp_path / "model")
+    raw = {"model": str(tmp_path / "model"), "output_dir": str(tmp_path / "runs"), "run_id": "rl",
+           "adapter": {"type": "prompt_tuning", "num_virtual_tokens": 3, "init": "random", "init_seed": 0},
+           "method": {"name": "grpo", "group_size": 2, "beta": 0.1},
+           "prompts": {"source": "list", "items": PROMPTS, "num_eval": 3},
+           "generation": {"max_new_tokens": 6, "eval_samples": 2},
+           "rewards": [{"name": "regex_match", "pattern": "great"}, {"name": "perplexity", "weight": 0.5}],
+           "train": {"batch": 4, "max_steps": 3, "lr": 0.1, "strategy": "fsdp"}}
+    cfg = tmp_path / "rl.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    out = subprocess.run([sys.executable, "-m", "softprompt", "train", "--no-progress", "--config-name", str(cfg),
+                          "--num-processes", "2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "runs" / "model" / "list" / "grpo" / "rl"
+    info = json.loads((run / "distributed.json").read_text())
+    assert info["ranks_identical"] and max(info["backbone_parameters_per_rank"]) < info["backbone_parameters"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["global_step"] == 3 and "base_eval_reward" in metrics and "before_eval_reward" in metrics

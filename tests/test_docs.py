@@ -18,7 +18,7 @@ BLOCK = re.compile(r"<!-- runnable -->\n```(python|bash)\n(.*?)\n```", re.S)
 
 def runnable_blocks() -> list[tuple[str, str, str]]:
     out = []
-    for page in sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")]):
+    for page in sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]):
         for i, m in enumerate(BLOCK.finditer(page.read_text())):
             out.append((f"{page.name}#{i}", m.group(1), m.group(2)))
     return out

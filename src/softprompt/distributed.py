@@ -13,6 +13,14 @@ What each rank does (the trainer calls these; with one process they do nothing):
 - ``mean_logs``: training scalars are gathered and averaged before rank 0 logs them.
 - ``from_main``: evaluation runs on rank 0 and its metrics are broadcast, so checkpoint and
   early-stopping decisions agree everywhere. Only rank 0 writes the run folder.
+
+``train.strategy: fsdp`` also shards the frozen backbone across the ranks with PyTorch's FSDP2
+(``fully_shard``: each transformer block, then the rest, the input embeddings kept whole so
+virtual tokens can be built outside the model's forward), so each rank holds 1/N of the
+backbone. The adapter (and a classifier or value head) stays replicated and synced as above.
+Every forward then gathers the blocks from all ranks, so the ranks run it together: evaluation
+runs on every rank (rank 0's result is used), and generation goes on until every rank's rows
+are finished.
 """
 
 from __future__ import annotations
@@ -20,6 +28,17 @@ from __future__ import annotations
 import time
 
 import torch
+
+_LOCKSTEP: Dist | None = None  # set while a sharded backbone needs every rank in every forward
+
+
+def lockstep_any(flag: bool) -> bool:
+    """``flag`` on any rank when the backbone is sharded (the ranks must forward together), else ``flag``."""
+    return _LOCKSTEP.any(flag) if _LOCKSTEP is not None else flag
+
+
+def in_lockstep() -> bool:
+    return _LOCKSTEP is not None
 
 
 class Dist:
@@ -29,6 +48,48 @@ class Dist:
         self.world = accelerator.num_processes
         self.enabled = self.world > 1
         self.is_main = accelerator.is_main_process
+        self.lockstep = False  # True once the backbone is sharded (FSDP)
+        self.backbone_numel = self.backbone_local_numel = None
+
+    def shard_backbone(self, model: torch.nn.Module) -> None:
+        """FSDP2 over a frozen HF model: every transformer block, then the root (input embeddings
+        and the weights tied to them stay whole on each rank)."""
+        global _LOCKSTEP
+        from torch.distributed.fsdp import fully_shard
+
+        from .backbones import transformer_layers
+        from .errors import ConfigError
+
+        trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+        if trainable:
+            raise ConfigError(f"train.strategy=fsdp shards a frozen backbone, but {len(trainable)} of its "
+                              f"parameters train ({trainable[0]}, ...: LoRA or num_layers_unfrozen); "
+                              "use train.strategy=ddp")
+        if not self.enabled:
+            return
+        for layer in transformer_layers(model):
+            fully_shard(layer)
+        fully_shard(model, ignored_params=set(model.get_input_embeddings().parameters()))
+        self.lockstep = True
+        _LOCKSTEP = self
+        self.backbone_numel = sum(p.numel() for p in model.parameters())
+        self.backbone_local_numel = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel()
+                                        for p in model.parameters())
+
+    def release(self) -> None:
+        global _LOCKSTEP
+        if _LOCKSTEP is self:
+            _LOCKSTEP = None
+
+    def broadcast_params(self, params: list[torch.nn.Parameter]) -> None:
+        """Rank 0's values of ``params`` on every rank (after rank 0 alone loaded a checkpoint)."""
+        if not self.enabled:
+            return
+        from accelerate.utils import broadcast
+
+        with torch.no_grad():
+            for p in params:
+                p.copy_(broadcast(p.detach().clone(), from_process=0))
 
     def shard(self, items: list) -> list:
         return items[self.rank::self.world] if self.enabled else items
@@ -77,14 +138,23 @@ class Dist:
         return out
 
     def from_main(self, fn):
-        """Run ``fn`` on rank 0 only; every rank gets its result (it must be picklable)."""
+        """Run ``fn`` on rank 0 only (on every rank in lockstep, for a sharded backbone); every rank
+        gets rank 0's result (it must be picklable)."""
         if not self.enabled:
             return fn()
         from accelerate.utils import broadcast_object_list
 
-        box = [fn() if self.is_main else None]
+        box = [fn() if self.is_main or self.lockstep else None]
         broadcast_object_list(box, from_process=0)
         return box[0]
+
+    def gather(self, value):
+        """Every rank's ``value``, in rank order."""
+        if not self.enabled:
+            return [value]
+        from accelerate.utils import gather_object
+
+        return gather_object([value])
 
     def checksums(self, params: list[torch.nn.Parameter]) -> list[str]:
         """Each rank's SHA-256 of its trainable parameters' bytes (equal: bit-identical prompts)."""

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
 
+from .distributed import lockstep_any
 from .errors import ConfigError, closest
 from .fields import hfield
 
@@ -322,10 +323,10 @@ def _generate(model, prompts, config: GenerationConfig, condition: torch.Tensor 
                 reasons[r] = "stop"
             done |= hit
         alive &= ~done
-        if t == max_new - 1 or not bool(alive.any()):
+        if t == max_new - 1 or not lockstep_any(bool(alive.any())):  # a sharded backbone: all ranks go on
             break
         # drop finished rows once they are a quarter of the batch: a cache copy costs about a step
-        if int((~alive).sum()) * 4 >= len(rows):
+        if int((~alive).sum()) * 4 >= len(rows) and alive.any():
             keep = alive.nonzero().squeeze(1)
             rows, token, next_pos, attn_buf, alive = rows[keep], token[keep], next_pos[keep], attn_buf[keep], alive[keep]
             cache.batch_select_indices(keep)

@@ -22,9 +22,12 @@ MIN_PACKED_NUMEL = 65536
 
 
 def packing_available(model: nn.Module) -> bool:
+    from .distributed import in_lockstep
+
     p = next(model.parameters(), None)
     return (
         p is not None
+        and not in_lockstep()  # FSDP-sharded weights are gathered per forward: nothing to pre-pack
         and p.device.type == "cpu"
         and p.dtype == torch.float32
         and torch.backends.mkldnn.is_available()

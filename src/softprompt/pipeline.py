@@ -128,6 +128,9 @@ class Pipeline:
         if extra:
             raise ConfigError(f"{name}: a pipeline config holds stages, presets and output_dir; unknown {sorted(extra)}")
         self.per_stage, self.common, run_id = _split_overrides(list(overrides), self.stages)
+        for o in self.common:  # output_dir=X moves the stages' runs and the pipeline folder alike
+            if o.startswith("output_dir="):
+                self.output_dir = o.split("=", 1)[1]
         self.run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
         self.path = Path(self.output_dir) / "pipelines" / name / self.run_id
         self.runs: dict[str, Path] = {}

@@ -75,4 +75,29 @@ def reference() -> str:
         out += [f"### `{name}`", "", _doc(reward), ""]
         out += (table(cls) if cls is not None and dataclasses.is_dataclass(cls) and dataclasses.fields(cls)
                 else ["(no options)"]) + [""]
+    out += _pipelines()
     return "\n".join(out).rstrip() + "\n"
+
+
+def _pipelines() -> list[str]:
+    import inspect
+
+    from .pipeline import ACTIONS
+
+    out = ["## Presets", "",
+           "A config may hold `presets: {NAME: [key=value, ...]}`; `softprompt train --config-name X --preset NAME`",
+           "applies that preset's overrides before the command line's. Each source experiment has `paper`:",
+           "the source's own model and sizes.", "",
+           "## Multi-stage configs: `stages`", "",
+           "A config with `stages` (and optionally `presets`, `output_dir`) is a pipeline: `softprompt train`",
+           "runs its stages in order. A training stage has `name`, `config` (a config name, a YAML path or an",
+           "inline mapping, `defaults:` allowed), optional `overrides` and `init_from` (an earlier stage: start",
+           "the adapter from its best checkpoint). `${NAME}` in a stage's config is the run folder of earlier",
+           "stage NAME. `STAGE.key=value` overrides one stage; other keys go to every training stage;",
+           "`run_id=X` names the pipeline (started again with the same id, finished stages are kept).",
+           "An action stage has `name`, `action` and the action's keys:", ""]
+    for name in ACTIONS.names():
+        fn = ACTIONS.get(name)
+        params = [k for k in inspect.signature(fn).parameters if k not in ("pipe", "stage")]
+        out += [f"### `action: {name}`", "", _doc(fn), "", "keys: " + ", ".join(f"`{k}`" for k in params), ""]
+    return out

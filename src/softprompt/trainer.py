@@ -53,6 +53,8 @@ class Trainer:
         self.dist = Dist(self.accelerator)
         self.clf.to(self.accelerator.device)
         tr = config.train
+        if tr.strategy == "fsdp":
+            self.dist.shard_backbone(self.clf.model.model)
         self.objectives = {name: OBJECTIVES.get(name)(cfg) for name, cfg in config.objectives().items()}
         work.prepare(self.objectives, data.train)
         self.schedule = config.schedule()
@@ -127,7 +129,10 @@ class Trainer:
             if tr.eval_every and not c["stopped_early"] and (self._last_eval or (None,))[0] != c["global_step"]:
                 self._evaluate_and_keep(bar, job, epoch=c["epoch"])  # the steps after the last evaluation count too
                 self._save("last")
-        return self.finish()
+        try:
+            return self.finish()
+        finally:
+            self.dist.release()
 
     def _finished(self) -> bool:
         return self.counters["global_step"] >= self.total_steps or self.counters["stopped_early"]
@@ -299,11 +304,15 @@ class Trainer:
         import logging
 
         sums = self.dist.checksums(self.clf.trainable_parameters())
+        full = self.dist.backbone_numel or sum(p.numel() for p in self.clf.model.model.parameters())
+        held = self.dist.gather(self.dist.backbone_local_numel or full)  # all of it unless sharded
         if self.run:
             from .io import write_json
 
             write_json(self.run.path / "distributed.json",
                        {"world_size": self.dist.world, "backend": str(self.accelerator.distributed_type),
+                        "strategy": self.config.train.strategy, "backbone_parameters": full,
+                        "backbone_parameters_per_rank": held,
                         "trainable_sha256_per_rank": sums, "ranks_identical": len(set(sums)) == 1})
         if len(set(sums)) > 1:
             logging.getLogger("softprompt").warning("the ranks' trained parameters differ: %s", sums)
@@ -325,6 +334,8 @@ class Trainer:
         else:
             if best is not None and find_checkpoint(best) is not None:  # report the best checkpoint's numbers
                 load_checkpoint(best, self.clf, self.optimizer, self.scheduler)
+            if self.dist.lockstep:  # every rank evaluates: all with rank 0's (the best) weights
+                self.dist.broadcast_params(self.clf.trainable_parameters())
             metrics, rows = self.evaluate()
         summary = {"train_time_sec": c["train_time_sec"], "epochs": c["epoch"], "global_step": c["global_step"],
                    "stopped_early": c["stopped_early"], "skipped_steps": c.get("skipped_steps", 0), **metrics}
