@@ -62,9 +62,8 @@ def test_fsdp_shards_the_backbone_and_trains_the_same_prompt(tmp_path):
     info = json.loads((two / "distributed.json").read_text())
     assert info["strategy"] == "fsdp" and info["ranks_identical"]
     full, held = info["backbone_parameters"], info["backbone_parameters_per_rank"]
-    embeddings = 64 * 64  # kept whole on every rank (tied to the LM head)
-    assert len(held) == 2 and all(h < full and h == pytest.approx(embeddings + (full - embeddings) / 2, abs=64)
-                                  for h in held)
+    whole = 2 * 64 * 64  # input embeddings and LM head: kept whole on every rank
+    assert held == [whole + (full - whole) // 2] * 2  # the blocks and the final norm: half each
     a = load_tensors(two / "checkpoints" / "last" / "adapter.safetensors")
     b = load_tensors(one / "checkpoints" / "last" / "adapter.safetensors")
     assert all((a[k] - b[k]).abs().max() < 1e-4 for k in a)
@@ -84,7 +83,7 @@ def test_fsdp_rl_runs_rollouts_in_lockstep(tmp_path):
            "prompts": {"source": "list", "items": PROMPTS, "num_eval": 3},
            "generation": {"max_new_tokens": 6, "eval_samples": 2},
            "rewards": [{"name": "regex_match", "pattern": "great"}, {"name": "perplexity", "weight": 0.5}],
-           "train": {"batch": 4, "max_steps": 3, "lr": 0.1, "strategy": "fsdp"}}
+           "train": {"batch": 4, "epochs": 2, "max_steps": 3, "lr": 0.1, "strategy": "fsdp"}}
     cfg = tmp_path / "rl.yaml"
     cfg.write_text(yaml.safe_dump(raw))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -97,3 +96,17 @@ def test_fsdp_rl_runs_rollouts_in_lockstep(tmp_path):
     assert info["ranks_identical"] and max(info["backbone_parameters_per_rank"]) < info["backbone_parameters"]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["global_step"] == 3 and "base_eval_reward" in metrics and "before_eval_reward" in metrics
+
+
+def test_fsdp_refuses_a_backbone_that_trains(tmp_path):
+    from softprompt.build import make_trainer
+    from softprompt.errors import ConfigError
+    from softprompt.experiment import from_dict
+
+    save_backbone(tiny_llama(), tmp_path / "model")
+    raw = config(tmp_path, tmp_path / "model", run_id="lora", method={"name": "mle"},
+                 adapter={"type": "lora", "r": 2}, train={"strategy": "fsdp"})
+    raw["adapter"] = {"type": "lora", "r": 2}
+    with pytest.raises(ConfigError, match="strategy=fsdp shards a frozen backbone.*lora"):
+        make_trainer(from_dict(raw), progress=False)
+    assert not (tmp_path / "runs").exists()  # refused before the run folder

@@ -254,6 +254,10 @@ def make_trainer(config, resume: str | Path | None = None, progress: bool = True
         data = load_data(config, task)  # bad data fails here, before any folder exists
         work = ClassificationWork(config, task, build_classifier(config, task))
         work.count_overlong(data.train, data.eval)
+    if config.train.strategy == "fsdp":  # before the run folder exists
+        from .distributed import check_shardable
+
+        check_shardable(work.module.model.model)
     state = process_state()
     run, path = _run_folder(config, resume, state)
     if state.num_processes > 1:  # same initial weights on every rank; each its own sampling noise after

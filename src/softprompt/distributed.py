@@ -15,8 +15,8 @@ What each rank does (the trainer calls these; with one process they do nothing):
   early-stopping decisions agree everywhere. Only rank 0 writes the run folder.
 
 ``train.strategy: fsdp`` also shards the frozen backbone across the ranks with PyTorch's FSDP2
-(``fully_shard``: each transformer block, then the rest, the input embeddings kept whole so
-virtual tokens can be built outside the model's forward), so each rank holds 1/N of the
+(``fully_shard``: each transformer block, then the rest; the input and output embeddings are
+kept whole, since virtual tokens and label-word scores are computed outside the model's forward), so each rank holds 1/N of the
 backbone. The adapter (and a classifier or value head) stays replicated and synced as above.
 Every forward then gathers the blocks from all ranks, so the ranks run it together: evaluation
 runs on every rank (rank 0's result is used), and generation goes on until every rank's rows
@@ -35,6 +35,17 @@ _LOCKSTEP: Dist | None = None  # set while a sharded backbone needs every rank i
 def lockstep_any(flag: bool) -> bool:
     """``flag`` on any rank when the backbone is sharded (the ranks must forward together), else ``flag``."""
     return _LOCKSTEP.any(flag) if _LOCKSTEP is not None else flag
+
+
+def check_shardable(model: torch.nn.Module) -> None:
+    """FSDP here shards a frozen backbone: refuse one with trainable weights (LoRA, unfrozen blocks)."""
+    from .errors import ConfigError
+
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    if trainable:
+        raise ConfigError(f"train.strategy=fsdp shards a frozen backbone, but {len(trainable)} of its "
+                          f"parameters train ({trainable[0]}, ...: LoRA or num_layers_unfrozen); "
+                          "use train.strategy=ddp")
 
 
 def in_lockstep() -> bool:
@@ -58,18 +69,20 @@ class Dist:
         from torch.distributed.fsdp import fully_shard
 
         from .backbones import transformer_layers
-        from .errors import ConfigError
 
-        trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-        if trainable:
-            raise ConfigError(f"train.strategy=fsdp shards a frozen backbone, but {len(trainable)} of its "
-                              f"parameters train ({trainable[0]}, ...: LoRA or num_layers_unfrozen); "
-                              "use train.strategy=ddp")
+        check_shardable(model)
         if not self.enabled:
             return
+        # input and output embeddings stay whole: softprompt reads them outside a forward (virtual
+        # tokens, the verbalizer's label-word rows)
+        keep = set(model.get_input_embeddings().parameters())
+        out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        keep |= set(out.parameters()) if out is not None else set()
         for layer in transformer_layers(model):
             fully_shard(layer)
-        fully_shard(model, ignored_params=set(model.get_input_embeddings().parameters()))
+        # the body is the FSDP root (classifiers call it without the LM head's wrapper); the wrapper
+        # itself holds only the output embeddings, kept whole
+        fully_shard(model.base_model, ignored_params=keep)
         self.lockstep = True
         _LOCKSTEP = self
         self.backbone_numel = sum(p.numel() for p in model.parameters())

@@ -66,7 +66,11 @@ class Policy(nn.Module):
         """Teacher-forced log-probs (N, T) of the rollout's completions now (and values (N, T))."""
         adapter = self.model.adapter
         dropout = adapter is not None and adapter.training and getattr(adapter.config, "dropout", 0) > 0
-        if ro.group_size > 1 and not dropout:  # each prompt's forward once, shared by its G completions
+        from .distributed import in_lockstep
+
+        # each prompt's forward once, shared by its G completions (not with a sharded backbone:
+        # its gradients would flow through a cache that an earlier forward built)
+        if ro.group_size > 1 and not dropout and not in_lockstep():
             cond = ro.condition[::ro.group_size] if ro.condition is not None else None
             out = self.model.grouped_logprobs(ro.gen.prompt_ids, ro.gen.prompt_mask, ro.completion_ids,
                                               ro.completion_mask, ro.group_size, temperature=ro.temperature,

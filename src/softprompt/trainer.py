@@ -55,6 +55,8 @@ class Trainer:
         tr = config.train
         if tr.strategy == "fsdp":
             self.dist.shard_backbone(self.clf.model.model)
+            if self.dist.lockstep:  # gradients must not flow through a KV cache built by an earlier
+                self.clf.model.share_prompt = False  # forward: FSDP re-gathers weights per forward's outputs
         self.objectives = {name: OBJECTIVES.get(name)(cfg) for name, cfg in config.objectives().items()}
         work.prepare(self.objectives, data.train)
         self.schedule = config.schedule()
