@@ -163,3 +163,11 @@ def test_every_source_experiment_resolves_with_its_paper_preset(name):
     pipe = load_pipeline(name, preset="paper")
     configs = pipe.configs.values() if pipe is not None else [resolve(name, preset="paper")]
     assert all(c.model not in ("smollm2-135m-instruct", "minilm-l6") for c in configs)
+
+
+def test_a_multi_stage_config_is_not_a_single_run():
+    import softprompt
+
+    with pytest.raises(ConfigError, match="multi-stage config.*softprompt.run_pipeline"):
+        softprompt.train("rlpt_cola")
+    assert load_pipeline("sentiment_steering") is None  # a single-run config: softprompt train runs it

@@ -8,7 +8,7 @@ from .adapters import (
     load_adapter,
     save_adapter,
 )
-from .api import TrainResult, train
+from .api import TrainResult, run_pipeline, train
 from .backbones import ALIASES, Backbone, load_backbone
 from .errors import (
     AdapterLoadError,
@@ -26,5 +26,5 @@ __all__ = [
     "ALIASES", "AdapterLoadError", "Backbone", "ConditionalPromptConfig", "ConfigError", "DataError",
     "GenerationConfig", "GenerationOutput", "LoRAConfig", "ModelLoadError", "PrefixTuningConfig",
     "PromptTuningConfig", "SoftPromptError", "SoftPromptModel", "generate", "load_adapter", "load_backbone",
-    "save_adapter", "train", "TrainResult",
+    "run_pipeline", "save_adapter", "train", "TrainResult",
 ]

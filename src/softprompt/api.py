@@ -36,3 +36,16 @@ def train(config="sentiment_steering", overrides: list[str] | tuple = (), *, rew
     trainer = make_trainer(cfg, resume=resume, progress=progress, rewards=rewards)
     metrics = trainer.fit(progress=progress)
     return TrainResult(metrics, Path(trainer.run_path), trainer)
+
+
+def run_pipeline(config: str, overrides: list[str] | tuple = (), *, preset: str | None = None,
+                 progress: bool = True) -> dict:
+    """Run a multi-stage config (one with ``stages``, e.g. ``rlpt_cola``) as ``softprompt train``
+    does; returns ``{stage: {"run" | "out": ..., "metrics" | "results": ..., "seconds": ...}}``.
+
+    >>> out = run_pipeline("rlpt_cola", ["grpo.train.max_steps=10"], preset=None)   # doctest: +SKIP
+    >>> out["glue"]["results"]["grpo"]["cola"]["eval_mcc"]                           # doctest: +SKIP
+    """
+    from .pipeline import run_pipeline as run
+
+    return run(str(config), list(overrides), preset, progress=progress)

@@ -27,7 +27,9 @@ class Conditioner:
             from .diversity import sentence_encoder
 
             self._encoder = sentence_encoder(self.encoder_spec, str(device))
-            self.dim = self._encoder.get_sentence_embedding_dimension()
+            dim = getattr(self._encoder, "get_embedding_dimension", None) or \
+                self._encoder.get_sentence_embedding_dimension  # sentence-transformers < 6
+            self.dim = dim()
 
     def text_of(self, example) -> str:
         extra = getattr(example, "extra", {}) or {}

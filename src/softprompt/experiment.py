@@ -231,6 +231,9 @@ def preset_overrides(raw: dict, preset: str | None, where: str = "config") -> li
 
 def from_dict(raw: dict, overrides: list[str] = (), preset: str | None = None, where: str = "config") -> ExperimentConfig:
     raw = dict(raw)
+    if "stages" in raw:
+        raise ConfigError(f"{where} is a multi-stage config (it has 'stages'): run it with softprompt train "
+                          f"--config-name {where}, or softprompt.run_pipeline({where!r}) in Python")
     overrides = [*preset_overrides(raw, preset, where), *overrides]
     base = to_dict(ExperimentConfig())
     merged = deep_merge(base, raw)

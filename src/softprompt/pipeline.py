@@ -81,6 +81,17 @@ def parse_stages(raw: dict, where: str) -> list[Stage]:
     return stages
 
 
+_UNSET = "<unset>"
+
+
+def _action_params(action: str) -> dict:
+    """An action's keys: their defaults, or _UNSET for required ones."""
+    import inspect
+
+    return {k: (p.default if p.default is not inspect.Parameter.empty else _UNSET)
+            for k, p in inspect.signature(ACTIONS.get(action)).parameters.items() if k not in ("pipe", "stage")}
+
+
 def _check_action(stage: Stage, where: str) -> None:
     """An action's keys against its function's parameters: unknown or missing keys fail now."""
     import inspect
@@ -139,7 +150,9 @@ class Pipeline:
 
         for s in self.stages:  # an action's keys take overrides too: glue.max_samples=null
             if s.action is not None and self.per_stage[s.name]:
-                s.options = apply_overrides(s.options, self.per_stage[s.name])
+                every = {**_action_params(s.action), **s.options}  # any of its keys, set or not
+                every = apply_overrides(every, self.per_stage[s.name])
+                s.options = {k: v for k, v in every.items() if v is not _UNSET}
             if s.action is not None:
                 _check_action(s, name)
         self.planned: dict[str, str] = {}  # each training stage's run folder, for ${stage} in later stages
