@@ -110,3 +110,16 @@ def test_fsdp_refuses_a_backbone_that_trains(tmp_path):
     with pytest.raises(ConfigError, match="strategy=fsdp shards a frozen backbone.*lora"):
         make_trainer(from_dict(raw), progress=False)
     assert not (tmp_path / "runs").exists()  # refused before the run folder
+
+
+def test_accelerate_launch_configs_pick_the_strategy(monkeypatch):
+    from softprompt.errors import ConfigError
+    from softprompt.experiment import TrainSection
+    from softprompt.trainer import strategy_of
+
+    assert strategy_of(TrainSection()) == "ddp"
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # accelerate launch --config_file <an FSDP config>
+    assert strategy_of(TrainSection()) == "fsdp"
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(ConfigError, match="DeepSpeed.*train.strategy=fsdp"):
+        strategy_of(TrainSection())

@@ -254,7 +254,9 @@ def make_trainer(config, resume: str | Path | None = None, progress: bool = True
         data = load_data(config, task)  # bad data fails here, before any folder exists
         work = ClassificationWork(config, task, build_classifier(config, task))
         work.count_overlong(data.train, data.eval)
-    if config.train.strategy == "fsdp":  # before the run folder exists
+    from .trainer import strategy_of
+
+    if strategy_of(config.train) == "fsdp":  # before the run folder exists
         from .distributed import check_shardable
 
         check_shardable(work.module.model.model)

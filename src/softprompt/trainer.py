@@ -39,6 +39,19 @@ def batches_of(n: int, size: int, seed: int, epoch: int, shuffle: bool = True) -
     return [order[i:i + size] for i in range(0, n, size)]
 
 
+def strategy_of(train_section) -> str:
+    """``train.strategy``, or ``fsdp`` when launched by ``accelerate launch`` with an FSDP config
+    (accelerate sets ACCELERATE_USE_FSDP); a DeepSpeed config is refused with what to use."""
+    import os
+
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        raise ConfigError("accelerate's DeepSpeed config is not supported by softprompt's trainer; launch without "
+                          "it and set train.strategy=fsdp to shard the frozen backbone (docs/scaling.md)")
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        return "fsdp"
+    return train_section.strategy
+
+
 class Trainer:
     def __init__(self, config, work, data: Data, run: RunFolder | None, run_path=None):
         from accelerate import Accelerator
@@ -53,7 +66,7 @@ class Trainer:
         self.dist = Dist(self.accelerator)
         self.clf.to(self.accelerator.device)
         tr = config.train
-        if tr.strategy == "fsdp":
+        if strategy_of(tr) == "fsdp":
             self.dist.shard_backbone(self.clf.model.model)
             if self.dist.lockstep:  # gradients must not flow through a KV cache built by an earlier
                 self.clf.model.share_prompt = False  # forward: FSDP re-gathers weights per forward's outputs
@@ -313,7 +326,7 @@ class Trainer:
 
             write_json(self.run.path / "distributed.json",
                        {"world_size": self.dist.world, "backend": str(self.accelerator.distributed_type),
-                        "strategy": self.config.train.strategy, "backbone_parameters": full,
+                        "strategy": strategy_of(self.config.train), "backbone_parameters": full,
                         "backbone_parameters_per_rank": held,
                         "trainable_sha256_per_rank": sums, "ranks_identical": len(set(sums)) == 1})
         if len(set(sums)) > 1:
