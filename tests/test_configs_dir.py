@@ -8,9 +8,14 @@ from softprompt.experiment import resolve
 
 @pytest.mark.parametrize("name", config_names())
 def test_shipped_config_resolves(name):
-    config = resolve(name)
-    assert config.adapter_config().num_virtual_tokens > 0
-    config.schedule()
+    from softprompt.pipeline import load_pipeline
+
+    pipe = load_pipeline(name)  # a multi-stage config: every training stage resolves
+    configs = list(pipe.configs.values()) if pipe is not None else [resolve(name)]
+    assert configs
+    for config in configs:
+        assert config.adapter_config().num_virtual_tokens > 0
+        config.schedule()
 
 
 @pytest.mark.parametrize("prefix", ["method", "method_cfg"])
