@@ -105,7 +105,6 @@ def cmd_train(args) -> int:
     import os
 
     from rich.console import Console
-    from rich.table import Table
 
     if args.num_processes != 1 and "WORLD_SIZE" not in os.environ:
         return _relaunch(args.num_processes, args.argv)
@@ -135,6 +134,24 @@ def cmd_train(args) -> int:
             return 0
         config = resolve(args.config_name, args.overrides, preset=args.preset)
     trainer = make_trainer(config, resume=args.resume, progress=not args.no_progress)
+    code = _fit_and_report(trainer, console, args)
+    _close_process_group()  # after a clean finish only: a rank that failed must not wait for the others
+    return code
+
+
+def _close_process_group() -> None:
+    """Every rank leaves together: a rank that exits while the others still run a collective (or
+    with gloo's threads alive) can abort ("terminate called without an active exception")."""
+    import torch.distributed as torch_dist
+
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
+
+
+def _fit_and_report(trainer, console, args) -> int:
+    from rich.table import Table
+
     if not trainer.dist.is_main:  # rank 0 reports
         trainer.fit(progress=False)
         return 0
