@@ -117,18 +117,15 @@ def adapter_model(config, backbone) -> SoftPromptModel:
 def init_adapter_from(adapter, source: str, backbone) -> None:
     """Copy the adapter weights of run folder / adapter directory ``source`` into ``adapter``
     (same adapter type and size), e.g. an SFT stage's prompt as the start of an RL stage."""
-    from .adapters import WEIGHTS_FILE, check_fits, read_adapter_meta
+    from .adapters import load_adapter
     from .errors import AdapterLoadError
-    from .io import load_tensors
     from .model import resolve_adapter_dir
 
-    directory = resolve_adapter_dir(source)
-    meta = read_adapter_meta(directory)
-    check_fits(meta, backbone, str(directory))
-    if meta["adapter_type"] != adapter.config.adapter_type:
-        raise AdapterLoadError(f"init_from={source}: it holds a {meta['adapter_type']} adapter, this run trains "
-                               f"a {adapter.config.adapter_type} one")
-    adapter.load_adapter_state_dict(load_tensors(directory / WEIGHTS_FILE), f"init_from={source}")
+    saved = load_adapter(resolve_adapter_dir(source), backbone)  # checks it fits this backbone
+    if saved.config.adapter_type != adapter.config.adapter_type:
+        raise AdapterLoadError(f"init_from={source}: it holds a {saved.config.adapter_type} adapter, this run "
+                               f"trains a {adapter.config.adapter_type} one")
+    adapter.load_adapter_state_dict(saved.adapter_state_dict(), f"init_from={source}")
 
 
 def build_classifier(config, task, backbone=None):
@@ -268,6 +265,26 @@ def make_trainer(config, resume: str | Path | None = None, progress: bool = True
     if resume:
         trainer.resume()
     return trainer
+
+
+def resume_point(path: Path) -> Path | None:
+    """``path`` when a run cut off there resumes from its ``checkpoints/last``, None for a new run;
+    a folder that exists without that checkpoint is refused rather than overwritten."""
+    from .errors import SoftPromptError
+
+    if (path / "checkpoints" / "last").exists():
+        return path
+    if path.exists():
+        raise SoftPromptError(f"{path} exists without a checkpoint to resume; move it away and run again")
+    return None
+
+
+def train_once(config, path: Path, progress: bool = True) -> dict | None:
+    """Train ``config`` into its run folder ``path`` unless it finished there before (None: its
+    ``metrics.json`` is there); see :func:`resume_point`."""
+    if (path / "metrics.json").exists():
+        return None
+    return make_trainer(config, resume=resume_point(path), progress=progress).fit(progress=progress)
 
 
 def process_state():

@@ -32,8 +32,9 @@ class Conditioner:
             self.dim = dim()
 
     def text_of(self, example) -> str:
-        extra = getattr(example, "extra", {}) or {}
-        value = extra.get(self.field, getattr(example, self.field, None))
+        from .tasks.data import example_field
+
+        value = example_field(example, self.field)
         if value is None:
             raise ConfigError(f"condition.field={self.field!r}: example {getattr(example, 'index', '?')} "
                               f"({getattr(example, 'text', example)!r:.60}) has no such field")

@@ -59,8 +59,12 @@ class Dist:
         self.world = accelerator.num_processes
         self.enabled = self.world > 1
         self.is_main = accelerator.is_main_process
-        self.lockstep = False  # True once the backbone is sharded (FSDP)
-        self.backbone_numel = self.backbone_local_numel = None
+        self.backbone_local_numel: int | None = None  # set when the backbone is sharded
+
+    @property
+    def lockstep(self) -> bool:
+        """True once this process group's backbone is sharded (FSDP)."""
+        return _LOCKSTEP is self
 
     def shard_backbone(self, model: torch.nn.Module) -> None:
         """FSDP2 over a frozen HF model: every transformer block, then the root (input embeddings
@@ -83,9 +87,9 @@ class Dist:
         # the body is the FSDP root (classifiers call it without the LM head's wrapper); the wrapper
         # itself holds only the output embeddings, kept whole
         fully_shard(model.base_model, ignored_params=keep)
-        self.lockstep = True
         _LOCKSTEP = self
-        self.backbone_numel = sum(p.numel() for p in model.parameters())
+        # what each rank holds, counted now: after a forward the root's own parameters (the final
+        # norm) stay gathered until the next backward, so a later count would vary
         self.backbone_local_numel = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel()
                                         for p in model.parameters())
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ConfigError, SoftPromptError
+from .errors import ConfigError
 from .registry import Registry
 
 ACTIONS: Registry[Callable] = Registry("pipeline action")
@@ -94,17 +94,14 @@ def _action_params(action: str) -> dict:
 
 def _check_action(stage: Stage, where: str) -> None:
     """An action's keys against its function's parameters: unknown or missing keys fail now."""
-    import inspect
-
     from .errors import closest
 
-    params = {k: p for k, p in inspect.signature(ACTIONS.get(stage.action)).parameters.items()
-              if k not in ("pipe", "stage")}
+    params = _action_params(stage.action)
     for key in stage.options:
         if key not in params:
             raise ConfigError(f"{where}: stage {stage.name!r} ({stage.action}) has no key {key!r}"
                               f"{closest(key, list(params))}; its keys: {', '.join(params)}")
-    missing = [k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in stage.options]
+    missing = [k for k, default in params.items() if default is _UNSET and k not in stage.options]
     if missing:
         raise ConfigError(f"{where}: stage {stage.name!r} ({stage.action}) needs {', '.join(missing)}")
 
@@ -147,6 +144,7 @@ class Pipeline:
         self.runs: dict[str, Path] = {}
         self.results: dict[str, dict] = {}
         from .config import apply_overrides
+        from .runs import new_run_dir
 
         for s in self.stages:  # an action's keys take overrides too: glue.max_samples=null
             if s.action is not None and self.per_stage[s.name]:
@@ -160,8 +158,6 @@ class Pipeline:
         for s in self.stages:  # every config resolved now: a bad key fails before any run
             if s.action is None:
                 self.configs[s.name] = config = self._resolve(s)
-                from .runs import new_run_dir
-
                 self.planned[s.name] = str(new_run_dir(config).parent / config.run_id)
 
     def _resolve(self, stage: Stage):
@@ -236,20 +232,16 @@ class Pipeline:
         return self.results
 
     def _train(self, stage: Stage) -> dict:
-        from .build import make_trainer
+        from .build import train_once
         from .io import read_json
 
-        config = self.configs[stage.name]
         path = Path(self.planned[stage.name])
         self.runs[stage.name] = path
-        if (path / "metrics.json").exists():
-            self._say(f"  finished before: {path}")
-            return {"run": str(path), "metrics": read_json(path / "metrics.json"), "_skipped": True}
-        resume = path if (path / "checkpoints" / "last").exists() else None
-        if path.exists() and resume is None:
-            raise SoftPromptError(f"{path} exists without a checkpoint to resume; move it away and run again")
         self._say(f"  run folder: {path}")
-        metrics = make_trainer(config, resume=resume, progress=self.progress).fit(progress=self.progress)
+        metrics = train_once(self.configs[stage.name], path, progress=self.progress)
+        if metrics is None:
+            self._say("  finished before: kept")
+            return {"run": str(path), "metrics": read_json(path / "metrics.json"), "_skipped": True}
         return {"run": str(path), "metrics": metrics}
 
     def run_of(self, stage_name: str, action: str) -> Path:
@@ -301,10 +293,10 @@ def glue_eval(pipe: Pipeline, stage: Stage, runs: list[str], tasks: list[str], b
     out = pipe.path / f"{stage.name}.json"
     results = read_json(out) if out.exists() else {}
     skipped = bool(results) and all(name in results for name in runs) and ("base" in results or not base)
-    first = next(iter(paths.values()))
-    data_dir = data_dir or load_yaml(first / "config.yaml").get("task", {}).get("data_dir")
+    first = load_yaml(next(iter(paths.values())) / "config.yaml")
+    data_dir = data_dir or first.get("task", {}).get("data_dir")
     if base and "base" not in results:
-        model = load_yaml(first / "config.yaml")["model"]
+        model = first["model"]
         pipe._say(f"  base model {model}: {', '.join(tasks)}")
         results["base"] = evaluate_tasks(list(tasks), None, model, data_dir, split, max_samples)
         write_json(out, results)

@@ -44,7 +44,7 @@ def run_id_of(name: str, combo: list[str]) -> str:
 def sweep(config_name: str, overrides: list[str], name: str | None = None, eval_gen: dict | None = None,
           report: bool = True, progress: bool = True, console=None) -> tuple[list[Path], Path | None]:
     """Run every combination (skipping finished ones), optionally ``eval-gen`` each, then compare."""
-    from .build import make_trainer
+    from .build import make_trainer, resume_point
     from .experiment import resolve
     from .runs import new_run_dir
 
@@ -61,9 +61,7 @@ def sweep(config_name: str, overrides: list[str], name: str | None = None, eval_
         if (path / "metrics.json").exists():
             _say(console, "  finished before: kept")
         else:
-            resume = path if (path / "checkpoints" / "last").exists() else None
-            if path.exists() and resume is None:
-                raise SoftPromptError(f"{path} exists without a checkpoint to resume; move it away and sweep again")
+            resume = resume_point(path)  # a folder without a checkpoint stops the sweep, not just this run
             try:
                 make_trainer(config, resume=resume, progress=progress).fit(progress=progress)
             except SoftPromptError as e:

@@ -66,7 +66,8 @@ class Trainer:
         self.dist = Dist(self.accelerator)
         self.clf.to(self.accelerator.device)
         tr = config.train
-        if strategy_of(tr) == "fsdp":
+        self.strategy = strategy_of(tr)
+        if self.strategy == "fsdp":
             self.dist.shard_backbone(self.clf.model.model)
             if self.dist.lockstep:  # gradients must not flow through a KV cache built by an earlier
                 self.clf.model.share_prompt = False  # forward: FSDP re-gathers weights per forward's outputs
@@ -319,14 +320,14 @@ class Trainer:
         import logging
 
         sums = self.dist.checksums(self.clf.trainable_parameters())
-        full = self.dist.backbone_numel or sum(p.numel() for p in self.clf.model.model.parameters())
+        full = sum(p.numel() for p in self.clf.model.model.parameters())
         held = self.dist.gather(self.dist.backbone_local_numel or full)  # all of it unless sharded
         if self.run:
             from .io import write_json
 
             write_json(self.run.path / "distributed.json",
                        {"world_size": self.dist.world, "backend": str(self.accelerator.distributed_type),
-                        "strategy": strategy_of(self.config.train), "backbone_parameters": full,
+                        "strategy": self.strategy, "backbone_parameters": full,
                         "backbone_parameters_per_rank": held,
                         "trainable_sha256_per_rank": sums, "ranks_identical": len(set(sums)) == 1})
         if len(set(sums)) > 1:

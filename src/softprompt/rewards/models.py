@@ -201,12 +201,9 @@ class EmbeddingCosine(Reward):
 
 
 def _field(example, name: str):
-    if isinstance(example, dict):
-        value = example.get(name)
-    else:
-        value = getattr(example, name, None)
-        if value is None:
-            value = getattr(example, "extra", {}).get(name)
+    from ..tasks.data import example_field
+
+    value = example_field(example, name)
     if value is None:
         raise ConfigError(f"reward needs field {name!r} on every prompt example; {example!r} has none")
     return value

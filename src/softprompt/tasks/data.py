@@ -28,6 +28,15 @@ class Example:
     extra: dict = field(default_factory=dict)  # the row's other columns (ids, genre, source, ...)
 
 
+def example_field(example, name: str):
+    """The value of field ``name`` of an Example (an attribute, else a column in ``extra``) or of a
+    dict; None when it has none."""
+    if isinstance(example, dict):
+        return example.get(name)
+    value = getattr(example, name, None)
+    return value if value is not None else (getattr(example, "extra", None) or {}).get(name)
+
+
 @dataclass(frozen=True)
 class GlueFormat:
     """How one GLUE task's ``train.tsv`` / ``dev.tsv`` are laid out."""
