@@ -37,6 +37,27 @@ def test_length_and_regex():
         make("regex_match", patern="x")
 
 
+def test_transform_squashes_a_part_before_its_weight():
+    # length with target 4: 0 at 4 words, -0.5 at 2 words
+    texts = ["one two three four", "one two"]
+    total, parts = make("length", target=4, weight=2.0, transform="sigmoid", center=-0.5, temperature=0.25)(
+        ["", ""], texts, [None] * 2)
+    expected = torch.sigmoid(torch.tensor([0.5 / 0.25, 0.0]))
+    torch.testing.assert_close(parts["length"], expected.double())
+    torch.testing.assert_close(total, 2 * expected)
+    total, _ = make("length", target=4, transform="threshold", center=-0.25)(["", ""], texts, [None] * 2)
+    torch.testing.assert_close(total, torch.tensor([1.0, 0.0]))
+    from softprompt.rewards.base import make_part  # the judge goes through the same item keys
+    judge = make_part({"name": "length", "target": 4, "transform": "threshold", "center": -0.25}, 0, RewardContext())
+    assert judge.fn(["", ""], texts, [None] * 2).tolist() == [1.0, 0.0]
+    with pytest.raises(ConfigError, match="transform"):
+        make("length", transform="exp")
+    with pytest.raises(ConfigError, match="temperature"):
+        make("length", transform="sigmoid", temperature=0)
+    with pytest.raises(ConfigError, match="did you mean 'transform'"):
+        make("length", tranform="sigmoid")
+
+
 def test_weighted_sum_logs_each_part_and_drops_non_finite():
     rs = RewardSet.from_config([{"name": "length", "weight": 0.5}, {"name": "regex_match", "pattern": "a", "weight": 2}])
     total, parts = rs(["", ""], ["a b c", "x y"], [None] * 2)

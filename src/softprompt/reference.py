@@ -46,6 +46,7 @@ def reference() -> str:
     from .experiment import ExperimentConfig
     from .methods import METHODS
     from .rewards import REWARDS
+    from .rewards.base import RewardItem
 
     sections = {f.name for f in dataclasses.fields(ExperimentConfig)
                 if dataclasses.is_dataclass(f.default_factory() if f.default_factory is not dataclasses.MISSING
@@ -68,7 +69,9 @@ def reference() -> str:
     for name in METHODS.names():
         cls = METHODS.get(name)
         out += [f"### `method.name: {name}`", "", _doc(cls), ""] + table(cls, "method.") + [""]
-    out += ["## `rewards` (and `judge`): a list of `{name: ..., weight: ..., options}`", ""]
+    out += ["## `rewards` (and `judge`): a list of `{name: ..., weight: ..., options}`", "",
+            "Every item takes these keys, then its reward's own options (below):", ""]
+    out += table(RewardItem) + [""]
     for name in REWARDS.names():
         reward = REWARDS.get(name)
         cls = getattr(reward, "config_class", None)

@@ -7,16 +7,18 @@ library users may also pass any Python callable with that signature to :class:`R
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 
 from ..config import build
-from ..errors import ConfigError, SoftPromptError
+from ..errors import ConfigError, SoftPromptError, closest
+from ..fields import hfield
 from ..registry import Registry
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,40 @@ class Reward:
 REWARDS: Registry[type[Reward]] = Registry("reward")
 
 RewardFn = Callable[[list[str], list[str], list], Sequence[float]]
+
+
+@dataclass
+class RewardItem:
+    """Keys every reward item takes, besides its own options."""
+
+    name: str = hfield("", "the reward's registered name (below)")
+    weight: float = hfield(1.0, "its weight in the sum")
+    transform: Literal["none", "sigmoid", "threshold"] = hfield(
+        "none", "map the value v before weighting: sigmoid((v - center) / temperature), or 1 if v >= center "
+                "else 0; e.g. a reward model's unbounded score into [0, 1] for polychromic's multiplicative f")
+    center: float = hfield(0.0, "transform: the value mapped to 0.5 (sigmoid) or the pass mark (threshold)")
+    temperature: float = hfield(1.0, "transform=sigmoid: the spread, > 0")
+
+    def __post_init__(self) -> None:
+        if self.transform not in ("none", "sigmoid", "threshold"):
+            raise ConfigError(f"reward {self.name!r}: transform={self.transform!r}: expected none, sigmoid or "
+                              "threshold")
+        for key in ("weight", "center", "temperature"):
+            v = getattr(self, key)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                raise ConfigError(f"reward {self.name!r}: {key}={v!r}: expected a number")
+        if self.temperature <= 0:
+            raise ConfigError(f"reward {self.name!r}: temperature={self.temperature!r}: expected > 0")
+
+    def apply(self, values: torch.Tensor) -> torch.Tensor:
+        if self.transform == "sigmoid":
+            return torch.sigmoid((values - self.center) / self.temperature)
+        if self.transform == "threshold":
+            return torch.where(torch.isfinite(values), (values >= self.center).to(values.dtype), values)
+        return values
+
+
+ITEM_KEYS = tuple(f.name for f in dataclasses.fields(RewardItem))
 
 
 @dataclass
@@ -133,9 +169,20 @@ def make_part(item: Any, index: int, context: RewardContext) -> RewardPart:
         item = {"name": item}
     if not isinstance(item, dict) or "name" not in item:
         raise ConfigError(f"config key {where!r}: expected a mapping with a 'name' ({', '.join(REWARDS.names())})")
-    options = {k: v for k, v in item.items() if k not in ("name", "weight")}
-    weight = item.get("weight", 1.0)
-    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight):
-        raise ConfigError(f"config key '{where}.weight': expected a number, got {weight!r}")
     cls = REWARDS.get(item["name"])
-    return RewardPart(item["name"], float(weight), cls(build(cls.config_class, options, where=where), context))
+    known = [*ITEM_KEYS, *(f.name for f in dataclasses.fields(cls.config_class))]
+    for key in item:
+        if key not in known:
+            raise ConfigError(f"unknown config key '{where}.{key}'{closest(str(key), known)} for reward "
+                              f"{item['name']!r}; valid keys: {', '.join(known)}")
+    options = {k: v for k, v in item.items() if k not in ITEM_KEYS}
+    common = build(RewardItem, {k: v for k, v in item.items() if k in ITEM_KEYS}, where=where)
+    fn = cls(build(cls.config_class, options, where=where), context)
+    return RewardPart(common.name, float(common.weight), fn if common.transform == "none" else _transformed(fn, common))
+
+
+def _transformed(fn: RewardFn, item: RewardItem) -> RewardFn:
+    def call(prompts, completions, examples):
+        return item.apply(_as_tensor(fn(prompts, completions, examples), item.name, len(completions)))
+
+    return call
