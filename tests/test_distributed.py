@@ -3,6 +3,7 @@ one-process run on the same global batches."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -53,14 +54,20 @@ def test_two_processes_train_the_same_prompt_as_one(tmp_path):
         assert r2["loss"] == pytest.approx(r1["loss"], abs=1e-4)
 
 
-def test_fsdp_shards_the_backbone_and_trains_the_same_prompt(tmp_path):
-    """train.strategy=fsdp: each rank holds part of the frozen backbone (FSDP2), and the prompt
-    trained by 2 processes equals the 1-process one as with the replicated backbone."""
+SHARDED = ["fsdp", pytest.param("deepspeed", marks=pytest.mark.skipif(
+    importlib.util.find_spec("deepspeed") is None, reason="DeepSpeed is not installed (it is in .[dev])"))]
+
+
+@pytest.mark.parametrize("strategy", SHARDED)
+def test_sharded_backbone_trains_the_same_prompt(tmp_path, strategy):
+    """train.strategy=fsdp (FSDP2) or deepspeed (ZeRO stage 3): each rank holds part of the frozen
+    backbone, and the prompt trained by 2 processes equals the 1-process one as with the
+    replicated backbone."""
     save_backbone(tiny_llama(), tmp_path / "model")
-    two = _train(tmp_path, "fsdp", 2, ["train.strategy=fsdp"])
+    two = _train(tmp_path, strategy, 2, [f"train.strategy={strategy}"])
     one = _train(tmp_path, "one", 1)
     info = json.loads((two / "distributed.json").read_text())
-    assert info["strategy"] == "fsdp" and info["ranks_identical"]
+    assert info["strategy"] == strategy and info["ranks_identical"]
     full, held = info["backbone_parameters"], info["backbone_parameters_per_rank"]
     whole = 2 * 64 * 64  # input embeddings and LM head: kept whole on every rank
     assert held == [whole + (full - whole) // 2] * 2  # the blocks and the final norm: half each
@@ -71,7 +78,8 @@ def test_fsdp_shards_the_backbone_and_trains_the_same_prompt(tmp_path):
     assert m2["eval_accuracy"] == pytest.approx(m1["eval_accuracy"]) and m2["global_step"] == m1["global_step"]
 
 
-def test_fsdp_rl_runs_rollouts_in_lockstep(tmp_path):
+@pytest.mark.parametrize("strategy", SHARDED)
+def test_sharded_rl_runs_rollouts_in_lockstep(tmp_path, strategy):
     """GRPO on a sharded backbone: generation goes on until both ranks' rows are done (a rank
     that stopped alone would leave the other waiting in a gather), evaluation runs on both."""
     from test_rl import PROMPTS
@@ -83,7 +91,7 @@ def test_fsdp_rl_runs_rollouts_in_lockstep(tmp_path):
            "prompts": {"source": "list", "items": PROMPTS, "num_eval": 3},
            "generation": {"max_new_tokens": 6, "eval_samples": 2},
            "rewards": [{"name": "regex_match", "pattern": "great"}, {"name": "perplexity", "weight": 0.5}],
-           "train": {"batch": 4, "epochs": 2, "max_steps": 3, "lr": 0.1, "strategy": "fsdp"}}
+           "train": {"batch": 4, "epochs": 2, "max_steps": 3, "lr": 0.1, "strategy": strategy}}
     cfg = tmp_path / "rl.yaml"
     cfg.write_text(yaml.safe_dump(raw))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -93,33 +101,53 @@ def test_fsdp_rl_runs_rollouts_in_lockstep(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     run = tmp_path / "runs" / "model" / "list" / "grpo" / "rl"
     info = json.loads((run / "distributed.json").read_text())
-    assert info["ranks_identical"] and max(info["backbone_parameters_per_rank"]) < info["backbone_parameters"]
+    assert info["strategy"] == strategy and info["ranks_identical"]
+    assert max(info["backbone_parameters_per_rank"]) < info["backbone_parameters"]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["global_step"] == 3 and "base_eval_reward" in metrics and "before_eval_reward" in metrics
 
 
-def test_fsdp_refuses_a_backbone_that_trains(tmp_path):
+@pytest.mark.parametrize("strategy", SHARDED)
+def test_sharding_refuses_a_backbone_that_trains(tmp_path, strategy):
     from softprompt.build import make_trainer
     from softprompt.errors import ConfigError
     from softprompt.experiment import from_dict
 
     save_backbone(tiny_llama(), tmp_path / "model")
     raw = config(tmp_path, tmp_path / "model", run_id="lora", method={"name": "mle"},
-                 adapter={"type": "lora", "r": 2}, train={"strategy": "fsdp"})
+                 adapter={"type": "lora", "r": 2}, train={"strategy": strategy})
     raw["adapter"] = {"type": "lora", "r": 2}
-    with pytest.raises(ConfigError, match="strategy=fsdp shards a frozen backbone.*lora"):
+    with pytest.raises(ConfigError, match=f"strategy={strategy} shards a frozen backbone.*lora"):
         make_trainer(from_dict(raw), progress=False)
     assert not (tmp_path / "runs").exists()  # refused before the run folder
 
 
 def test_accelerate_launch_configs_pick_the_strategy(monkeypatch):
-    from softprompt.errors import ConfigError
     from softprompt.experiment import TrainSection
     from softprompt.trainer import strategy_of
 
     assert strategy_of(TrainSection()) == "ddp"
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # accelerate launch --config_file <an FSDP config>
     assert strategy_of(TrainSection()) == "fsdp"
-    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    with pytest.raises(ConfigError, match="DeepSpeed.*train.strategy=fsdp"):
-        strategy_of(TrainSection())
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")  # <a DeepSpeed config>
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    assert strategy_of(TrainSection()) == "deepspeed"
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")  # only the adapter's optimizer state to partition
+    assert strategy_of(TrainSection()) == "ddp"
+
+
+def test_deepspeed_strategy_without_deepspeed_says_what_to_install(tmp_path, monkeypatch):
+    import importlib.util as iu
+
+    from softprompt.build import make_trainer
+    from softprompt.errors import ConfigError
+    from softprompt.experiment import from_dict
+
+    real = iu.find_spec
+    monkeypatch.setattr(iu, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))
+    save_backbone(tiny_llama(), tmp_path / "model")
+    raw = config(tmp_path, tmp_path / "model", run_id="ds", method={"name": "mle"}, train={"strategy": "deepspeed"})
+    with pytest.raises(ConfigError, match=r"pip install 'softprompt\[deepspeed\]'"):
+        make_trainer(from_dict(raw), progress=False)
+    assert not (tmp_path / "runs").exists()

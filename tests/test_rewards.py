@@ -11,6 +11,7 @@ from conftest import tiny_bert, tiny_llama
 from softprompt import PromptTuningConfig, SoftPromptModel
 from softprompt.errors import ConfigError
 from softprompt.rewards import REWARDS, RewardContext, RewardSet
+from softprompt.rewards.base import make_part
 
 
 def make(name, context=None, **options):
@@ -47,8 +48,8 @@ def test_transform_squashes_a_part_before_its_weight():
     torch.testing.assert_close(total, 2 * expected)
     total, _ = make("length", target=4, transform="threshold", center=-0.25)(["", ""], texts, [None] * 2)
     torch.testing.assert_close(total, torch.tensor([1.0, 0.0]))
-    from softprompt.rewards.base import make_part  # the judge goes through the same item keys
-    judge = make_part({"name": "length", "target": 4, "transform": "threshold", "center": -0.25}, 0, RewardContext())
+    judge = make_part(  # the judge goes through the same item keys
+        {"name": "length", "target": 4, "transform": "threshold", "center": -0.25}, 0, RewardContext())
     assert judge.fn(["", ""], texts, [None] * 2).tolist() == [1.0, 0.0]
     with pytest.raises(ConfigError, match="transform"):
         make("length", transform="exp")

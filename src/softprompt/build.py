@@ -251,12 +251,11 @@ def make_trainer(config, resume: str | Path | None = None, progress: bool = True
         data = load_data(config, task)  # bad data fails here, before any folder exists
         work = ClassificationWork(config, task, build_classifier(config, task))
         work.count_overlong(data.train, data.eval)
+    from .distributed import SHARDED, check_shardable
     from .trainer import strategy_of
 
-    if strategy_of(config.train) == "fsdp":  # before the run folder exists
-        from .distributed import check_shardable
-
-        check_shardable(work.module.model.model)
+    if (strategy := strategy_of(config.train)) in SHARDED:  # before the run folder exists
+        check_shardable(work.module.model.model, strategy)
     state = process_state()
     run, path = _run_folder(config, resume, state)
     if state.num_processes > 1:  # same initial weights on every rank; each its own sampling noise after

@@ -15,9 +15,10 @@ What each rank does (the trainer calls these; with one process they do nothing):
   early-stopping decisions agree everywhere. Only rank 0 writes the run folder.
 
 ``train.strategy: fsdp`` also shards the frozen backbone across the ranks with PyTorch's FSDP2
-(``fully_shard``: each transformer block, then the rest; the input and output embeddings are
-kept whole, since virtual tokens and label-word scores are computed outside the model's forward), so each rank holds 1/N of the
-backbone. The adapter (and a classifier or value head) stays replicated and synced as above.
+(``fully_shard``: each transformer block, then the rest); ``train.strategy: deepspeed`` does the
+same with DeepSpeed ZeRO stage 3 (every weight partitioned, gathered per module in forward and
+backward). Either way the input and output embeddings are kept whole, since virtual tokens and
+label-word scores are computed outside the model's forward, and each rank holds 1/N of the rest. The adapter (and a classifier or value head) stays replicated and synced as above.
 Every forward then gathers the blocks from all ranks, so the ranks run it together: evaluation
 runs on every rank (rank 0's result is used), and generation goes on until every rank's rows
 are finished.
@@ -37,19 +38,42 @@ def lockstep_any(flag: bool) -> bool:
     return _LOCKSTEP.any(flag) if _LOCKSTEP is not None else flag
 
 
-def check_shardable(model: torch.nn.Module) -> None:
-    """FSDP here shards a frozen backbone: refuse one with trainable weights (LoRA, unfrozen blocks)."""
+SHARDED = ("fsdp", "deepspeed")  # strategies that shard the frozen backbone
+
+
+def check_shardable(model: torch.nn.Module, strategy: str = "fsdp") -> None:
+    """fsdp and deepspeed here shard a frozen backbone: refuse one with trainable weights (LoRA, unfrozen blocks)."""
     from .errors import ConfigError
 
+    if strategy == "deepspeed":
+        import importlib.util
+
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ConfigError("train.strategy=deepspeed needs DeepSpeed: pip install 'softprompt[deepspeed]' "
+                              "(or train.strategy=fsdp, which shards the backbone with PyTorch alone)")
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     if trainable:
-        raise ConfigError(f"train.strategy=fsdp shards a frozen backbone, but {len(trainable)} of its "
+        raise ConfigError(f"train.strategy={strategy} shards a frozen backbone, but {len(trainable)} of its "
                           f"parameters train ({trainable[0]}, ...: LoRA or num_layers_unfrozen); "
                           "use train.strategy=ddp")
 
 
 def in_lockstep() -> bool:
     return _LOCKSTEP is not None
+
+
+def _local_numel(p: torch.nn.Parameter) -> int:
+    """Elements of ``p`` this rank holds: its shard under FSDP2 (DTensor) or ZeRO-3, else all."""
+    if hasattr(p, "to_local"):
+        return p.to_local().numel()
+    if getattr(p, "ds_tensor", None) is not None:
+        return p.ds_tensor.numel()
+    return p.numel()
+
+
+def full_numel(model: torch.nn.Module) -> int:
+    """The model's parameter count, whether sharded or not."""
+    return sum(getattr(p, "ds_numel", None) or p.numel() for p in model.parameters())  # a DTensor counts all
 
 
 class Dist:
@@ -66,19 +90,29 @@ class Dist:
         """True once this process group's backbone is sharded (FSDP)."""
         return _LOCKSTEP is self
 
-    def shard_backbone(self, model: torch.nn.Module) -> None:
-        """FSDP2 over a frozen HF model: every transformer block, then the root (input embeddings
-        and the weights tied to them stay whole on each rank)."""
+    def shard_backbone(self, model: torch.nn.Module, strategy: str = "fsdp") -> None:
+        """Shard a frozen HF model across the ranks (``fsdp`` or ``deepspeed``); the input embeddings
+        and the output embeddings (often tied to them) stay whole on each rank."""
         global _LOCKSTEP
+
+        check_shardable(model, strategy)
+        if not self.enabled:
+            return
+        if strategy == "deepspeed":
+            self._zero3(model)
+        else:
+            self._fsdp(model)
+        _LOCKSTEP = self
+        # what each rank holds, counted now: after a forward FSDP2 leaves the root's own parameters
+        # (the final norm) gathered until the next backward, so a later count would vary
+        self.backbone_local_numel = sum(_local_numel(p) for p in model.parameters())
+
+    def _fsdp(self, model: torch.nn.Module) -> None:
+        """FSDP2: every transformer block, then the body as the root."""
         from torch.distributed.fsdp import fully_shard
 
         from .backbones import transformer_layers
 
-        check_shardable(model)
-        if not self.enabled:
-            return
-        # input and output embeddings stay whole: softprompt reads them outside a forward (virtual
-        # tokens, the verbalizer's label-word rows)
         keep = set(model.get_input_embeddings().parameters())
         out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         keep |= set(out.parameters()) if out is not None else set()
@@ -87,11 +121,34 @@ class Dist:
         # the body is the FSDP root (classifiers call it without the LM head's wrapper); the wrapper
         # itself holds only the output embeddings, kept whole
         fully_shard(model.base_model, ignored_params=keep)
-        _LOCKSTEP = self
-        # what each rank holds, counted now: after a forward the root's own parameters (the final
-        # norm) stay gathered until the next backward, so a later count would vary
-        self.backbone_local_numel = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel()
-                                        for p in model.parameters())
+
+    def _zero3(self, model: torch.nn.Module) -> None:
+        """DeepSpeed ZeRO stage 3 with no optimizer (the backbone is frozen; softprompt steps the
+        adapter). The embeddings are detached while DeepSpeed partitions the model, then put back."""
+        import os
+
+        from torch import nn
+
+        if not torch.cuda.is_available():
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        import deepspeed  # check_shardable said whether it is installed
+        inp = model.get_input_embeddings()
+        out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        model.set_input_embeddings(nn.Identity())
+        if out is not None:
+            model.set_output_embeddings(nn.Identity())
+        try:
+            deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
+            zero = {"stage": 3, "stage3_param_persistence_threshold": 0}  # every weight partitioned, as FSDP
+            offload = os.environ.get("ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE", "none")
+            if offload not in ("", "none"):
+                zero["offload_param"] = {"device": offload}
+            deepspeed.initialize(model=model, config={"train_micro_batch_size_per_gpu": 1,
+                                                      "zero_optimization": zero})
+        finally:
+            model.set_input_embeddings(inp)
+            if out is not None:
+                model.set_output_embeddings(out)
 
     def release(self) -> None:
         global _LOCKSTEP

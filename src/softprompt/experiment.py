@@ -103,10 +103,11 @@ class TrainSection:
     eval_every: int = hfield(0, "evaluate every N optimizer steps (0: at the end of each epoch)")
     eval_batch: int = hfield(32, "evaluation batch size")
     early_stopping_patience: int = hfield(0, "stop after N evaluations without improvement (0: off)")
-    strategy: Literal["ddp", "fsdp"] = hfield(
-        "ddp", "with several processes: ddp (each rank holds the whole frozen backbone) or fsdp (PyTorch FSDP2 "
-               "shards the frozen backbone's blocks across the ranks: 1/N of it per rank; the adapter is "
-               "replicated either way)")
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = hfield(
+        "ddp", "with several processes: ddp (each rank holds the whole frozen backbone), fsdp (PyTorch FSDP2 "
+               "shards the frozen backbone's blocks across the ranks: 1/N of it per rank) or deepspeed (the same "
+               "with DeepSpeed ZeRO stage 3; pip install 'softprompt[deepspeed]'); the adapter is replicated "
+               "either way")
     max_bad_steps: int = hfield(5, "a step whose loss or gradient is NaN/inf is skipped (weights untouched); "
                                    "stop the run after this many in a row")
 

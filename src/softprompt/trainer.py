@@ -40,13 +40,21 @@ def batches_of(n: int, size: int, seed: int, epoch: int, shuffle: bool = True) -
 
 
 def strategy_of(train_section) -> str:
-    """``train.strategy``, or ``fsdp`` when launched by ``accelerate launch`` with an FSDP config
-    (accelerate sets ACCELERATE_USE_FSDP); a DeepSpeed config is refused with what to use."""
+    """``train.strategy``, or what ``accelerate launch`` was configured with: an FSDP config gives
+    ``fsdp`` (accelerate sets ACCELERATE_USE_FSDP), a DeepSpeed config with ZeRO stage 3 gives
+    ``deepspeed``. Stages 0-2 partition only optimizer state and gradients, which here are the
+    adapter's alone, so they run as ``ddp`` (the same update)."""
+    import logging
     import os
 
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
-        raise ConfigError("accelerate's DeepSpeed config is not supported by softprompt's trainer; launch without "
-                          "it and set train.strategy=fsdp to shard the frozen backbone (docs/scaling.md)")
+        stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "")
+        if stage == "3":
+            return "deepspeed"
+        logging.getLogger("softprompt").info(
+            "DeepSpeed ZeRO stage %s partitions optimizer state and gradients, which here are only the adapter's: "
+            "running as ddp (ZeRO stage 3 shards the frozen backbone)", stage or "?")
+        return "ddp"
     if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
         return "fsdp"
     return train_section.strategy
@@ -57,7 +65,7 @@ class Trainer:
         from accelerate import Accelerator
         from transformers import get_scheduler
 
-        from .distributed import Dist
+        from .distributed import SHARDED, Dist
 
         self.config, self.work, self.data, self.run = config, work, data, run
         self.run_path = run.path if run is not None else run_path  # every rank knows it; rank 0 writes it
@@ -67,8 +75,8 @@ class Trainer:
         self.clf.to(self.accelerator.device)
         tr = config.train
         self.strategy = strategy_of(tr)
-        if self.strategy == "fsdp":
-            self.dist.shard_backbone(self.clf.model.model)
+        if self.strategy in SHARDED:
+            self.dist.shard_backbone(self.clf.model.model, self.strategy)
             if self.dist.lockstep:  # gradients must not flow through a KV cache built by an earlier
                 self.clf.model.share_prompt = False  # forward: FSDP re-gathers weights per forward's outputs
         self.objectives = {name: OBJECTIVES.get(name)(cfg) for name, cfg in config.objectives().items()}
@@ -319,8 +327,10 @@ class Trainer:
     def _check_ranks_agree(self) -> None:
         import logging
 
+        from .distributed import full_numel
+
         sums = self.dist.checksums(self.clf.trainable_parameters())
-        full = sum(p.numel() for p in self.clf.model.model.parameters())
+        full = full_numel(self.clf.model.model)
         held = self.dist.gather(self.dist.backbone_local_numel or full)  # all of it unless sharded
         if self.run:
             from .io import write_json
