@@ -1,6 +1,7 @@
 """Data-parallel scaling on this CPU: steps/s of 1 and 2 processes (gloo) on a tiny model, and
 the all-reduce's share of the step time; and 2 processes with the backbone sharded (FSDP2,
-``train.strategy=fsdp``): steps/s and the backbone parameters each rank holds.
+``train.strategy=fsdp``, and DeepSpeed ZeRO-3, ``deepspeed``, when installed): steps/s and the
+backbone parameters each rank holds.
 
     python bench/scaling.py [--steps 60] [--batch 16]
 
@@ -14,6 +15,7 @@ bench/results/scaling.json.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -94,6 +96,8 @@ def main() -> None:
             (root / "glue" / "SST-2" / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
         results = [run(root, 1, args.steps, args.batch), run(root, 2, args.steps, args.batch),
                    run(root, 2, args.steps, args.batch, "fsdp")]
+        if importlib.util.find_spec("deepspeed") is not None:  # pip install 'softprompt[deepspeed]'
+            results.append(run(root, 2, args.steps, args.batch, "deepspeed"))
     for r in results:
         held = r["backbone_parameters_per_rank"]
         print(f"{r['processes']} process(es), {r['strategy']}: {r['steps_per_s']:.2f} steps/s, "
@@ -101,9 +105,12 @@ def main() -> None:
               f"({r['allreduce_share']:.1%})" + (f", backbone parameters per rank {held}" if held else ""))
     speedup = results[1]["steps_per_s"] / results[0]["steps_per_s"]
     fsdp = results[2]["steps_per_s"] / results[1]["steps_per_s"]
-    print(f"2 processes / 1 process: {speedup:.2f}x steps/s; fsdp / ddp (2 processes): {fsdp:.2f}x")
-    write_results({"runs": results, "speedup_2_over_1": speedup, "fsdp_over_ddp_2_processes": fsdp,
-                   "global_batch": args.batch, "cpu_count": os.cpu_count()}, args.out)
+    ratios = {"speedup_2_over_1": speedup, "fsdp_over_ddp_2_processes": fsdp}
+    if len(results) > 3:
+        ratios["deepspeed_over_ddp_2_processes"] = results[3]["steps_per_s"] / results[1]["steps_per_s"]
+    print(f"2 processes / 1 process: {speedup:.2f}x steps/s; fsdp / ddp (2 processes): {fsdp:.2f}x"
+          + (f"; deepspeed / ddp: {ratios['deepspeed_over_ddp_2_processes']:.2f}x" if len(results) > 3 else ""))
+    write_results({"runs": results, **ratios, "global_batch": args.batch, "cpu_count": os.cpu_count()}, args.out)
 
 
 if __name__ == "__main__":
