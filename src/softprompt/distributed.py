@@ -18,7 +18,8 @@ What each rank does (the trainer calls these; with one process they do nothing):
 (``fully_shard``: each transformer block, then the rest); ``train.strategy: deepspeed`` does the
 same with DeepSpeed ZeRO stage 3 (every weight partitioned, gathered per module in forward and
 backward). Either way the input and output embeddings are kept whole, since virtual tokens and
-label-word scores are computed outside the model's forward, and each rank holds 1/N of the rest. The adapter (and a classifier or value head) stays replicated and synced as above.
+label-word scores are computed outside the model's forward, and each rank holds 1/N of the
+rest. The adapter (and a classifier or value head) stays replicated and synced as above.
 Every forward then gathers the blocks from all ranks, so the ranks run it together: evaluation
 runs on every rank (rank 0's result is used), and generation goes on until every rank's rows
 are finished.
@@ -87,7 +88,7 @@ class Dist:
 
     @property
     def lockstep(self) -> bool:
-        """True once this process group's backbone is sharded (FSDP)."""
+        """True once this process group's backbone is sharded (fsdp or deepspeed)."""
         return _LOCKSTEP is self
 
     def shard_backbone(self, model: torch.nn.Module, strategy: str = "fsdp") -> None:
@@ -132,6 +133,7 @@ class Dist:
         if not torch.cuda.is_available():
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         import deepspeed  # check_shardable said whether it is installed
+
         inp = model.get_input_embeddings()
         out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         model.set_input_embeddings(nn.Identity())
