@@ -103,13 +103,12 @@ def main() -> None:
         print(f"{r['processes']} process(es), {r['strategy']}: {r['steps_per_s']:.2f} steps/s, "
               f"step {r['mean_step_s'] * 1000:.1f} ms, all-reduce {r['mean_allreduce_s'] * 1000:.2f} ms "
               f"({r['allreduce_share']:.1%})" + (f", backbone parameters per rank {held}" if held else ""))
-    speedup = results[1]["steps_per_s"] / results[0]["steps_per_s"]
-    fsdp = results[2]["steps_per_s"] / results[1]["steps_per_s"]
-    ratios = {"speedup_2_over_1": speedup, "fsdp_over_ddp_2_processes": fsdp}
-    if len(results) > 3:
-        ratios["deepspeed_over_ddp_2_processes"] = results[3]["steps_per_s"] / results[1]["steps_per_s"]
-    print(f"2 processes / 1 process: {speedup:.2f}x steps/s; fsdp / ddp (2 processes): {fsdp:.2f}x"
-          + (f"; deepspeed / ddp: {ratios['deepspeed_over_ddp_2_processes']:.2f}x" if len(results) > 3 else ""))
+    one, ddp, *sharded = results
+    ratios = {"speedup_2_over_1": ddp["steps_per_s"] / one["steps_per_s"]}
+    ratios |= {f"{r['strategy']}_over_ddp_2_processes": r["steps_per_s"] / ddp["steps_per_s"] for r in sharded}
+    print(f"2 processes / 1 process: {ratios['speedup_2_over_1']:.2f}x steps/s; "
+          + "; ".join(f"{r['strategy']} / ddp (2 processes): {r['steps_per_s'] / ddp['steps_per_s']:.2f}x"
+                      for r in sharded))
     write_results({"runs": results, **ratios, "global_batch": args.batch, "cpu_count": os.cpu_count()}, args.out)
 
 

@@ -65,14 +65,10 @@ class RewardItem:
     center: float = hfield(0.0, "transform: the value mapped to 0.5 (sigmoid) or the pass mark (threshold)")
     temperature: float = hfield(1.0, "transform=sigmoid: the spread, > 0")
 
-    def __post_init__(self) -> None:
-        if self.transform not in ("none", "sigmoid", "threshold"):
-            raise ConfigError(f"reward {self.name!r}: transform={self.transform!r}: expected none, sigmoid or "
-                              "threshold")
+    def __post_init__(self) -> None:  # types and the transform's name are checked by config.build
         for key in ("weight", "center", "temperature"):
-            v = getattr(self, key)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-                raise ConfigError(f"reward {self.name!r}: {key}={v!r}: expected a number")
+            if not math.isfinite(getattr(self, key)):
+                raise ConfigError(f"reward {self.name!r}: {key}={getattr(self, key)!r}: expected a finite number")
         if self.temperature <= 0:
             raise ConfigError(f"reward {self.name!r}: temperature={self.temperature!r}: expected > 0")
 
