@@ -18,6 +18,7 @@ from softprompt.objectives.polychromic import (
     Polychromic,
     PolychromicConfig,
     ResponseMLE,
+    embedding_diversity,
     make_sets,
     polychromic_advantages,
     sample_advantages,
@@ -161,6 +162,42 @@ def test_mle_on_reference_responses(tmp_path):
     prompts.write_text(json.dumps({"prompt": "the movie was"}) + "\n" + json.dumps({"prompt": "it is"}) + "\n")
     with pytest.raises(DataError, match="prompt 0 .*'response'"):
         build_rl(cfg, rewards=[rate_of_great], backbone=tiny_llama())
+
+
+def test_quality_weighted_embedding_diversity_by_hand(tmp_path, monkeypatch):
+    sim = torch.tensor([[1.0, 0.8, 0.2], [0.8, 1.0, 0.9], [0.2, 0.9, 1.0]])
+    assert embedding_diversity(sim) == pytest.approx((0.2 + 0.8 + 0.1) / 3)
+    # w = r_i r_j = .5 (0,1), .5 (0,2), .25 (1,2): (.5 * .2 + .5 * .8 + .25 * .1) / 1.25
+    assert embedding_diversity(sim, torch.tensor([1.0, 0.5, 0.5])) == pytest.approx(0.525 / 1.25)
+    assert embedding_diversity(sim, torch.tensor([1.0, 1.0, 0.0])) == pytest.approx(0.2)  # the poor sample is out
+    assert embedding_diversity(sim, torch.zeros(3)) == 0.0
+
+    # in the objective: sample 3 is an outlier (far from the rest) as poor as sample 1. Uniform diversity
+    # credits it fully for the diversity it brings to its sets; weighted by quality its pairs count less
+    method = {"name": "polychromic", "n_generations": 4, "set_size": 3, "num_sets": 4, "scale": "none",
+              "diversity": "embedding", "diversity_weight": 1.0}
+    sims = torch.tensor([[1.0, 0.9, 0.9, 0.0], [0.9, 1.0, 0.9, 0.0], [0.9, 0.9, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    monkeypatch.setattr(Polychromic, "_similarities", lambda self, texts, g, use: {b: sims for b in range(2)})
+    cfg, work, ro = _rollout(tmp_path, method)
+    ro.rewards = torch.tensor([1.0, 0.2, 1.0, 0.2] * 2)
+    uniform = Polychromic(cfg.method_config()).advantages(ro, 0)[0]
+    weighted = Polychromic(rl_config(tmp_path, {**method, "diversity_weighting": "quality"}).method_config())
+    adv = weighted.advantages(ro, 0)[0]
+    # sets (0,1,2) (0,1,3) (0,2,3) (1,2,3); q = mean r; d = weighted mean of the pairs' distances (.1 among
+    # 0-2, 1 to sample 3) with w = r_i r_j
+    q = torch.tensor([2.2, 1.4, 2.2, 1.4]) / 3
+    d = torch.tensor([0.1, (0.2 * 0.1 + 0.2 * 1 + 0.04 * 1) / 0.44, (1 * 0.1 + 0.2 + 0.2) / 1.4,
+                      (0.2 * 0.1 + 0.04 * 1 + 0.2 * 1) / 0.44])
+    f = q * d
+    member = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 1], [1, 0, 1, 1], [0, 1, 1, 1]], dtype=torch.float)
+    torch.testing.assert_close(adv[:4], (member * f[:, None]).sum(0) / 3 - f.mean())
+    assert adv[3] - adv[1] < 0.5 * (uniform[3] - uniform[1])  # the outlier's credit over sample 1 more than halves
+
+    ro.rewards = torch.tensor([1.0, -0.5, 1.0, 0.2] * 2)  # a raw score outside [0, 1]: a clear error
+    with pytest.raises(ConfigError, match=r"needs rewards in \[0, 1\], got -0.5 \(prompt 0, sample 1\).*sigmoid"):
+        weighted.advantages(ro, 0)
+    with pytest.raises(ConfigError, match="diversity_weighting='quality': expected uniform with diversity=distinct"):
+        PolychromicConfig(diversity="distinct", diversity_weighting="quality")
 
 
 def test_bad_polychromic_config():

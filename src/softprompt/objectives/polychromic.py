@@ -7,6 +7,8 @@ M sets S_1..S_M of n = ``set_size`` samples each (every n-subset when there are 
     q(S)       = mean_{i in S} r_i                                  quality of a set
     d(S)       = distinct samples / n   after lower-casing and dropping punctuation  (diversity=distinct)
                = mean_{i<j in S} (1 - cos(e_i, e_j))    e = sentence embeddings      (diversity=embedding)
+               = sum_{i<j} w_ij (1 - cos(e_i, e_j)) / sum_{i<j} w_ij,  w_ij = r_i r_j
+                                 (diversity_weighting=quality: only pairs of good samples count as diverse)
     f(S)       = q(S) * d(S) ** lambda                     mode=multiplicative (lambda = 1: the paper's f_poly)
                = q(S) + lambda * d(S)                      mode=additive
                = z(q)(S) + lambda * z(d)(S)                mode=additive, normalize (z: over the prompt's sets)
@@ -53,6 +55,9 @@ class PolychromicConfig:
                                     "diversity against quality whatever the reward's units")
     diversity: Literal["distinct", "embedding"] = hfield("distinct", "set diversity: distinct fraction after "
                                                                       "normalisation, or mean pairwise cosine distance")
+    diversity_weighting: Literal["uniform", "quality"] = hfield(
+        "uniform", "diversity=embedding: weigh each pair's distance by r_i * r_j (rewards in [0, 1]), so a poor "
+                   "outlier does not make its sets diverse")
     embedding_model: str = hfield("minilm-l6", "diversity=embedding: sentence-transformers model")
     max_examples_for_diversity: int | None = hfield(None, "prompts per batch whose sets use diversity (None: all)")
     compute_every_n_steps: int = hfield(1, "use diversity on every n-th step (others: lambda = 0)")
@@ -82,6 +87,8 @@ class PolychromicConfig:
         integer("num_iterations", 1)
         need(self.set_size <= self.n_generations, "set_size", f"<= n_generations ({self.n_generations})")
         need(self.diversity_weight >= 0, "diversity_weight", ">= 0")
+        need(self.diversity_weighting == "uniform" or self.diversity == "embedding", "diversity_weighting",
+             "uniform with diversity=distinct (quality weights pairs of embeddings)")
         need(self.max_examples_for_diversity is None or self.max_examples_for_diversity >= 0,
              "max_examples_for_diversity", "null or >= 0")
         need(self.epsilon > 0 and (self.epsilon_high is None or self.epsilon_high > 0), "epsilon", "> 0")
@@ -120,6 +127,16 @@ def set_scores(rewards: Sequence[float], diversity: Sequence[float], weight: flo
             q, d = _z(q), _z(d)
         return q + weight * d
     raise ConfigError(f"method.mode={mode!r}: expected multiplicative or additive")
+
+
+def embedding_diversity(sim: torch.Tensor, quality: torch.Tensor | None = None) -> float:
+    """Mean pairwise cosine distance from a set's similarity matrix; with ``quality`` (one reward in
+    [0, 1] per sample) each pair weighs r_i * r_j, and a set with no weight has diversity 0."""
+    n = len(sim)
+    off = ~torch.eye(n, dtype=torch.bool)
+    w = torch.ones(n, n) if quality is None else quality[:, None] * quality[None, :]
+    total = w[off].sum()
+    return float((w * (1 - sim))[off].sum() / total) if total > 0 else 0.0
 
 
 def _z(x: torch.Tensor) -> torch.Tensor:
@@ -199,13 +216,24 @@ class Polychromic(Objective):
                 return distinct_samples([texts[b * g + i] for i in idx])
         else:
             sims = self._similarities(texts, g, use)
+            quality = self._quality(ro.rewards.cpu().float(), ro.valid.cpu(), g, use)
 
             def diversity(b: int, idx: list[int]) -> float:
-                sub = sims[b][idx][:, idx]
-                n = len(idx)
-                return float(1 - (sub.sum() - sub.diagonal().sum()) / (n * (n - 1)))
+                return embedding_diversity(sims[b][idx][:, idx], None if quality is None else quality[b][idx])
         generator = torch.Generator().manual_seed(step)  # partitions: reproducible
         return polychromic_advantages(ro.rewards.cpu(), ro.valid.cpu(), g, c, diversity, use, generator)
+
+    def _quality(self, rewards: torch.Tensor, valid: torch.Tensor, g: int, use: list[bool]):
+        """Each prompt's rewards as pair weights (diversity_weighting=quality), checked to lie in [0, 1]."""
+        if self.config.diversity_weighting == "uniform" or self.config.diversity_weight == 0:
+            return None
+        for i in range(len(rewards)):
+            r = float(rewards[i])
+            if use[i // g] and bool(valid[i]) and not 0.0 <= r <= 1.0:
+                raise ConfigError(f"method.diversity_weighting=quality weighs pairs by r_i * r_j and needs rewards in "
+                                  f"[0, 1], got {r:.4g} (prompt {i // g}, sample {i % g}): give the reward item "
+                                  f"`transform: sigmoid` or `transform: threshold`, or use a reward in [0, 1]")
+        return {b: rewards[b * g:(b + 1) * g] for b, u in enumerate(use) if u}
 
     def _similarities(self, texts: list[str], g: int, use: list[bool]) -> dict[int, torch.Tensor]:
         """Cosine similarity matrix of each prompt's samples (only prompts that use diversity)."""
