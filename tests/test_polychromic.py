@@ -12,13 +12,13 @@ from conftest import tiny_llama
 from test_rl import PROMPTS, rate_of_great, rl_config, run_rl
 
 from softprompt.build import build_rl
+from softprompt.diversity import mean_cosine_distance
 from softprompt.errors import ConfigError, DataError
 from softprompt.objectives.grpo import GRPO
 from softprompt.objectives.polychromic import (
     Polychromic,
     PolychromicConfig,
     ResponseMLE,
-    embedding_diversity,
     make_sets,
     polychromic_advantages,
     sample_advantages,
@@ -166,11 +166,11 @@ def test_mle_on_reference_responses(tmp_path):
 
 def test_quality_weighted_embedding_diversity_by_hand(tmp_path, monkeypatch):
     sim = torch.tensor([[1.0, 0.8, 0.2], [0.8, 1.0, 0.9], [0.2, 0.9, 1.0]])
-    assert embedding_diversity(sim) == pytest.approx((0.2 + 0.8 + 0.1) / 3)
+    assert mean_cosine_distance(sim) == pytest.approx((0.2 + 0.8 + 0.1) / 3)
     # w = r_i r_j = .5 (0,1), .5 (0,2), .25 (1,2): (.5 * .2 + .5 * .8 + .25 * .1) / 1.25
-    assert embedding_diversity(sim, torch.tensor([1.0, 0.5, 0.5])) == pytest.approx(0.525 / 1.25)
-    assert embedding_diversity(sim, torch.tensor([1.0, 1.0, 0.0])) == pytest.approx(0.2)  # the poor sample is out
-    assert embedding_diversity(sim, torch.zeros(3)) == 0.0
+    assert mean_cosine_distance(sim, torch.tensor([1.0, 0.5, 0.5])) == pytest.approx(0.525 / 1.25)
+    assert mean_cosine_distance(sim, torch.tensor([1.0, 1.0, 0.0])) == pytest.approx(0.2)  # the poor sample is out
+    assert mean_cosine_distance(sim, torch.zeros(3)) == 0.0
 
     # in the objective: sample 3 is an outlier (far from the rest) as poor as sample 1. Uniform diversity
     # credits it fully for the diversity it brings to its sets; weighted by quality its pairs count less

@@ -112,13 +112,20 @@ def _closest(hyp_len: int, ref_lens: list[int]) -> int:
 
 def embedding_diversity(embeddings: torch.Tensor) -> float:
     """Mean pairwise cosine distance (1 - cos) over the rows of ``embeddings`` (n, d); 0 if n < 2."""
-    n = embeddings.shape[0]
-    if n < 2:
+    if embeddings.shape[0] < 2:
         return 0.0
     e = torch.nn.functional.normalize(embeddings.float(), dim=-1)
-    sim = e @ e.T
-    off = (sim.sum() - sim.diagonal().sum()) / (n * (n - 1))
-    return float(1 - off)
+    return mean_cosine_distance(e @ e.T)
+
+
+def mean_cosine_distance(sim: torch.Tensor, quality: torch.Tensor | None = None) -> float:
+    """Mean of 1 - cos over the distinct pairs of a cosine-similarity matrix (n, n). With ``quality``
+    (one weight >= 0 per row) pair (i, j) weighs q_i * q_j; 0 when no pair has weight."""
+    n = len(sim)
+    off = ~torch.eye(n, dtype=torch.bool)
+    w = torch.ones(n, n) if quality is None else quality[:, None] * quality[None, :]
+    total = w[off].sum()
+    return float((w * (1 - sim))[off].sum() / total) if total > 0 else 0.0
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

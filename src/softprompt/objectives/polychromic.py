@@ -36,7 +36,7 @@ from typing import Literal
 
 import torch
 
-from ..diversity import distinct_samples
+from ..diversity import distinct_samples, mean_cosine_distance
 from ..errors import ConfigError
 from ..fields import hfield
 from .base import OBJECTIVES, Objective, ObjectiveOutput
@@ -129,16 +129,6 @@ def set_scores(rewards: Sequence[float], diversity: Sequence[float], weight: flo
     raise ConfigError(f"method.mode={mode!r}: expected multiplicative or additive")
 
 
-def embedding_diversity(sim: torch.Tensor, quality: torch.Tensor | None = None) -> float:
-    """Mean pairwise cosine distance from a set's similarity matrix; with ``quality`` (one reward in
-    [0, 1] per sample) each pair weighs r_i * r_j, and a set with no weight has diversity 0."""
-    n = len(sim)
-    off = ~torch.eye(n, dtype=torch.bool)
-    w = torch.ones(n, n) if quality is None else quality[:, None] * quality[None, :]
-    total = w[off].sum()
-    return float((w * (1 - sim))[off].sum() / total) if total > 0 else 0.0
-
-
 def _z(x: torch.Tensor) -> torch.Tensor:
     return (x - x.mean()) / (x.std() + STD_EPS)
 
@@ -219,7 +209,7 @@ class Polychromic(Objective):
             quality = self._quality(ro.rewards.cpu().float(), ro.valid.cpu(), g, use)
 
             def diversity(b: int, idx: list[int]) -> float:
-                return embedding_diversity(sims[b][idx][:, idx], None if quality is None else quality[b][idx])
+                return mean_cosine_distance(sims[b][idx][:, idx], None if quality is None else quality[b][idx])
         generator = torch.Generator().manual_seed(step)  # partitions: reproducible
         return polychromic_advantages(ro.rewards.cpu(), ro.valid.cpu(), g, c, diversity, use, generator)
 
