@@ -200,6 +200,16 @@ def test_quality_weighted_embedding_diversity_by_hand(tmp_path, monkeypatch):
         PolychromicConfig(diversity="distinct", diversity_weighting="quality")
 
 
+def test_the_quality_weighted_config_resolves():
+    from softprompt.experiment import resolve
+
+    cfg = resolve("polychromic_fpoly_quality")
+    m = cfg.method_config()
+    assert (m.mode, m.normalize, m.diversity, m.diversity_weighting, m.diversity_weight) == (
+        "multiplicative", False, "embedding", "quality", 1.0)
+    assert cfg.rewards[0]["transform"] == "sigmoid"  # rewards in [0, 1], as the weighting needs
+
+
 def test_bad_polychromic_config():
     with pytest.raises(ConfigError, match="set_size=5: expected <= n_generations"):
         PolychromicConfig(n_generations=4, set_size=5)
