@@ -200,30 +200,21 @@ class Polychromic(Objective):
         on_step = step % c.compute_every_n_steps == 0
         limit = groups if c.max_examples_for_diversity is None else c.max_examples_for_diversity
         use = [on_step and b < limit for b in range(groups)]
-        texts = ro.gen.texts
+        texts, rewards, valid = ro.gen.texts, ro.rewards.cpu(), ro.valid.cpu()
         if c.diversity == "distinct":
             def diversity(b: int, idx: list[int]) -> float:
                 return distinct_samples([texts[b * g + i] for i in idx])
         else:
             sims = self._similarities(texts, g, use)
-            quality = self._quality(ro.rewards.cpu().float(), ro.valid.cpu(), g, use)
+            weighted = c.diversity_weighting == "quality" and c.diversity_weight > 0
+            if weighted:
+                _check_unit_rewards(rewards, valid & torch.tensor(use).repeat_interleave(g), g)
 
             def diversity(b: int, idx: list[int]) -> float:
-                return mean_cosine_distance(sims[b][idx][:, idx], None if quality is None else quality[b][idx])
+                quality = rewards[[b * g + i for i in idx]].float() if weighted else None
+                return mean_cosine_distance(sims[b][idx][:, idx], quality)
         generator = torch.Generator().manual_seed(step)  # partitions: reproducible
-        return polychromic_advantages(ro.rewards.cpu(), ro.valid.cpu(), g, c, diversity, use, generator)
-
-    def _quality(self, rewards: torch.Tensor, valid: torch.Tensor, g: int, use: list[bool]):
-        """Each prompt's rewards as pair weights (diversity_weighting=quality), checked to lie in [0, 1]."""
-        if self.config.diversity_weighting == "uniform" or self.config.diversity_weight == 0:
-            return None
-        for i in range(len(rewards)):
-            r = float(rewards[i])
-            if use[i // g] and bool(valid[i]) and not 0.0 <= r <= 1.0:
-                raise ConfigError(f"method.diversity_weighting=quality weighs pairs by r_i * r_j and needs rewards in "
-                                  f"[0, 1], got {r:.4g} (prompt {i // g}, sample {i % g}): give the reward item "
-                                  f"`transform: sigmoid` or `transform: threshold`, or use a reward in [0, 1]")
-        return {b: rewards[b * g:(b + 1) * g] for b, u in enumerate(use) if u}
+        return polychromic_advantages(rewards, valid, g, c, diversity, use, generator)
 
     def _similarities(self, texts: list[str], g: int, use: list[bool]) -> dict[int, torch.Tensor]:
         """Cosine similarity matrix of each prompt's samples (only prompts that use diversity)."""
@@ -234,6 +225,16 @@ class Polychromic(Objective):
             return {}
         emb = encode([texts[b * g + i] for b in wanted for i in range(g)], self.config.embedding_model)
         return {b: emb[k * g:(k + 1) * g] @ emb[k * g:(k + 1) * g].T for k, b in enumerate(wanted)}
+
+
+def _check_unit_rewards(rewards: torch.Tensor, used: torch.Tensor, g: int) -> None:
+    """diversity_weighting=quality weighs pairs by r_i * r_j: every used reward must lie in [0, 1]."""
+    bad = (used & ~((rewards >= 0) & (rewards <= 1))).nonzero()
+    if len(bad):
+        i = int(bad[0])
+        raise ConfigError(f"method.diversity_weighting=quality weighs pairs by r_i * r_j and needs rewards in "
+                          f"[0, 1], got {float(rewards[i]):.4g} (prompt {i // g}, sample {i % g}): give the reward "
+                          f"item `transform: sigmoid` or `transform: threshold`, or use a reward in [0, 1]")
 
 
 @dataclass
