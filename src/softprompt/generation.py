@@ -1,6 +1,6 @@
 """Batched generation with soft prompts and the KV cache on.
 
-The prompt batch (left-padded, virtual tokens placed as DESIGN.md says) is prefilled
+The prompt batch (left-padded, virtual tokens placed as docs/design.md says) is prefilled
 once; with ``group_size=G`` its cache is then repeated G times, so G samples of one
 prompt share one prefill. Decoding feeds one token per step through the cache, never
 re-inserting the virtual tokens. Rows that finish are dropped from the batch once enough

@@ -1,4 +1,4 @@
-"""InfoNCE over mutated prompts (PTCPRL; DESIGN.md "Contrastive over mutated prompts").
+"""InfoNCE over mutated prompts (PTCPRL; docs/design.md "Contrastive over mutated prompts").
 
 anchor   z    = f(x; P)
 positive z+   = f(x; dropout(P))                    a second view of the same prompt

@@ -1,4 +1,4 @@
-"""GRPO on soft prompts (DESIGN.md "GRPO"), read top to bottom.
+"""GRPO on soft prompts (docs/design.md "GRPO"), read top to bottom.
 
 For each prompt, G completions o_1..o_G with rewards r_1..r_G:
 

@@ -1,4 +1,4 @@
-"""Polychromic RL (Hamid et al., 2025; DESIGN.md "Polychromic"), read top to bottom.
+"""Polychromic RL (Hamid et al., 2025; docs/design.md "Polychromic"), read top to bottom.
 
 For each prompt, N = ``n_generations`` samples y_1..y_N with rewards r_1..r_N are split into
 M sets S_1..S_M of n = ``set_size`` samples each (every n-subset when there are at most
@@ -256,7 +256,7 @@ class ResponseMLEConfig:
 
 @OBJECTIVES.register("response_mle")
 class ResponseMLE(Objective):
-    """Cross-entropy on reference response tokens given the prompt (DESIGN.md "MLE"), for RL
+    """Cross-entropy on reference response tokens given the prompt (docs/design.md "MLE"), for RL
     prompts that carry a reference response (the seed's SFT term)."""
 
     name = "response_mle"

@@ -1,4 +1,4 @@
-"""PPO with a value head on soft prompts (DESIGN.md "PPO"), and its single-step variant.
+"""PPO with a value head on soft prompts (docs/design.md "PPO"), and its single-step variant.
 
 Token-level PPO (trlx-style). At rollout time, without gradient, for each completion token t:
 
