@@ -37,3 +37,29 @@ def fit_until_killed(trainer, epoch: int) -> None:
     trainer._save = save_then_die
     with pytest.raises(KeyboardInterrupt):
         trainer.fit(progress=False)
+
+
+FP32_UNIT_ROUNDOFF = 2.0 ** -24
+
+
+def fp32_path_tolerance(reference: torch.Tensor, depth: int, width: int, margin: float = 4.0) -> float:
+    """How far two fp32 computations of the same function may differ when they only order the
+    arithmetic differently (another kernel, another instruction set, cached vs in-sequence K/V).
+
+    A dot product of ``width`` terms summed in another order differs by about sqrt(width) unit
+    roundoffs of its scale (the rounding errors are independent and add like a random walk);
+    ``depth`` residual blocks add one such error each, and layer norms and the softmax pass them
+    on without amplifying them much (``margin`` covers that). So the bound is
+    margin * depth * sqrt(width) * 2**-24 times the output's scale: for SmolLM2 (30 blocks, MLP
+    width 1536) about 3e-4 of the largest logit. A real placement error is of order 1 (PEFT's
+    left padding moves logits by 2.4), three orders of magnitude above it.
+    """
+    scale = float(reference.detach().abs().max())
+    return margin * depth * width ** 0.5 * FP32_UNIT_ROUNDOFF * scale
+
+
+def assert_same_function(actual: torch.Tensor, expected: torch.Tensor, depth: int, width: int) -> None:
+    """``actual`` equals ``expected`` up to :func:`fp32_path_tolerance`."""
+    tol = fp32_path_tolerance(expected, depth, width)
+    diff = float((actual.detach().float() - expected.detach().float()).abs().max())
+    assert diff <= tol, f"max difference {diff:.3g} exceeds the fp32 reordering bound {tol:.3g}"

@@ -4,7 +4,7 @@ import importlib.util
 
 import pytest
 import torch
-from helpers import encode, greedy_without_cache
+from helpers import assert_same_function, encode, greedy_without_cache
 
 from softprompt import (
     PrefixTuningConfig,
@@ -38,7 +38,8 @@ def test_smollm2_greedy_cache_batch_and_logprobs(smollm2, name):
     prompt_ids, prompt_mask = sampled.expanded_prompts()
     teacher = model.sequence_logprobs(prompt_ids, prompt_mask, sampled.completion_ids, sampled.completion_mask,
                                       temperature=0.8)
-    torch.testing.assert_close(sampled.logprobs, teacher, atol=1e-4, rtol=0)
+    # cached decoding vs one teacher-forced pass: the same function in another order (log-probs' scale)
+    assert_same_function(sampled.logprobs, teacher, smollm2.num_layers, smollm2.model.config.intermediate_size)
 
 
 def test_smollm2_peft_export_and_chat(smollm2, tmp_path):
@@ -56,8 +57,9 @@ def test_smollm2_peft_export_and_chat(smollm2, tmp_path):
         model.share_prompt = False  # in-sequence, the same order of operations as PEFT
         in_sequence = model(ids).logits
         model.share_prompt = True
-    torch.testing.assert_close(in_sequence, theirs, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(shared, theirs, atol=1e-4, rtol=1e-5)
+    depth, width = smollm2.num_layers, smollm2.model.config.intermediate_size
+    assert_same_function(in_sequence, theirs, depth, width)  # another CPU's kernels differ in the last digits
+    assert_same_function(shared, theirs, depth, width)
     out = model.generate(["What is the capital of France?"], chat=True, max_new_tokens=24, do_sample=False)
     assert out.finish_reasons[0] in {"eos", "length"}
     assert "Paris" in out.texts[0]
@@ -74,7 +76,8 @@ def test_minilm_encoder_with_adapters(name):
     hidden, full_mask = model.encode(ids, mask)
     one_ids, one_mask = encode(backbone.tokenizer, texts[:1])
     alone, alone_mask = model.encode(one_ids, one_mask)
-    torch.testing.assert_close(hidden[0][full_mask[0].bool()], alone[0][alone_mask[0].bool()], atol=1e-5, rtol=1e-5)
+    assert_same_function(hidden[0][full_mask[0].bool()], alone[0][alone_mask[0].bool()], backbone.num_layers,
+                         backbone.model.config.intermediate_size)
 
 
 def test_smollm2_generate_response_keeps_the_conversation(smollm2):
