@@ -35,3 +35,19 @@ def test_runnable_block(where, lang, code):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, f"{where} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
+
+
+def test_the_design_contract_is_the_repos_own_and_every_citation_finds_its_section():
+    """Code and docs cite docs/design.md (by section), never a design file the repo does not hold."""
+    design = (ROOT / "docs" / "design.md").read_text()
+    sections = set(re.findall(r"^#+ (.+)$", design, re.M)) | set(re.findall(r"^- \*\*(.+?)(?: \(|\*\*)", design, re.M))
+    files = [*ROOT.joinpath("src").rglob("*.py"), *ROOT.joinpath("docs").rglob("*.md"), ROOT / "README.md",
+             *ROOT.joinpath("bench").rglob("*.py"), *ROOT.joinpath("configs").glob("*.yaml")]
+    cited = []
+    for path in files:
+        text = path.read_text()
+        assert "DESIGN.md" not in text, f"{path.relative_to(ROOT)} cites DESIGN.md, which the repo does not hold"
+        cited += [(path.name, name) for name in re.findall(r'docs/design\.md,? "([^"]+)"', text)]
+    assert len(cited) >= 5
+    missing = [(where, name) for where, name in cited if name not in sections]
+    assert not missing, f"citations of docs/design.md sections that do not exist: {missing}"

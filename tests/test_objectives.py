@@ -87,6 +87,52 @@ def test_info_nce_by_hand():
     assert info_nce(anchor, positive, negatives, tau).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+class PromptFeatures:
+    """A stand-in classifier whose features are a function of the prompt it is given, so the whole
+    contrastive objective (which views, which target, the temperature) can be computed by hand."""
+
+    regression = False
+
+    def __init__(self, prompt: torch.Tensor, pool):
+        self.p, self.pool = prompt, pool
+
+    def prompt(self, batch):
+        return self.p.expand(len(batch["labels"]), -1, -1)
+
+    def features(self, batch, prompt=None):
+        return self.pool(self.prompt(batch) if prompt is None else prompt)
+
+
+def test_whole_contrastive_objective_by_hand():
+    from softprompt.objectives.contrastive import Contrastive
+
+    batch = {"labels": torch.tensor([0, 1])}
+    prompt = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]], requires_grad=True)
+    # features = mean over the virtual tokens, which a shuffle keeps: the positive (no dropout) and every
+    # negative equal the anchor, all K + 1 logits are 1/tau, so the loss is log(K + 1) whatever tau is
+    mean = PromptFeatures(prompt, lambda p: p.mean(1))
+    for k, tau in ((3, 0.1), (5, 2.0)):
+        cfg = ContrastiveConfig(k_negatives=k, temperature=tau, dropout=0.0, mutations=["shuffle"])
+        out = Contrastive(cfg)(StepInputs(dict(batch), mean))
+        assert out.loss.item() == pytest.approx(math.log(k + 1), rel=1e-6)
+        assert out.metrics["cos_positive"] == pytest.approx(1.0) and out.metrics["cos_negative"] == pytest.approx(1.0)
+    # features = the first virtual token; 'drop' keeps one of three: token 0 (cos 1 with the anchor [1, 0]),
+    # token 1 (cos 0) or token 2 (cos 1/sqrt 2). The positive is the anchor itself: cos 1.
+    first = PromptFeatures(prompt, lambda p: p[:, 0])
+    cfg = ContrastiveConfig(k_negatives=1, temperature=0.5, dropout=0.0, mutations=["drop"], drop_fraction=0.6)
+    for seed in range(6):
+        torch.manual_seed(seed)
+        out = Contrastive(cfg)(StepInputs(dict(batch), first))
+        torch.manual_seed(seed)  # the same draws: which token each row kept
+        kept = torch.rand(2, 3).argsort(1)[:, 0]
+        cos = torch.tensor([1.0, 0.0, 1 / math.sqrt(2)])[kept]
+        expected = (-(1 / 0.5) + torch.logaddexp(torch.tensor(1 / 0.5), cos / 0.5)).mean()
+        assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+        assert out.metrics["cos_negative"] == pytest.approx(cos.mean().item(), rel=1e-5)
+    out.loss.backward()
+    assert prompt.grad is not None and torch.isfinite(prompt.grad).all()
+
+
 def test_mutations_change_the_prompt_as_named():
     prompt = torch.arange(24.0).view(1, 6, 4)
     cfg = ContrastiveConfig(drop_fraction=0.5)

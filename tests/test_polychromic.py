@@ -100,7 +100,7 @@ def _grad(work, objective, ro) -> torch.Tensor:
 
 def test_diversity_reaches_the_gradient_and_lambda_zero_is_the_plain_objective(tmp_path):
     method = {"name": "polychromic", "n_generations": 4, "set_size": 2, "num_sets": 6, "scale": "none",
-              "diversity_weight": 1.0}
+              "diversity_weight": 1.0, "diversity": "distinct"}
     cfg, work, ro = _rollout(tmp_path, method, TEXTS)
     with_div = _grad(work, Polychromic(cfg.method_config()), ro)
     ro.memo.clear()
@@ -116,7 +116,8 @@ def test_diversity_reaches_the_gradient_and_lambda_zero_is_the_plain_objective(t
 
 
 def test_diversity_is_used_only_where_the_seed_knobs_say(tmp_path):
-    method = {"name": "polychromic", "n_generations": 4, "set_size": 2, "num_sets": 6, "scale": "none"}
+    method = {"name": "polychromic", "n_generations": 4, "set_size": 2, "num_sets": 6, "scale": "none",
+              "diversity": "distinct"}
     cfg, work, ro = _rollout(tmp_path, {**method, "max_examples_for_diversity": 1, "compute_every_n_steps": 2},
                              TEXTS)
     objective = Polychromic(cfg.method_config())
@@ -213,7 +214,7 @@ def test_the_quality_weighted_config_resolves():
 def test_bad_polychromic_config():
     with pytest.raises(ConfigError, match="set_size=5: expected <= n_generations"):
         PolychromicConfig(n_generations=4, set_size=5)
-    with pytest.raises(ConfigError, match="diversity_weight=-1"):
+    with pytest.raises(ConfigError, match=r"'method.diversity_weight'=-1: expected a number >= 0"):
         PolychromicConfig(diversity_weight=-1)
     with pytest.raises(ConfigError, match="n_generations=1"):
         PolychromicConfig(n_generations=1, set_size=1)

@@ -107,6 +107,36 @@ def test_ppo_losses_by_hand():
     torch.testing.assert_close(w, torch.tensor([[-1 / math.sqrt(2), 1 / math.sqrt(2), 0.0]]), atol=1e-4, rtol=0)
 
 
+def test_single_step_ppo_by_hand():
+    from types import SimpleNamespace
+
+    from softprompt.objectives.ppo import SingleStepPPO, SingleStepPPOConfig
+
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    ro = SimpleNamespace(rewards=torch.tensor([1.0, 0.0]), valid=torch.tensor([True, True]), mask=mask,
+                         old_logprobs=torch.tensor([[-1.0, -1.0], [-2.0, 0.0]]),
+                         ref_logprobs=torch.tensor([[-1.5, -1.0], [-2.0, 0.0]]),
+                         old_values=torch.tensor([[0.5, 9.0], [0.2, 9.0]]), memo={})
+    logp = torch.tensor([[-0.8, -1.0], [-2.1, 0.0]], requires_grad=True)
+    values = torch.tensor([[0.7, 9.0], [0.1, 9.0]], requires_grad=True)
+    inputs = SimpleNamespace(rollout=ro, logprobs_and_values=lambda: (logp, values))
+    config = SingleStepPPOConfig(kl_coef=0.1, cliprange=0.2, cliprange_value=0.2, vf_coef=0.5,
+                                 whiten_advantages=False)
+    out = SingleStepPPO(config)(inputs)
+    # one action per response: sequence log-probs old (-2, -2), reference (-2.5, -2), now (-1.8, -2.1)
+    # reward - kl_coef * (old - ref): 1 - 0.1 * 0.5 = 0.95 and 0; A = reward - V_old(context) = 0.45, -0.2
+    ratio = torch.exp(torch.tensor([0.2, -0.1]))
+    pg = (max(-0.45 * ratio[0], -0.45 * 1.2) + max(0.2 * ratio[1], 0.2 * ratio[1])) / 2  # row 0 clipped at 1.2
+    # values at the context (column 0): 0.7 (old 0.5, clip keeps 0.7), 0.1 (old 0.2); returns 0.95, 0
+    vf = 0.5 * ((0.7 - 0.95) ** 2 + 0.1 ** 2) / 2
+    assert out.loss.item() == pytest.approx(float(pg) + 0.5 * vf, abs=1e-6)
+    assert out.metrics["clip_fraction"] == pytest.approx(0.5)
+    torch.testing.assert_close(ro.memo["advantages"], torch.tensor([0.45, -0.2]))
+    out.loss.backward()  # the gradient reaches the log-probs of every real token and the context's value only
+    assert logp.grad[1, 1] == 0 and logp.grad[0, 0] == 0 and logp.grad[1, 0] != 0  # row 0 is clipped
+    assert values.grad[:, 1].abs().sum() == 0 and values.grad[:, 0].abs().sum() > 0
+
+
 # -- tiny models that learn --------------------------------------------------------------------
 
 PROMPTS = ["the movie was", "i loved it and", "this plot is", "a story with", "the actors were", "it is not"]
@@ -138,6 +168,7 @@ def run_rl(tmp_path, method: dict, epochs: int = 30):
     backbone = tiny_llama(vocab_size=50)  # every token decodes to a word
     frozen = {n: p.detach().clone() for n, p in backbone.model.named_parameters()}
     work, data = build_rl(cfg, rewards=[rate_of_great], backbone=backbone)
+    work.initial_head = {k: v.clone() for k, v in work.module.head_state().items()}  # value head before training
     trainer = Trainer(cfg, work, data, run=None)
     trainer.work.evaluate_before = False
     rewards = []
@@ -167,7 +198,9 @@ def test_ppo_raises_a_learnable_reward_and_trains_the_value_head(tmp_path, name)
     start, end = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
     assert end > start + 0.15 and end > 4 * start, (start, end)  # measured 0.02-0.03 -> 0.13-0.25 (seed-dependent)
     head = work.module.value_head
-    assert head.weight.requires_grad and head.weight.abs().sum() > 0
+    assert head.weight.requires_grad
+    moved = (head.weight.detach() - work.initial_head["value_head.weight"]).abs().max()
+    assert moved > 1e-3 * work.initial_head["value_head.weight"].abs().max(), "the value head did not train"
 
 
 def test_old_logprobs_from_generation_equal_a_recomputed_forward(tmp_path):
@@ -265,7 +298,7 @@ def test_non_finite_rewards_never_reach_the_weights(tmp_path):
 def test_bad_rl_input_fails_before_training(tmp_path):
     with pytest.raises(ConfigError, match="registered: .*lexicon_sentiment"):
         build_rl(rl_config(tmp_path, {"name": "grpo"}, rewards=[{"name": "sentimnet"}]), backbone=tiny_llama())
-    with pytest.raises(ConfigError, match="group_size=1: expected an integer >= 2"):
+    with pytest.raises(ConfigError, match="'method.group_size'=1: expected an integer >= 2"):
         rl_config(tmp_path, {"name": "grpo", "group_size": 1})
     with pytest.raises(RewardError, match="returned 1 values for 2 completions"):
         build_rl(rl_config(tmp_path, {"name": "grpo"}), rewards=[lambda p, c, e: [0.0]], backbone=tiny_llama())

@@ -202,7 +202,7 @@ def build_rl(config, rewards=None, backbone=None):
     loaded ``backbone``.
     """
     from .backbones import unfreeze_top_layers
-    from .prompts import load_prompts
+    from .prompts import held_out_info, load_prompts
     from .rewards import RewardContext, RewardSet
     from .rewards.base import make_part
     from .rollout import Policy, Reference
@@ -236,16 +236,19 @@ def build_rl(config, rewards=None, backbone=None):
         rewards = RewardSet.from_config(config.rewards, context)
     elif not isinstance(rewards, RewardSet):
         rewards = RewardSet.of(*(rewards if isinstance(rewards, (list, tuple)) else [rewards]))
+    method.check_rewards(rewards)  # e.g. polychromic's multiplicative f needs rewards >= 0
     rewards.probe(evaluation)
     judge = make_part(config.judge, 0, context).fn if config.judge else None
     work = RLWork(config, policy, rewards, reference, judge, base_lm=SoftPromptModel(backbone))
+    work.data_info = {"train_prompts": len(train), "eval_prompts": len(evaluation),
+                      **held_out_info(train, evaluation, config.prompts.file or config.prompts.source)}
     limit = config.generation.max_prompt_tokens
     if limit:  # prompts are cut to their last `limit` tokens: say how many
         from .workloads import count_overlong
 
-        work.data_info = count_overlong(backbone.tokenizer, {"train": [e.text for e in train],
-                                                             "eval": [e.text for e in evaluation]},
-                                        limit, "generation.max_prompt_tokens", "prompts")
+        work.data_info.update(count_overlong(backbone.tokenizer, {"train": [e.text for e in train],
+                                                                  "eval": [e.text for e in evaluation]},
+                                             limit, "generation.max_prompt_tokens", "prompts"))
     return work, Data(train, evaluation)
 
 

@@ -15,13 +15,14 @@ import itertools
 import re
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Union
 
 import yaml
 
 from .errors import ConfigError, closest
+from .fields import check_ranges
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -111,7 +112,7 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _load_tree(path: Path, search: list[Path], stack: tuple[Path, ...]) -> dict:
+def _load_tree(path: Path, search: list[Path], stack: tuple[Path, ...], normalize=None) -> dict:
     if path in stack:
         chain = " -> ".join(p.stem for p in (*stack[stack.index(path):], path))
         raise ConfigError(f"config defaults form a cycle: {chain}")
@@ -125,15 +126,17 @@ def _load_tree(path: Path, search: list[Path], stack: tuple[Path, ...]) -> dict:
         local = path.parent / name
         found = local.resolve() if local.suffix in (".yaml", ".yml") and local.is_file() else \
             find_config(name, [path.parent, *search])
-        merged = deep_merge(merged, _load_tree(found, search, (*stack, path)))
-    return deep_merge(merged, data)
+        merged = deep_merge(merged, _load_tree(found, search, (*stack, path), normalize))
+    return deep_merge(merged, normalize(data, str(path)) if normalize is not None else data)
 
 
 def load_config(name: str | Path, overrides: Iterable[str] = (), aliases: dict[str, str] | None = None,
-                search: Sequence[str | Path] | None = None) -> dict:
-    """Find a config, resolve its ``defaults`` chain, then apply the overrides."""
+                search: Sequence[str | Path] | None = None,
+                normalize: Callable[[dict, str], dict] | None = None) -> dict:
+    """Find a config, resolve its ``defaults`` chain, then apply the overrides. ``normalize(data,
+    where)`` rewrites each file's mapping before it is merged (e.g. old spellings of keys)."""
     dirs = _dirs(search)
-    data = _load_tree(find_config(str(name), dirs), dirs, ())
+    data = _load_tree(find_config(str(name), dirs), dirs, (), normalize)
     return apply_overrides(data, list(overrides), aliases)
 
 
@@ -270,6 +273,17 @@ def apply_overrides(config: dict, overrides: Sequence[str], aliases: dict[str, s
     return out
 
 
+def check_folder_name(value: str | None, key: str) -> None:
+    """``value`` names one folder (a run id): not a path, so a run stays under its output_dir."""
+    if value is None:
+        return
+    bad = (not value.strip() or value in (".", "..") or any(c in value for c in "/\\")
+           or any(ord(c) < 32 for c in value))
+    if bad:
+        raise ConfigError(f"config key {key!r}={value!r}: expected a folder name without '/', '\\' or control "
+                          "characters, and not '.' or '..' (it names a folder under output_dir)")
+
+
 # -- typed configs ----------------------------------------------------------------------------
 
 def _type_name(tp: Any) -> str:
@@ -365,6 +379,7 @@ def build(cls: type, data: dict, where: str = "") -> Any:
     if missing:
         raise ConfigError(f"missing required config key(s): {', '.join(map(repr, missing))}")
     kwargs = {name: _check(hints[name], value, full(name)) for name, value in data.items()}
+    check_ranges(cls, kwargs, where)  # each numeric key's declared range (fields.hfield)
     try:
         return cls(**kwargs)
     except ValueError as e:  # a __post_init__ check

@@ -1,4 +1,4 @@
-"""Diversity and Pass@k metrics of generated texts (DESIGN.md "Metrics").
+"""Diversity and Pass@k metrics of generated texts (docs/design.md "Metrics").
 
 A *set* is the n samples of one prompt; the set metrics below are computed per set and
 averaged over prompts by ``set_metrics`` (``set_distinct_n``; ``distinct_n`` of all completions

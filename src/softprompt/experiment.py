@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+
 from .adapters import make_config
 from .config import (
     apply_overrides,
     build,
+    check_folder_name,
     deep_merge,
     load_config,
     parse_override,
@@ -30,6 +33,80 @@ from .prompts import PromptsSection
 ALIASES = {"method_cfg": "method"}
 
 
+def _from_vocab(value: Any) -> str:
+    if not isinstance(value, bool):
+        raise ConfigError(f"config key 'method.initialize_from_vocab'={value!r}: expected true, false or null")
+    return "vocab" if value else "random"
+
+
+#: The source experiments' spellings of adapter keys, accepted under ``method`` and moved to the
+#: key they spell when a config is read (each YAML file, each override list, a run's config.yaml):
+#: seed key -> (the key it spells, how its value maps). A null seed value means "not set".
+SEED_KEYS: dict[str, tuple[str, Any]] = {
+    "method.n_soft_tokens": ("adapter.num_virtual_tokens", None),  # trlx's soft-prompt PPO
+    "method.num_virtual_tokens": ("adapter.num_virtual_tokens", None),  # PTCPRL
+    "method.initialize_from_vocab": ("adapter.init", _from_vocab),  # trlx: true = 'vocab', false = 'random'
+}
+
+
+def seed_aliases(raw: dict, where: str = "config") -> dict:
+    """``raw`` with the seed spellings of :data:`SEED_KEYS` (and a ``method_cfg`` section) moved to
+    the keys they spell. Both spellings in one mapping with different values is an error naming
+    both keys: nothing is overridden silently, and the saved config records what is trained."""
+    raw = dict(raw)
+    if isinstance(raw.get("method_cfg"), dict):
+        if "method" in raw:
+            raise ConfigError(f"{where}: give 'method' or its seed spelling 'method_cfg', not both")
+        raw["method"] = raw.pop("method_cfg")
+    if not isinstance(raw.get("method"), dict):
+        return raw
+    raw["method"] = method = dict(raw["method"])
+    for key, (target, convert) in SEED_KEYS.items():
+        name = key.split(".", 1)[1]
+        if name not in method:
+            continue
+        given = method.pop(name)
+        if given is None:
+            continue
+        value = convert(given) if convert else given
+        section, option = target.split(".")
+        if not isinstance(raw.get(section, {}), dict):
+            continue  # a malformed section: building it says so
+        raw[section] = dict(raw.get(section) or {})
+        if option in raw[section] and raw[section][option] != value:
+            raise ConfigError(f"{where}: {key}={given!r} and {target}={raw[section][option]!r} "
+                              f"disagree ({key} is the seed's spelling of {target}); give one of them")
+        raw[section][option] = value
+    return raw
+
+
+def _seed_alias_overrides(overrides: list[str]) -> list[str]:
+    """The override list with seed keys rewritten to the keys they spell (a null value drops it);
+    the same key set twice, in both spellings, to different values is an error."""
+    out: list[str] = []
+    given: dict[str, tuple[str, Any]] = {}
+    for text in overrides:
+        ov = parse_override(text)
+        key = ov.key
+        for old, new in ALIASES.items():
+            if key.startswith(old + "."):
+                key = new + key[len(old):]
+        if key in SEED_KEYS and ov.mode != "delete":
+            target, convert = SEED_KEYS[key]
+            if ov.value is None:
+                continue
+            value = convert(ov.value) if convert else ov.value
+            text = f"{target}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+        else:
+            target, value = key, ov.value
+        if target in given and given[target][1] != value and any(k in SEED_KEYS for k in (key, given[target][0])):
+            raise ConfigError(f"overrides {given[target][0]}={given[target][1]!r} and {key}={ov.value!r} disagree "
+                              f"(both set {target}); give one of them")
+        given[target] = (key, value)
+        out.append(text)
+    return out
+
+
 @dataclass
 class TaskSection:
     name: str = hfield("sst2", "task name (sst2, cola, stsb, mrpc, rte, wnli)")
@@ -41,25 +118,25 @@ class TaskSection:
     label_column: str = hfield("label", "label column of train_file/eval_file")
     train_split: str = hfield("train", "split name of the training data")
     eval_split: str = hfield("dev", "split name of the evaluation data")
-    max_train_examples: int | None = hfield(None, "use only the first N training examples (after shuffling)")
-    max_eval_examples: int | None = hfield(None, "evaluate on the first N examples")
-    max_length: int = hfield(128, "truncate prompts to this many tokens (from the left)")
+    max_train_examples: int | None = hfield(None, "use only the first N training examples (after shuffling)", ge=1)
+    max_eval_examples: int | None = hfield(None, "evaluate on the first N examples", ge=1)
+    max_length: int = hfield(128, "truncate prompts to this many tokens (from the left)", ge=1)
     template: str | None = hfield(None, "override the task's template ({text}, {text_pair})")
     label_words: list[list[str]] | None = hfield(None, "override the task's label words, a list per class")
 
 
 @dataclass
 class GenerationSection:
-    max_new_tokens: int = hfield(32, "RL: tokens sampled per completion at most")
-    temperature: float = hfield(1.0, "RL: sampling temperature (the policy is softmax(logits / T))")
+    max_new_tokens: int = hfield(32, "RL: tokens sampled per completion at most", ge=1)
+    temperature: float = hfield(1.0, "RL: sampling temperature (the policy is softmax(logits / T))", gt=0)
     top_k: int = hfield(0, "RL: sample among the k most likely tokens (0: off); the policy, its stored and "
                            "recomputed log-probs and the ratio are then the truncated, renormalised distribution, "
-                           "the KL is to the untruncated reference")
-    top_p: float = hfield(1.0, "RL: nucleus sampling mass (1.0: off); truncates the policy as top_k does")
+                           "the KL is to the untruncated reference", ge=0)
+    top_p: float = hfield(1.0, "RL: nucleus sampling mass (1.0: off); truncates the policy as top_k does", gt=0, le=1)
     stop_strings: list[str] = hfield([], "RL: end a completion at any of these strings")
     chat: bool = hfield(False, "RL: wrap each prompt as a user message in the chat template")
-    max_prompt_tokens: int | None = hfield(None, "RL: keep only the last this-many prompt tokens")
-    eval_samples: int = hfield(2, "RL: completions per held-out prompt when evaluating")
+    max_prompt_tokens: int | None = hfield(None, "RL: keep only the last this-many prompt tokens", ge=1)
+    eval_samples: int = hfield(2, "RL: completions per held-out prompt when evaluating", ge=1)
 
     def to_generation_config(self, group_size: int = 1, seed: int | None = None) -> GenerationConfig:
         return GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_k=self.top_k,
@@ -73,45 +150,43 @@ class PreferencesSection:
                                     "(context_messages, policy_response, reference_response, human_eval) "
                                     "or prompt/chosen/rejected")
     eval_file: str | None = hfield(None, "held-out preference file (default: eval_ratio of 'file')")
-    eval_ratio: float = hfield(0.1, "fraction of 'file' held out for pairwise accuracy (seeded)")
+    eval_ratio: float = hfield(0.1, "fraction of 'file' held out for pairwise accuracy (seeded)", gt=0, lt=1)
     from_task: str | None = hfield(None, "instead of a file: pairs from a labelled GLUE task (e.g. sst2), a "
                                          "positive-class text chosen over another class's of similar length; "
                                          "train pairs from task.train_split, held-out pairs from task.eval_split")
-    positive_label: int = hfield(1, "from_task: the class whose texts are chosen")
-    min_words: int = hfield(4, "from_task: shortest text used, in words")
-    max_train_pairs: int | None = hfield(None, "use at most this many training pairs")
-    max_length: int = hfield(256, "truncate 'context [SEP] response' to this many tokens (the context's start goes)")
+    positive_label: int = hfield(1, "from_task: the class whose texts are chosen", ge=0)
+    min_words: int = hfield(4, "from_task: shortest text used, in words", ge=1)
+    max_train_pairs: int | None = hfield(None, "use at most this many training pairs", ge=1)
+    max_length: int = hfield(256, "truncate 'context [SEP] response' to this many tokens (the context's start goes)", ge=1)
 
     def __post_init__(self):
         if self.file is not None and self.from_task is not None:
             raise ConfigError("preferences: give 'file' or 'from_task', not both")
-        if not 0 < self.eval_ratio < 1:
-            raise ConfigError(f"preferences.eval_ratio={self.eval_ratio!r}: expected a fraction between 0 and 1")
 
 
 @dataclass
 class TrainSection:
-    batch: int = hfield(8, "examples per optimizer step (before accumulation)")
-    epochs: int = hfield(1, "passes over the training data")
+    batch: int = hfield(8, "examples per optimizer step (before accumulation)", ge=1)
+    epochs: int = hfield(1, "passes over the training data", ge=1)
     shuffle: bool = hfield(True, "shuffle the training data each epoch (seeded); False: file order")
-    max_steps: int | None = hfield(None, "stop after this many optimizer steps")
-    lr: float = hfield(3e-2, "learning rate of the adapter")
-    head_lr: float | None = hfield(None, "learning rate of a classifier head (default: lr / 10)")
-    weight_decay: float = hfield(0.0, "AdamW weight decay")
-    warmup_ratio: float = hfield(0.06, "fraction of steps of linear warmup")
+    max_steps: int | None = hfield(None, "stop after this many optimizer steps", ge=1)
+    lr: float = hfield(3e-2, "learning rate of the adapter", gt=0)
+    head_lr: float | None = hfield(None, "learning rate of a classifier head (default: lr / 10)", gt=0)
+    weight_decay: float = hfield(0.0, "AdamW weight decay", ge=0)
+    warmup_ratio: float = hfield(0.06, "fraction of steps of linear warmup", ge=0, le=1)
     scheduler: Literal["cosine", "linear", "constant"] = hfield("cosine", "learning-rate schedule after warmup")
-    grad_accum: int = hfield(1, "micro-batches per optimizer step")
-    max_grad_norm: float = hfield(1.0, "gradient clipping (0: off)")
-    eval_every: int = hfield(0, "evaluate every N optimizer steps (0: at the end of each epoch)")
-    eval_batch: int = hfield(32, "evaluation batch size")
-    early_stopping_patience: int = hfield(0, "stop after N evaluations without improvement (0: off)")
+    grad_accum: int = hfield(1, "micro-batches per optimizer step", ge=1)
+    max_grad_norm: float = hfield(1.0, "gradient clipping (0: off)", ge=0)
+    eval_every: int = hfield(0, "evaluate every N optimizer steps (0: at the end of each epoch)", ge=0)
+    eval_batch: int = hfield(32, "evaluation batch size", ge=1)
+    early_stopping_patience: int = hfield(0, "stop after N evaluations without improvement (0: off)", ge=0)
     strategy: Literal["ddp", "fsdp", "deepspeed"] = hfield(
         "ddp", "with several processes: ddp (each rank holds the whole frozen backbone), fsdp (PyTorch FSDP2 "
                "shards the frozen backbone's blocks across the ranks: 1/N of it per rank) or deepspeed (the same "
                "with DeepSpeed ZeRO stage 3; pip install 'softprompt[deepspeed]'); the adapter is replicated "
                "either way")
     max_bad_steps: int = hfield(5, "a step whose loss or gradient is NaN/inf is skipped (weights untouched); "
-                                   "stop the run after this many in a row")
+                                   "stop the run after this many in a row (0: never stop)", ge=0)
 
 
 @dataclass
@@ -149,12 +224,15 @@ class ExperimentConfig:
     judge: dict[str, Any] | None = hfield(None, "RL: a reward config used only to judge (positive rate), "
                                                 "e.g. a classifier run; never trained on")
     train: TrainSection = field(default_factory=TrainSection)
-    seed: int = hfield(0, "seed for data order, init and sampling")
+    seed: int = hfield(0, "seed for data order, init and sampling", ge=0)
     init_from: str | None = hfield(None, "start the adapter from this run folder's best checkpoint (or an adapter "
                                          "directory) instead of its init; a classifier head or value head starts fresh")
     condition: ConditionSection = field(default_factory=ConditionSection)
     output_dir: str = hfield("experiments", "root of the run folders")
-    run_id: str | None = hfield(None, "run folder name (default: a timestamp)")
+    run_id: str | None = hfield(None, "run folder name, a plain name (default: a timestamp)")
+
+    def __post_init__(self) -> None:
+        check_folder_name(self.run_id, "run_id")
 
     # -- derived ---------------------------------------------------------------------------------
     def method_config(self):
@@ -188,13 +266,6 @@ class ExperimentConfig:
         kind = options.pop("type", None)
         if not kind:
             raise ConfigError("adapter.type is required (prompt_tuning, prefix_tuning, conditional_prompt, lora)")
-        method = self.method_config()
-        for n in (getattr(method, "num_virtual_tokens", None), getattr(method, "n_soft_tokens", None)):
-            if n is not None:  # the seeds' spellings of adapter.num_virtual_tokens
-                options["num_virtual_tokens"] = n
-        from_vocab = getattr(method, "initialize_from_vocab", None)
-        if from_vocab is not None:
-            options["init"] = "vocab" if from_vocab else "random"
         return make_config(kind, options)
 
     def objectives(self) -> dict[str, object]:
@@ -206,7 +277,7 @@ class ExperimentConfig:
 
 def resolve(name: str | Path, overrides: list[str] = (), preset: str | None = None) -> ExperimentConfig:
     """Defaults <- YAML <- the preset's overrides <- overrides, then a typed, validated config."""
-    raw = load_config(name, aliases=ALIASES)
+    raw = load_config(name, aliases=ALIASES, normalize=seed_aliases)
     return from_dict(raw, overrides, preset=preset, where=str(name))
 
 
@@ -223,8 +294,6 @@ def preset_overrides(raw: dict, preset: str | None, where: str = "config") -> li
         raise ConfigError(f"{where} has no preset {preset!r} (its presets: {names})")
     items = presets[preset]
     if isinstance(items, dict):
-        import yaml
-
         items = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
                  for k, v in items.items()]
     if not isinstance(items, list) or not all(isinstance(i, str) and "=" in i for i in items):
@@ -233,15 +302,15 @@ def preset_overrides(raw: dict, preset: str | None, where: str = "config") -> li
 
 
 def from_dict(raw: dict, overrides: list[str] = (), preset: str | None = None, where: str = "config") -> ExperimentConfig:
-    raw = dict(raw)
+    raw = seed_aliases(raw, where)
     if "stages" in raw:
         raise ConfigError(f"{where} is a multi-stage config (it has 'stages'): run it with softprompt train "
                           f"--config-name {where}, or softprompt.run_pipeline({where!r}) in Python")
-    overrides = [*preset_overrides(raw, preset, where), *overrides]
+    overrides = _seed_alias_overrides([*preset_overrides(raw, preset, where), *overrides])
     base = to_dict(ExperimentConfig())
     merged = deep_merge(base, raw)
     if "adapter" in raw:  # the YAML's adapter replaces the default one, filled with its type's defaults
-        merged["adapter"] = _with_adapter_defaults(raw["adapter"])
+        merged["adapter"] = _with_adapter_defaults(raw["adapter"], base["adapter"]["type"])
     # likewise the method: its own options, filled with its defaults
     merged["method"] = _with_method_defaults(raw.get("method", base["method"]))
     # ``method.name=X`` swaps the whole section, as a Hydra group does: X's defaults, then the
@@ -261,8 +330,13 @@ def _with_method_defaults(section: Any) -> dict:
 
 
 def _legacy(section: dict) -> dict:
-    """Run folders written before methods had their own options saved every PTCPRL option under
-    ``method`` (an ``mle`` run too); drop those from an ``mle`` section so old runs still load."""
+    """Options that older run folders saved and the method never read, dropped so old runs load:
+    every PTCPRL option under an ``mle`` method (before methods had their own options), and
+    ``ppo_single_step``'s ``gamma``/``lam`` at the defaults it inherited from PPO (it has no
+    discount: one action per response). Set to anything else they are refused as unknown keys."""
+    if section.get("name") == "ppo_single_step":
+        stale = {"gamma": 1.0, "lam": 0.95}
+        return {k: v for k, v in section.items() if not (k in stale and v == stale[k])}
     if section.get("name") != "mle":
         return section
     flat = set(method_defaults("ptcprl")) - set(method_defaults("mle"))
@@ -283,9 +357,10 @@ def _method_override(overrides) -> str | None:
     return name
 
 
-def _with_adapter_defaults(section: dict) -> dict:
-    if not isinstance(section, dict) or "type" not in section:
-        raise ConfigError("config key 'adapter' must be a mapping with a 'type'")
+def _with_adapter_defaults(section: dict, default_type: str) -> dict:
+    if not isinstance(section, dict):
+        raise ConfigError("config key 'adapter' must be a mapping with a 'type' and its options")
+    kind = section.get("type", default_type)
     options = {k: v for k, v in section.items() if k != "type"}
-    defaults = make_config(section["type"], {}).to_dict()
-    return {"type": section["type"], **defaults, **options}
+    defaults = make_config(kind, {}).to_dict()
+    return {"type": kind, **defaults, **options}

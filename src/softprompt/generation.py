@@ -1,6 +1,6 @@
 """Batched generation with soft prompts and the KV cache on.
 
-The prompt batch (left-padded, virtual tokens placed as DESIGN.md says) is prefilled
+The prompt batch (left-padded, virtual tokens placed as docs/design.md says) is prefilled
 once; with ``group_size=G`` its cache is then repeated G times, so G samples of one
 prompt share one prefill. Decoding feeds one token per step through the cache, never
 re-inserting the virtual tokens. Rows that finish are dropped from the batch once enough
@@ -26,36 +26,27 @@ from transformers.cache_utils import Cache, DynamicLayer
 
 from .distributed import lockstep_any
 from .errors import ConfigError, closest
-from .fields import hfield
+from .fields import check_instance, hfield
 
 
 @dataclass
 class GenerationConfig:
-    max_new_tokens: int = hfield(64, "tokens to generate at most per sample")
+    max_new_tokens: int = hfield(64, "tokens to generate at most per sample", ge=1)
     do_sample: bool = hfield(True, "sample (True) or greedy decoding (False)")
-    temperature: float = hfield(1.0, "softmax temperature of the sampling policy")
-    top_k: int = hfield(0, "sample among the k most likely tokens (0: off)")
-    top_p: float = hfield(1.0, "nucleus sampling mass (1.0: off)")
-    group_size: int = hfield(1, "samples per prompt; the prompt is prefilled once and its cache shared")
+    temperature: float = hfield(1.0, "softmax temperature of the sampling policy", gt=0)
+    top_k: int = hfield(0, "sample among the k most likely tokens (0: off)", ge=0)
+    top_p: float = hfield(1.0, "nucleus sampling mass (1.0: off)", gt=0, le=1)
+    group_size: int = hfield(1, "samples per prompt; the prompt is prefilled once and its cache shared", ge=1)
     stop_strings: list[str] = hfield([], "stop a sample once its text contains one of these (cut from the text)")
-    eos_token_ids: list[int] | None = hfield(None, "token ids that end a sample (None: the model's EOS ids)")
-    seed: int | None = hfield(None, "seed for sampling (None: the global torch RNG)")
+    eos_token_ids: list[int] | None = hfield(None, "token ids that end a sample (None: the model's EOS ids)", ge=0)
+    seed: int | None = hfield(None, "seed for sampling (None: the global torch RNG)", ge=0)
     chat: bool = hfield(False, "wrap each prompt as a user message in the model's chat template")
-    max_prompt_tokens: int | None = hfield(None, "keep only the last this-many prompt tokens")
+    max_prompt_tokens: int | None = hfield(None, "keep only the last this-many prompt tokens", ge=1)
     fast_kernels: bool = hfield(True, "decode with pre-packed fp32 weights on CPU (softprompt.kernels); keeps "
                                       "a packed copy of the linear weights in memory")
 
     def __post_init__(self) -> None:
-        def need(ok: bool, key: str, expected: str) -> None:
-            if not ok:
-                raise ConfigError(f"generation.{key}={getattr(self, key)!r}: expected {expected}")
-
-        need(isinstance(self.max_new_tokens, int) and self.max_new_tokens > 0, "max_new_tokens", "a positive integer")
-        need(self.temperature > 0, "temperature", "a positive number")
-        need(isinstance(self.top_k, int) and self.top_k >= 0, "top_k", "an integer >= 0 (0 = off)")
-        need(0 < self.top_p <= 1, "top_p", "a number in (0, 1]")
-        need(isinstance(self.group_size, int) and self.group_size >= 1, "group_size", "an integer >= 1")
-        need(self.max_prompt_tokens is None or self.max_prompt_tokens > 0, "max_prompt_tokens", "a positive integer")
+        check_instance(self, "generation")  # each option's declared range
         if isinstance(self.stop_strings, str):
             self.stop_strings = [self.stop_strings]
 

@@ -51,10 +51,10 @@ class MLEMethod:
     """Cross-entropy on the label words (or the head's classes)."""
 
     kind: ClassVar[str] = "classification"
-    label_smoothing: float = hfield(0.0, "mle: label smoothing")
+    label_smoothing: float = hfield(0.0, "mle: label smoothing", ge=0, lt=1)
     class_weights: str | list[float] | None = hfield(
-        None, "mle: per-class loss weights, a list or 'balanced' (from the training labels' counts)")
-    num_virtual_tokens: int | None = hfield(None, "the seed's spelling of adapter.num_virtual_tokens")
+        None, "mle: per-class loss weights, a list or 'balanced' (from the training labels' counts)",
+        ge=0)
 
     def mle(self) -> MLEConfig:
         return MLEConfig(label_smoothing=self.label_smoothing, class_weights=self.class_weights)
@@ -71,17 +71,17 @@ class MLEMethod:
 class PTCPRLMethod(MLEMethod):
     """PTCPRL: MLE for ``phase1_epochs``, then alpha*MLE + beta*contrastive + gamma*RL."""
 
-    phase1_epochs: int = hfield(1, "epochs of MLE only before the combined phase")
-    alpha: float = hfield(1.0, "weight of MLE in the combined phase")
-    beta: float = hfield(0.1, "weight of the contrastive term")
-    gamma: float = hfield(0.1, "weight of the RL term (label_reinforce)")
-    k_negatives: int = hfield(4, "contrastive: mutated prompts per example")
-    temperature: float = hfield(0.1, "contrastive: InfoNCE temperature")
-    contrastive_dropout: float = hfield(0.1, "contrastive: dropout on the prompt for the positive view")
+    phase1_epochs: int = hfield(1, "epochs of MLE only before the combined phase", ge=0)
+    alpha: float = hfield(1.0, "weight of MLE in the combined phase", ge=0)
+    beta: float = hfield(0.1, "weight of the contrastive term", ge=0)
+    gamma: float = hfield(0.1, "weight of the RL term (label_reinforce)", ge=0)
+    k_negatives: int = hfield(4, "contrastive: mutated prompts per example", ge=1)
+    temperature: float = hfield(0.1, "contrastive: InfoNCE temperature", gt=0)
+    contrastive_dropout: float = hfield(0.1, "contrastive: dropout on the prompt for the positive view", ge=0, lt=1)
     mutations: list[str] = hfield(["noise", "shuffle", "drop"], "contrastive: mutations used for negatives")
-    noise_std: float = hfield(1.0, "contrastive: noise std relative to the prompt's std")
-    drop_fraction: float = hfield(0.5, "contrastive: fraction of virtual tokens dropped")
-    rl_subset_size: int = hfield(8, "label_reinforce: examples per batch that get a sampled label")
+    noise_std: float = hfield(1.0, "contrastive: noise std relative to the prompt's std", ge=0)
+    drop_fraction: float = hfield(0.5, "contrastive: fraction of virtual tokens dropped", gt=0, lt=1)
+    rl_subset_size: int = hfield(8, "label_reinforce: examples per batch that get a sampled label", ge=2)
 
     def objectives(self) -> dict[str, object]:
         return {
@@ -122,10 +122,6 @@ class PPOMethod(_RLMethod, PPOConfig):
     """Token-level PPO with a value head, KL penalty folded into the rewards, GAE."""
 
     objective: ClassVar[str] = "ppo"
-    n_soft_tokens: int | None = hfield(None, "the trlx soft-prompt seed's spelling of adapter.num_virtual_tokens")
-    initialize_from_vocab: bool | None = hfield(
-        None, "the seed's spelling of the init: true = adapter.init 'vocab' (embeddings of sampled vocabulary "
-              "tokens), false = 'random'; unset: adapter.init as configured")
 
 
 @METHODS.register("ppo_single_step")

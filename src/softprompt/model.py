@@ -1,4 +1,4 @@
-"""SoftPromptModel: a frozen backbone plus one adapter, with the placement of DESIGN.md."""
+"""SoftPromptModel: a frozen backbone plus one adapter, with the placement of docs/design.md."""
 
 from __future__ import annotations
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .config import check_folder_name
 from .errors import ConfigError
 from .registry import Registry
 
@@ -139,6 +140,7 @@ class Pipeline:
         for o in self.common:  # output_dir=X moves the stages' runs and the pipeline folder alike
             if o.startswith("output_dir="):
                 self.output_dir = o.split("=", 1)[1]
+        check_folder_name(run_id, "run_id")
         self.run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
         self.path = Path(self.output_dir) / "pipelines" / name / self.run_id
         self.runs: dict[str, Path] = {}

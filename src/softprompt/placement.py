@@ -1,4 +1,4 @@
-"""Where virtual tokens go (DESIGN.md, "Placement").
+"""Where virtual tokens go (docs/design.md, "Placement").
 
 Prompt tuning: ``[pad..pad][P1..Pn][tokens][trailing pads]``: the n virtual tokens are
 inserted right before each row's first real token, so left padding stays in front and a

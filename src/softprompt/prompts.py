@@ -38,26 +38,26 @@ class PromptsSection:
     file: str | None = hfield(None, "file: .txt (a prompt per line), .jsonl or .csv")
     eval_file: str | None = hfield(None, "file: held-out prompts (default: the last num_eval of 'file')")
     column: str = hfield("prompt", "file: the column holding the prompt (.jsonl/.csv)")
-    items: list[str] = hfield([], "list: the prompts")
-    num_train: int = hfield(256, "training prompts (at most)")
-    num_eval: int = hfield(32, "held-out prompts scored before and after training")
-    min_words: int = hfield(3, "review_openings: shortest opening, in words")
-    max_words: int = hfield(6, "review_openings: longest opening, in words")
+    items: list[str] = hfield([], "list: the training prompts")
+    eval_items: list[str] = hfield([], "list: held-out prompts (default: none, so the training prompts are "
+                                       "evaluated, with a warning)")
+    num_train: int = hfield(256, "training prompts (at most)", ge=1)
+    num_eval: int = hfield(32, "held-out prompts scored before and after training", ge=1)
+    min_words: int = hfield(3, "review_openings: shortest opening, in words", ge=1)
+    max_words: int = hfield(6, "review_openings: longest opening, in words", ge=1)
     template: str = hfield("Write a one-line movie review of {topic}.", "review_requests: the request, with {topic}")
     task: str = hfield("cola", "sentence_splits: the GLUE task whose sentences are split (train: its train "
                                "split; held out: its dev split), unless 'file' is given")
-    min_prompt_tokens: int = hfield(3, "sentence_splits: shortest prompt, in the policy's tokens")
-    min_completion_tokens: int = hfield(5, "sentence_splits: shortest true continuation, in tokens")
+    min_prompt_tokens: int = hfield(3, "sentence_splits: shortest prompt, in the policy's tokens", ge=1)
+    min_completion_tokens: int = hfield(5, "sentence_splits: shortest true continuation, in tokens", ge=1)
     score_column: str | None = hfield(None, "sentence_splits with a file: the column with each row's score")
     label_scores: list[float] = hfield([0.0, 1.0], "sentence_splits from a task: the score of each class "
-                                                   "(CoLA: unacceptable, acceptable)")
+                                                   "(CoLA: unacceptable, acceptable)", finite=True)
     conditions: list[str] = hfield([], "one condition per training prompt (seeded); held-out prompts get each "
                                        "(e.g. [negative, positive] for a conditional prompt)")
 
     def __post_init__(self):
-        if self.num_train < 1 or self.num_eval < 1:
-            raise ConfigError(f"prompts.num_train={self.num_train}, num_eval={self.num_eval}: expected >= 1 each")
-        if not 1 <= self.min_words <= self.max_words:
+        if not self.min_words <= self.max_words:
             raise ConfigError(f"prompts.min_words={self.min_words}, max_words={self.max_words}: expected "
                               "1 <= min_words <= max_words")
 
@@ -81,6 +81,23 @@ def load_prompts(section: PromptsSection, seed: int = 0, tokenizer=None) -> tupl
     if section.conditions:
         train, evaluation = with_conditions(train, evaluation, section.conditions, seed)
     return train, evaluation
+
+
+def held_out_info(train: list[Example], evaluation: list[Example], where: str) -> dict:
+    """What the run evaluates on, for its ``data.json``: the evaluation prompts and whether they are
+    held out. Evaluation prompts that are also training prompts get a loud warning: their reward
+    measures how well the prompt fits what it was trained on, not how it generalises."""
+    import logging
+
+    trained = {e.text for e in train}
+    texts = list(dict.fromkeys(e.text for e in evaluation))  # a prompt repeated per condition counts once
+    seen = sum(t in trained for t in texts)
+    if seen:
+        logging.getLogger("softprompt").warning(
+            "prompts from %r: %d of the %d evaluation prompts are training prompts, so eval_reward (and before/"
+            "after) measure fit, not generalisation; give held-out prompts (prompts.eval_items for a list, "
+            "prompts.eval_file for a file)", where, seen, len(texts))
+    return {"eval_held_out": seen == 0, "eval_prompts_in_training": seen, "eval_prompt_texts": texts}
 
 
 def with_conditions(train: list[Example], evaluation: list[Example], conditions: list[str], seed: int):
@@ -208,7 +225,8 @@ def from_list(s: PromptsSection, seed: int):
     items = [Example(text=t, index=i) for i, t in enumerate(s.items)]
     if not items:
         raise ConfigError("prompts.source=list needs prompts.items: a list of prompt texts")
-    return items, items
+    held = [Example(text=t, index=i) for i, t in enumerate(s.eval_items)]
+    return items, held or items  # no held-out prompts: the training prompts (load_prompts' caller warns)
 
 
 @PROMPT_SOURCES.register("file")
@@ -218,7 +236,7 @@ def from_file(s: PromptsSection, seed: int):
     items = read_prompt_file(Path(s.file), s.column)
     if s.eval_file:
         return items, read_prompt_file(Path(s.eval_file), s.column)
-    if len(items) < 2:
+    if len(items) < 2:  # nothing to hold out: evaluated on the training prompt (the caller warns)
         return items, items
     n_eval = min(s.num_eval, len(items) // 4) or 1
     return items[:-n_eval], items[-n_eval:]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import typing
 
+from .fields import field_range
+
 
 def _type(f: dataclasses.Field) -> str:
     t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
@@ -25,12 +27,14 @@ def _default(f: dataclasses.Field) -> str:
 
 
 def table(cls, prefix: str = "", skip: typing.Collection[str] = ()) -> list[str]:
-    rows = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    rows = ["| key | type | default | valid | meaning |", "| --- | --- | --- | --- | --- |"]
     for f in dataclasses.fields(cls):
         if f.name in skip or f.name.startswith("_"):
             continue
         help_text = " ".join(f.metadata.get("help", "").split()).replace("|", "\\|").replace("<", "&lt;")
-        rows.append(f"| `{prefix}{f.name}` | {_type(f)} | {_default(f)} | {help_text} |")
+        valid = field_range(f)
+        valid = valid.short().replace("<", "&lt;") if valid is not None else ""
+        rows.append(f"| `{prefix}{f.name}` | {_type(f)} | {_default(f)} | {valid} | {help_text} |")
     return rows
 
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError, closest
-from ..fields import field_help, hfield  # noqa: F401  (re-exported for the adapter configs)
+from ..errors import ConfigError
+from ..fields import check_instance, field_help, hfield  # noqa: F401  (hfield: re-exported for the adapter configs)
 
 log = logging.getLogger(__name__)
 
@@ -31,38 +31,26 @@ class AdapterConfig:
     adapter_type: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
+        check_instance(self, "adapter")  # every numeric option's declared range (hfield ge/gt/le/lt)
         self.validate()
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the field and what was expected."""
+        """Checks across options (each option's own range is declared on its field): raise
+        :class:`ConfigError` naming the field and what was expected."""
 
     def _require(self, ok: bool, key: str, expected: str) -> None:
         if not ok:
             raise ConfigError(f"{self.adapter_type}.{key}={getattr(self, key)!r}: expected {expected}")
-
-    def _require_positive_int(self, *keys: str) -> None:
-        for key in keys:
-            value = getattr(self, key)
-            self._require(isinstance(value, int) and not isinstance(value, bool) and value > 0, key,
-                          "a positive integer")
-
-    def _require_probability(self, *keys: str) -> None:
-        for key in keys:
-            value = getattr(self, key)
-            self._require(isinstance(value, (int, float)) and 0.0 <= value < 1.0, key, "a probability in [0, 1)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AdapterConfig:
-        names = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in names:
-                raise ConfigError(
-                    f"{cls.adapter_type} has no option {key!r}{closest(key, names)}; options: {', '.join(sorted(names))}"
-                )
-        return cls(**data)
+        """The config from a mapping of options, every key, type and range checked."""
+        from ..config import build
+
+        return build(cls, dict(data), where="adapter")
 
     @classmethod
     def help(cls) -> dict[str, str]:

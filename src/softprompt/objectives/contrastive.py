@@ -1,4 +1,4 @@
-"""InfoNCE over mutated prompts (PTCPRL; DESIGN.md "Contrastive over mutated prompts").
+"""InfoNCE over mutated prompts (PTCPRL; docs/design.md "Contrastive over mutated prompts").
 
 anchor   z    = f(x; P)
 positive z+   = f(x; dropout(P))                    a second view of the same prompt
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..fields import hfield
+from ..fields import check_instance, hfield
 from .base import OBJECTIVES, Objective, ObjectiveOutput, StepInputs
 
 MUTATIONS = ("noise", "shuffle", "drop")
@@ -24,23 +24,18 @@ MUTATIONS = ("noise", "shuffle", "drop")
 
 @dataclass
 class ContrastiveConfig:
-    k_negatives: int = hfield(4, "negatives per example, each a mutated prompt")
-    temperature: float = hfield(0.1, "InfoNCE temperature tau")
-    dropout: float = hfield(0.1, "dropout on the virtual tokens for the positive view")
+    k_negatives: int = hfield(4, "negatives per example, each a mutated prompt", ge=1)
+    temperature: float = hfield(0.1, "InfoNCE temperature tau", gt=0)
+    dropout: float = hfield(0.1, "dropout on the virtual tokens for the positive view", ge=0, lt=1)
     mutations: list[str] = hfield(list(MUTATIONS), "mutations used in turn for the negatives: noise, shuffle, drop")
-    noise_std: float = hfield(1.0, "Gaussian noise std for 'noise', relative to the prompt's std")
-    drop_fraction: float = hfield(0.5, "fraction of virtual tokens removed by 'drop'")
+    noise_std: float = hfield(1.0, "Gaussian noise std for 'noise', relative to the prompt's std", ge=0)
+    drop_fraction: float = hfield(0.5, "fraction of virtual tokens removed by 'drop'", gt=0, lt=1)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.k_negatives, int) or self.k_negatives < 1:
-            raise ConfigError(f"contrastive.k_negatives={self.k_negatives!r}: expected an integer >= 1")
-        if self.temperature <= 0:
-            raise ConfigError(f"contrastive.temperature={self.temperature!r}: expected a positive number")
+        check_instance(self, "contrastive")
         bad = [m for m in self.mutations if m not in MUTATIONS]
         if bad or not self.mutations:
             raise ConfigError(f"contrastive.mutations={self.mutations!r}: expected a non-empty list of {MUTATIONS}")
-        if not 0 < self.drop_fraction < 1:
-            raise ConfigError(f"contrastive.drop_fraction={self.drop_fraction!r}: expected a number in (0, 1)")
 
 
 def mutate(prompt: torch.Tensor, kind: str, cfg: ContrastiveConfig) -> torch.Tensor:

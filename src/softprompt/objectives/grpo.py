@@ -1,4 +1,4 @@
-"""GRPO on soft prompts (DESIGN.md "GRPO"), read top to bottom.
+"""GRPO on soft prompts (docs/design.md "GRPO"), read top to bottom.
 
 For each prompt, G completions o_1..o_G with rewards r_1..r_G:
 
@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 
 from ..errors import ConfigError
-from ..fields import hfield
+from ..fields import check_instance, hfield
 from .base import OBJECTIVES, Objective, ObjectiveOutput
 
 STD_EPS = 1e-4
@@ -37,40 +37,29 @@ STD_EPS = 1e-4
 class RLCommon:
     """What every RL method shares: sampling, inner updates, the reference."""
 
-    group_size: int = hfield(4, "completions sampled per prompt (G)")
-    num_iterations: int = hfield(1, "optimizer steps on each rollout batch (inner updates)")
+    group_size: int = hfield(4, "completions sampled per prompt (G)", ge=2)
+    num_iterations: int = hfield(1, "optimizer steps on each rollout batch (inner updates)", ge=1)
     reference: Literal["initial_prompt", "none"] = hfield(
         "initial_prompt", "reference policy for KL: the frozen backbone with the initial prompt, or with no prompt")
 
     def __post_init__(self) -> None:
-        self._require_int("group_size", 1)
-        self._require_int("num_iterations", 1)
-
-    def _require_int(self, key: str, low: int) -> None:
-        value = getattr(self, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ConfigError(f"method.{key}={value!r}: expected an integer >= {low}")
+        check_instance(self, "method")  # each option's declared range
 
     @property
     def needs_reference(self) -> bool:
         return False
 
+    def check_rewards(self, rewards) -> None:
+        """Refuse rewards this method cannot use, before the run starts (default: any)."""
+
 
 @dataclass
 class GRPOConfig(RLCommon):
-    epsilon: float = hfield(0.2, "lower clip of the ratio: 1 - epsilon")
-    epsilon_high: float | None = hfield(None, "upper clip of the ratio: 1 + epsilon_high (default: epsilon)")
-    beta: float = hfield(0.0, "weight of the k3 KL to the reference (0: off, no reference pass)")
+    epsilon: float = hfield(0.2, "lower clip of the ratio: 1 - epsilon", gt=0, lt=1)
+    epsilon_high: float | None = hfield(None, "upper clip of the ratio: 1 + epsilon_high (default: epsilon)", gt=0)
+    beta: float = hfield(0.0, "weight of the k3 KL to the reference (0: off, no reference pass)", ge=0)
     loss_type: Literal["grpo", "dapo", "dr_grpo"] = hfield("dapo", "loss aggregation: grpo, dapo or dr_grpo")
     scale_rewards: Literal["group", "batch", "none"] = hfield("group", "advantage scale: group std, batch std, none")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._require_int("group_size", 2)  # a group of one has no baseline
-        if self.epsilon <= 0 or (self.epsilon_high is not None and self.epsilon_high <= 0):
-            raise ConfigError(f"method.epsilon={self.epsilon!r}, epsilon_high={self.epsilon_high!r}: expected > 0")
-        if self.beta < 0:
-            raise ConfigError(f"method.beta={self.beta!r}: expected >= 0")
 
     @property
     def needs_reference(self) -> bool:

@@ -12,18 +12,17 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from ..fields import hfield
+from ..fields import check_instance, hfield
 from .base import OBJECTIVES, Objective, ObjectiveOutput, StepInputs
 
 
 @dataclass
 class LabelReinforceConfig:
-    rl_subset_size: int = hfield(8, "examples of each batch that get a sampled label and a reward")
+    rl_subset_size: int = hfield(8, "examples of each batch that get a sampled label and a reward "
+                                               "(>= 2: the baseline is the subset's mean reward)", ge=2)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.rl_subset_size, int) or self.rl_subset_size < 2:
-            raise ConfigError(f"label_reinforce.rl_subset_size={self.rl_subset_size!r}: expected an integer >= 2 "
-                              "(the baseline is the subset's mean reward)")
+        check_instance(self, "label_reinforce")
 
 
 @OBJECTIVES.register("label_reinforce")

@@ -8,17 +8,19 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..fields import hfield
+from ..fields import check_instance, hfield
 from .base import OBJECTIVES, Objective, ObjectiveOutput, StepInputs
 
 
 @dataclass
 class MLEConfig:
-    label_smoothing: float = hfield(0.0, "label smoothing of the cross-entropy")
+    label_smoothing: float = hfield(0.0, "label smoothing of the cross-entropy", ge=0, lt=1)
     class_weights: str | list[float] | None = hfield(
-        None, "per-class loss weights: a list, or 'balanced' (n / (classes * count) from the training labels)")
+        None, "per-class loss weights: a list, or 'balanced' (n / (classes * count) from the training labels)",
+        ge=0)
 
     def __post_init__(self):
+        check_instance(self, "mle")
         w = self.class_weights
         if isinstance(w, str) and w != "balanced":
             raise ConfigError(f"mle class_weights: expected 'balanced' or a list of numbers, found {w!r}")

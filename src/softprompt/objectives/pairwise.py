@@ -10,19 +10,17 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from ..errors import ConfigError
-from ..fields import hfield
+from ..fields import check_instance, hfield
 from .base import OBJECTIVES, Objective, ObjectiveOutput, StepInputs
 
 
 @dataclass
 class PairwiseConfig:
     margin: float = hfield(0.0, "the chosen response must outscore the rejected one by this much "
-                                "(loss -log sigmoid(s_c - s_r - margin))")
+                                "(loss -log sigmoid(s_c - s_r - margin))", ge=0)
 
     def __post_init__(self):
-        if self.margin < 0:
-            raise ConfigError(f"pairwise margin={self.margin!r}: expected >= 0")
+        check_instance(self, "method")
 
 
 def pairwise_loss(chosen, rejected, margin: float = 0.0):

@@ -1,4 +1,4 @@
-"""Polychromic RL (Hamid et al., 2025; DESIGN.md "Polychromic"), read top to bottom.
+"""Polychromic RL (Hamid et al., 2025; docs/design.md "Polychromic"), read top to bottom.
 
 For each prompt, N = ``n_generations`` samples y_1..y_N with rewards r_1..r_N are split into
 M sets S_1..S_M of n = ``set_size`` samples each (every n-subset when there are at most
@@ -38,37 +38,39 @@ import torch
 
 from ..diversity import distinct_samples, mean_cosine_distance
 from ..errors import ConfigError
-from ..fields import hfield
+from ..fields import check_instance, hfield
 from .base import OBJECTIVES, Objective, ObjectiveOutput
 from .grpo import STD_EPS, clipped_policy_loss
 
 
 @dataclass
 class PolychromicConfig:
-    n_generations: int = hfield(8, "samples per prompt (N)")
-    set_size: int = hfield(4, "samples per set (n)")
-    num_sets: int = hfield(70, "sets per prompt (M); all n-subsets when there are at most this many")
+    n_generations: int = hfield(8, "samples per prompt (N)", ge=2)
+    set_size: int = hfield(4, "samples per set (n)", ge=2)
+    num_sets: int = hfield(70, "sets per prompt (M); all n-subsets when there are at most this many", ge=1)
     diversity_weight: float = hfield(1.0, "lambda: exponent of the diversity (multiplicative) or its weight "
-                                          "(additive); 0 = quality only")
+                                          "(additive); 0 = quality only", ge=0)
     mode: Literal["multiplicative", "additive"] = hfield("multiplicative", "f(S) = q * d**lambda, or q + lambda*d")
     normalize: bool = hfield(False, "additive: z-score q and d over the prompt's sets first, so lambda weighs "
                                     "diversity against quality whatever the reward's units")
-    diversity: Literal["distinct", "embedding"] = hfield("distinct", "set diversity: distinct fraction after "
-                                                                      "normalisation, or mean pairwise cosine distance")
+    diversity: Literal["distinct", "embedding"] = hfield(
+        "embedding", "set diversity: mean pairwise cosine distance of sentence embeddings, or the distinct fraction "
+                     "after normalisation (near 1 on sampled text, so it rarely separates sets)")
     diversity_weighting: Literal["uniform", "quality"] = hfield(
         "uniform", "diversity=embedding: weigh each pair's distance by r_i * r_j (rewards in [0, 1]), so a poor "
                    "outlier does not make its sets diverse")
     embedding_model: str = hfield("minilm-l6", "diversity=embedding: sentence-transformers model")
-    max_examples_for_diversity: int | None = hfield(None, "prompts per batch whose sets use diversity (None: all)")
-    compute_every_n_steps: int = hfield(1, "use diversity on every n-th step (others: lambda = 0)")
+    max_examples_for_diversity: int | None = hfield(None, "prompts per batch whose sets use diversity (None: all)",
+                                                     ge=0)
+    compute_every_n_steps: int = hfield(1, "use diversity on every n-th step (others: lambda = 0)", ge=1)
     scale: Literal["group", "none"] = hfield("group", "divide each prompt's advantages by their std (as GRPO)")
-    epsilon: float = hfield(0.2, "lower clip of the ratio: 1 - epsilon")
-    epsilon_high: float | None = hfield(None, "upper clip of the ratio (default: epsilon)")
-    beta: float = hfield(0.0, "weight of the k3 KL to the reference (0: off)")
+    epsilon: float = hfield(0.2, "lower clip of the ratio: 1 - epsilon", gt=0, lt=1)
+    epsilon_high: float | None = hfield(None, "upper clip of the ratio (default: epsilon)", gt=0)
+    beta: float = hfield(0.0, "weight of the k3 KL to the reference (0: off)", ge=0)
     reference: Literal["initial_prompt", "none"] = hfield("initial_prompt", "KL reference: initial prompt or none")
     loss_type: Literal["grpo", "dapo", "dr_grpo"] = hfield("dapo", "loss aggregation")
-    num_iterations: int = hfield(1, "optimizer steps on each rollout batch")
-    alpha: float = hfield(0.0, "weight of MLE on the prompts' reference responses (0: off)")
+    num_iterations: int = hfield(1, "optimizer steps on each rollout batch", ge=1)
+    alpha: float = hfield(0.0, "weight of MLE on the prompts' reference responses (0: off)", ge=0)
     response_field: str = hfield("response", "alpha > 0: the prompt file's column with the reference response")
 
     def __post_init__(self) -> None:
@@ -76,24 +78,26 @@ class PolychromicConfig:
             if not ok:
                 raise ConfigError(f"method.{key}={getattr(self, key)!r}: expected {expected}")
 
-        def integer(key: str, low: int) -> None:
-            v = getattr(self, key)
-            need(isinstance(v, int) and not isinstance(v, bool) and v >= low, key, f"an integer >= {low}")
-
-        integer("n_generations", 2)
-        integer("set_size", 2)
-        integer("num_sets", 1)
-        integer("compute_every_n_steps", 1)
-        integer("num_iterations", 1)
+        check_instance(self, "method")  # each option's declared range
         need(self.set_size <= self.n_generations, "set_size", f"<= n_generations ({self.n_generations})")
-        need(self.diversity_weight >= 0, "diversity_weight", ">= 0")
         need(self.diversity_weighting == "uniform" or self.diversity == "embedding", "diversity_weighting",
              "uniform with diversity=distinct (quality weights pairs of embeddings)")
-        need(self.max_examples_for_diversity is None or self.max_examples_for_diversity >= 0,
-             "max_examples_for_diversity", "null or >= 0")
-        need(self.epsilon > 0 and (self.epsilon_high is None or self.epsilon_high > 0), "epsilon", "> 0")
-        need(self.beta >= 0, "beta", ">= 0")
-        need(self.alpha >= 0, "alpha", ">= 0")
+
+    @property
+    def multiplies_rewards(self) -> bool:
+        """f(S) = q * d**lambda with lambda > 0: a negative q would turn more diversity into a lower score."""
+        return self.mode == "multiplicative" and self.diversity_weight > 0
+
+    def check_rewards(self, rewards) -> None:
+        """Refuse rewards that can be negative under the multiplicative f (before the run starts);
+        a Python reward function's range is checked on its values at each step instead."""
+        if self.multiplies_rewards and rewards.nonnegative() is False:
+            parts = ", ".join(f"{p.name} (weight {p.weight:g})" for p in rewards.parts
+                              if p.weight < 0 or p.nonnegative is False)
+            raise ConfigError(f"method.mode=multiplicative with diversity_weight > 0 needs rewards >= 0 (f = q * "
+                              f"d**lambda: a negative q turns more diversity into a lower score), and these can be "
+                              f"negative: {parts}; give each such reward item `transform: sigmoid` or `transform: "
+                              f"threshold`, or use mode=additive")
 
     @property
     def group_size(self) -> int:
@@ -201,14 +205,18 @@ class Polychromic(Objective):
         limit = groups if c.max_examples_for_diversity is None else c.max_examples_for_diversity
         use = [on_step and b < limit for b in range(groups)]
         texts, rewards, valid = ro.gen.texts, ro.rewards.cpu(), ro.valid.cpu()
+        weighted = c.diversity == "embedding" and c.diversity_weighting == "quality" and c.diversity_weight > 0
+        if weighted:
+            _check_reward_range(rewards, valid & torch.tensor(use).repeat_interleave(g), g, 0.0, 1.0,
+                                "method.diversity_weighting=quality (it weighs pairs by r_i * r_j)")
+        elif c.multiplies_rewards:  # a Python reward function's range is only known from its values
+            _check_reward_range(rewards, valid, g, 0.0, None, "method.mode=multiplicative (f = q * d**lambda; a "
+                                "negative q turns more diversity into a lower score)")
         if c.diversity == "distinct":
             def diversity(b: int, idx: list[int]) -> float:
                 return distinct_samples([texts[b * g + i] for i in idx])
         else:
             sims = self._similarities(texts, g, use)
-            weighted = c.diversity_weighting == "quality" and c.diversity_weight > 0
-            if weighted:
-                _check_unit_rewards(rewards, valid & torch.tensor(use).repeat_interleave(g), g)
 
             def diversity(b: int, idx: list[int]) -> float:
                 quality = rewards[[b * g + i for i in idx]].float() if weighted else None
@@ -227,14 +235,18 @@ class Polychromic(Objective):
         return {b: emb[k * g:(k + 1) * g] @ emb[k * g:(k + 1) * g].T for k, b in enumerate(wanted)}
 
 
-def _check_unit_rewards(rewards: torch.Tensor, used: torch.Tensor, g: int) -> None:
-    """diversity_weighting=quality weighs pairs by r_i * r_j: every used reward must lie in [0, 1]."""
-    bad = (used & ~((rewards >= 0) & (rewards <= 1))).nonzero()
+def _check_reward_range(rewards: torch.Tensor, used: torch.Tensor, g: int, low: float, high: float | None,
+                        why: str) -> None:
+    """Every used reward must lie in [low, high] (high None: no upper bound), else a ConfigError
+    naming the prompt, the sample and the value."""
+    inside = (rewards >= low) & ((rewards <= high) if high is not None else torch.ones_like(used))
+    bad = (used & ~inside).nonzero()
     if len(bad):
         i = int(bad[0])
-        raise ConfigError(f"method.diversity_weighting=quality weighs pairs by r_i * r_j and needs rewards in "
-                          f"[0, 1], got {float(rewards[i]):.4g} (prompt {i // g}, sample {i % g}): give the reward "
-                          f"item `transform: sigmoid` or `transform: threshold`, or use a reward in [0, 1]")
+        span = f"[{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+        raise ConfigError(f"{why} needs rewards {span}, got {float(rewards[i]):.4g} (prompt {i // g}, sample "
+                          f"{i % g}): give the reward item `transform: sigmoid` or `transform: threshold`, or use a "
+                          f"reward in {'[0, 1]' if high is not None else 'that range'}")
 
 
 @dataclass
@@ -244,7 +256,7 @@ class ResponseMLEConfig:
 
 @OBJECTIVES.register("response_mle")
 class ResponseMLE(Objective):
-    """Cross-entropy on reference response tokens given the prompt (DESIGN.md "MLE"), for RL
+    """Cross-entropy on reference response tokens given the prompt (docs/design.md "MLE"), for RL
     prompts that carry a reference response (the seed's SFT term)."""
 
     name = "response_mle"

@@ -1,4 +1,4 @@
-"""PPO with a value head on soft prompts (DESIGN.md "PPO"), and its single-step variant.
+"""PPO with a value head on soft prompts (docs/design.md "PPO"), and its single-step variant.
 
 Token-level PPO (trlx-style). At rollout time, without gradient, for each completion token t:
 
@@ -30,33 +30,23 @@ from typing import Literal
 
 import torch
 
-from ..errors import ConfigError
 from ..fields import hfield
 from .base import OBJECTIVES, Objective, ObjectiveOutput
 from .grpo import RLCommon, _masked_mean
 
 
 @dataclass
-class PPOConfig(RLCommon):
-    group_size: int = hfield(1, "completions sampled per prompt")
-    kl_coef: float = hfield(0.05, "per-token KL penalty folded into the rewards (trlx init_kl_coef)")
-    gamma: float = hfield(1.0, "discount")
-    lam: float = hfield(0.95, "GAE lambda")
-    cliprange: float = hfield(0.2, "clip of the policy ratio")
-    cliprange_value: float = hfield(0.2, "clip of the value change (0: off)")
-    vf_coef: float = hfield(0.5, "weight of the value loss")
+class ValueHeadPPOConfig(RLCommon):
+    """What token-level and single-step PPO share: a value head, clipped ratio and value, a KL penalty."""
+
+    group_size: int = hfield(1, "completions sampled per prompt", ge=1)
+    kl_coef: float = hfield(0.05, "per-token KL penalty folded into the rewards (trlx init_kl_coef)", ge=0)
+    cliprange: float = hfield(0.2, "clip of the policy ratio", gt=0, lt=1)
+    cliprange_value: float = hfield(0.2, "clip of the value change (0: off)", ge=0)
+    vf_coef: float = hfield(0.5, "weight of the value loss", ge=0)
     whiten_advantages: bool = hfield(True, "normalise advantages over the batch's tokens")
     tune_v_head: bool = hfield(True, "train the value head (else it stays at its initial weights)")
-    num_layers_unfrozen: int = hfield(0, "also train the top N transformer blocks (0: backbone frozen)")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.cliprange <= 0 or self.cliprange_value < 0 or self.vf_coef < 0 or self.kl_coef < 0:
-            raise ConfigError("method: cliprange > 0 and cliprange_value, vf_coef, kl_coef >= 0 expected, found "
-                              f"{self.cliprange}, {self.cliprange_value}, {self.vf_coef}, {self.kl_coef}")
-        if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
-            raise ConfigError(f"method.gamma={self.gamma}, lam={self.lam}: expected values in [0, 1]")
-        self._require_int("num_layers_unfrozen", 0)
+    num_layers_unfrozen: int = hfield(0, "also train the top N transformer blocks (0: backbone frozen)", ge=0)
 
     @property
     def needs_reference(self) -> bool:
@@ -64,8 +54,16 @@ class PPOConfig(RLCommon):
 
 
 @dataclass
-class SingleStepPPOConfig(PPOConfig):
-    kl_coef: float = hfield(0.0, "KL penalty (sequence log-ratio to the reference) subtracted from the reward")
+class PPOConfig(ValueHeadPPOConfig):
+    gamma: float = hfield(1.0, "discount", ge=0, le=1)
+    lam: float = hfield(0.95, "GAE lambda", ge=0, le=1)
+
+
+@dataclass
+class SingleStepPPOConfig(ValueHeadPPOConfig):
+    """One action per response: no discount nor GAE (no gamma, lam)."""
+
+    kl_coef: float = hfield(0.0, "KL penalty (sequence log-ratio to the reference) subtracted from the reward", ge=0)
     reference: Literal["initial_prompt", "none"] = hfield("none", "reference for the KL penalty: initial_prompt or none")
 
 

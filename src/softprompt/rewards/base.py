@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -40,6 +39,8 @@ class Reward:
     """Subclasses set ``config_class`` (a dataclass) and implement ``__call__``."""
 
     config_class: ClassVar[type]
+    #: every value is >= 0 (a probability, a match): what polychromic's multiplicative f(S) needs
+    nonnegative: ClassVar[bool] = False
 
     def __init__(self, config, context: RewardContext):
         self.config, self.context = config, context
@@ -58,19 +59,13 @@ class RewardItem:
     """Keys every reward item takes, besides its own options."""
 
     name: str = hfield("", "the reward's registered name (below)")
-    weight: float = hfield(1.0, "its weight in the sum")
+    weight: float = hfield(1.0, "its weight in the sum (negative: a penalty)", finite=True)
     transform: Literal["none", "sigmoid", "threshold"] = hfield(
         "none", "map the value v before weighting: sigmoid((v - center) / temperature), or 1 if v >= center "
                 "else 0; e.g. a reward model's unbounded score into [0, 1] for polychromic's multiplicative f")
-    center: float = hfield(0.0, "transform: the value mapped to 0.5 (sigmoid) or the pass mark (threshold)")
-    temperature: float = hfield(1.0, "transform=sigmoid: the spread, > 0")
-
-    def __post_init__(self) -> None:  # types and the transform's name are checked by config.build
-        for key in ("weight", "center", "temperature"):
-            if not math.isfinite(getattr(self, key)):
-                raise ConfigError(f"reward {self.name!r}: {key}={getattr(self, key)!r}: expected a finite number")
-        if self.temperature <= 0:
-            raise ConfigError(f"reward {self.name!r}: temperature={self.temperature!r}: expected > 0")
+    center: float = hfield(0.0, "transform: the value mapped to 0.5 (sigmoid) or the pass mark (threshold)",
+                          finite=True)
+    temperature: float = hfield(1.0, "transform=sigmoid: the spread", gt=0)
 
     def apply(self, values: torch.Tensor) -> torch.Tensor:
         if self.transform == "sigmoid":
@@ -88,6 +83,7 @@ class RewardPart:
     name: str
     weight: float
     fn: RewardFn
+    nonnegative: bool | None = None  # every value >= 0; None: not known (a Python callable)
 
 
 @dataclass
@@ -119,6 +115,13 @@ class RewardSet:
             if names.count(p.name) > 1:  # two parts of one kind are logged as name_1, name_2
                 seen[p.name] = seen.get(p.name, 0) + 1
                 p.name = f"{p.name}_{seen[p.name]}"
+
+    def nonnegative(self) -> bool | None:
+        """True when every total is >= 0 (each part is, with a weight >= 0); False when a part can
+        be negative; None when a part is a Python callable whose range is not known."""
+        if any(p.weight < 0 or p.nonnegative is False for p in self.parts):
+            return False
+        return True if all(p.nonnegative for p in self.parts) else None
 
     def probe(self, examples: list) -> None:
         """Call every part once on a few prompts (completion = a short text) so a reward that
@@ -174,7 +177,9 @@ def make_part(item: Any, index: int, context: RewardContext) -> RewardPart:
     options = {k: v for k, v in item.items() if k not in ITEM_KEYS}
     common = build(RewardItem, {k: v for k, v in item.items() if k in ITEM_KEYS}, where=where)
     fn = cls(build(cls.config_class, options, where=where), context)
-    return RewardPart(common.name, float(common.weight), fn if common.transform == "none" else _transformed(fn, common))
+    if common.transform == "none":
+        return RewardPart(common.name, float(common.weight), fn, bool(fn.nonnegative))
+    return RewardPart(common.name, float(common.weight), _transformed(fn, common), True)  # in [0, 1]
 
 
 def _transformed(fn: RewardFn, item: RewardItem) -> RewardFn:

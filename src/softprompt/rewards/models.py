@@ -18,12 +18,12 @@ class ClassifierRewardConfig:
     model: str | None = hfield(None, "a sequence-classification model (hub id or directory); or, with "
                                      "'task', the backbone of a verbalizer classifier with no adapter")
     task: str | None = hfield(None, "the task whose template and label words score the text (default: the run's)")
-    target: int | str = hfield(1, "the class whose probability is the reward (index or label name)")
+    target: int | str = hfield(1, "the class whose probability is the reward (index or label name)", ge=0)
     target_field: str | None = hfield(None, "else each example's own target class, from this field (a label name "
                                             "or index), e.g. 'condition' for a conditional prompt")
     include_prompt: bool = hfield(True, "score prompt + completion (else the completion alone)")
-    batch_size: int = hfield(32, "texts per forward pass")
-    max_length: int = hfield(256, "truncate texts to this many tokens")
+    batch_size: int = hfield(32, "texts per forward pass", ge=1)
+    max_length: int = hfield(256, "truncate texts to this many tokens", ge=1)
 
     def __post_init__(self):
         if (self.run is None) == (self.model is None and self.task is None):
@@ -36,6 +36,7 @@ class ClassifierReward(Reward):
     """p(target | text) from a softprompt classifier run, a verbalizer, or any HF sequence classifier."""
 
     config_class = ClassifierRewardConfig
+    nonnegative = True  # a probability
 
     def __init__(self, config, context):
         super().__init__(config, context)
@@ -100,11 +101,11 @@ class RewardModelConfig:
         "pair", "pair: context = the prompt, response = the completion; text: no context, "
                 "response = prompt + completion (for reward models trained on whole texts); completion: "
                 "no context, the completion alone (when the prompt is a request, not part of the text)")
-    target: int | str = hfield(1, "pointwise (classifier run): the class whose probability is the reward")
+    target: int | str = hfield(1, "pointwise (classifier run): the class whose probability is the reward", ge=0)
     sign_field: str | None = hfield(None, "multiply each score by signs[the example's value of this field], e.g. "
                                           "'condition' with signs {positive: 1, negative: -1}")
     signs: dict[str, float] = hfield({"positive": 1.0, "negative": -1.0}, "sign_field: a factor per value")
-    batch_size: int = hfield(32, "texts per forward pass")
+    batch_size: int = hfield(32, "texts per forward pass", ge=1)
 
     def __post_init__(self):
         if not self.run:
@@ -137,6 +138,11 @@ class RewardModelReward(Reward):
             from ..reward_model import load_reward_model
 
             self.rm = load_reward_model(config.run, config=saved).to(context.device)
+
+    @property
+    def nonnegative(self) -> bool:  # a classifier's probability, unless a sign can flip it
+        signs = self.config.signs.values() if self.config.sign_field is not None else ()
+        return self.pointwise is not None and all(s >= 0 for s in signs)
 
     def __call__(self, prompts, completions, examples):
         scores = torch.as_tensor(self._scores(prompts, completions, examples), dtype=torch.float)
@@ -213,7 +219,7 @@ def _field(example, name: str):
 class PerplexityConfig:
     model: str | None = hfield(None, "causal LM scoring the text (default: the policy's frozen backbone, no prompt)")
     zscore: bool = hfield(True, "z-score over the batch (RLPT); else the raw negative perplexity")
-    max_perplexity: float = hfield(1000.0, "clip perplexity here before z-scoring")
+    max_perplexity: float = hfield(1000.0, "clip perplexity here before z-scoring", gt=1)
 
 
 @REWARDS.register("perplexity")

@@ -39,17 +39,18 @@ class LexiconSentiment(Reward):
 
 @dataclass
 class LengthConfig:
-    target: int | None = hfield(None, "reward -|words - target| / target; None: the number of words")
+    target: int | None = hfield(None, "reward -|words - target| / target; None: the number of words", ge=1)
     unit: Literal["words", "chars"] = hfield("words", "count words or characters")
 
-    def __post_init__(self):
-        if self.target is not None and self.target <= 0:
-            raise ConfigError(f"length.target={self.target!r}: expected a positive integer")
 
 
 @REWARDS.register("length")
 class Length(Reward):
     config_class = LengthConfig
+
+    @property
+    def nonnegative(self) -> bool:  # a count; the distance to a target is <= 0
+        return self.config.target is None
 
     def __call__(self, prompts, completions, examples):
         sizes = [len(c.split()) if self.config.unit == "words" else len(c) for c in completions]
@@ -77,6 +78,7 @@ class RegexMatch(Reward):
     """1.0 when the pattern matches, else 0.0."""
 
     config_class = RegexMatchConfig
+    nonnegative = True
 
     def __init__(self, config, context):
         super().__init__(config, context)

@@ -11,15 +11,12 @@ class ConditionalPromptConfig(AdapterConfig):
 
     adapter_type = "conditional_prompt"
 
-    num_virtual_tokens: int = hfield(20, "number of virtual tokens produced per input")
-    condition_dim: int = hfield(384, "size of the condition vector (384 for minilm-l6 sentence embeddings)")
-    hidden_dim: int = hfield(256, "hidden width of the MLP")
+    num_virtual_tokens: int = hfield(20, "number of virtual tokens produced per input", ge=1)
+    condition_dim: int = hfield(384, "size of the condition vector (384 for minilm-l6 sentence embeddings)", ge=1)
+    hidden_dim: int = hfield(256, "hidden width of the MLP", ge=1)
     init: str = hfield("vocab", "initial virtual tokens for a zero condition: 'random', 'vocab' or 'text:<string>'")
-    init_seed: int | None = hfield(None, "seed for the init (None: the global torch RNG)")
-    dropout: float = hfield(0.0, "dropout inside the MLP while training")
+    init_seed: int | None = hfield(None, "seed for the init (None: the global torch RNG)", ge=0)
+    dropout: float = hfield(0.0, "dropout inside the MLP while training", ge=0, lt=1)
 
     def validate(self) -> None:
-        self._require_positive_int("num_virtual_tokens")
-        self._require_positive_int("condition_dim", "hidden_dim")
-        self._require_probability("dropout")
         parse_init(self.init)

@@ -11,15 +11,12 @@ class LoRAConfig(AdapterConfig):
 
     adapter_type = "lora"
 
-    r: int = hfield(8, "rank of the update")
-    alpha: int = hfield(16, "scaling numerator: the update is scaled by alpha / r")
-    dropout: float = hfield(0.0, "dropout on the LoRA input while training")
+    r: int = hfield(8, "rank of the update", ge=1)
+    alpha: int = hfield(16, "scaling numerator: the update is scaled by alpha / r", ge=1)
+    dropout: float = hfield(0.0, "dropout on the LoRA input while training", ge=0, lt=1)
     target_modules: list[str] | None = hfield(None, "module names to adapt (None: PEFT's default for the architecture; "
                                                      "['all-linear'] for every linear layer)")
 
     def validate(self) -> None:
-        self._require_positive_int("r")
-        self._require(self.alpha > 0, "alpha", "a positive number")
-        self._require_probability("dropout")
         self._require(self.target_modules is None or (isinstance(self.target_modules, list) and self.target_modules),
                       "target_modules", "null or a non-empty list of module names")

@@ -11,18 +11,15 @@ class PrefixTuningConfig(AdapterConfig):
 
     adapter_type = "prefix_tuning"
 
-    num_virtual_tokens: int = hfield(20, "prefix length n (keys/values per layer)")
+    num_virtual_tokens: int = hfield(20, "prefix length n (keys/values per layer)", ge=1)
     init: str = hfield("vocab", "'random', 'vocab' (the frozen model's own K/V of sampled frequent tokens) or "
                                 "'text:<string>' (the K/V of that text: starts out equal to the hard prompt)")
-    init_seed: int | None = hfield(None, "seed for the random/vocab init (None: the global torch RNG)")
+    init_seed: int | None = hfield(None, "seed for the random/vocab init (None: the global torch RNG)", ge=0)
     reparameterize: bool = hfield(False, "produce the prefix with an MLP from n embeddings (more stable training)")
-    encoder_hidden_size: int = hfield(512, "hidden width of the reparameterisation MLP")
-    dropout: float = hfield(0.0, "dropout on the prefix keys/values while training")
+    encoder_hidden_size: int = hfield(512, "hidden width of the reparameterisation MLP", ge=1)
+    dropout: float = hfield(0.0, "dropout on the prefix keys/values while training", ge=0, lt=1)
 
     def validate(self) -> None:
-        self._require_positive_int("num_virtual_tokens")
-        self._require_positive_int("encoder_hidden_size")
-        self._require_probability("dropout")
         kind, _ = parse_init(self.init)
         self._require(not (self.reparameterize and kind == "text"), "init",
                       "'random' or 'vocab' when reparameterize is on (text init sets the K/V directly)")

@@ -3,7 +3,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..base import Adapter, embed_ids, embedding_statistics, parse_init, token_ids_for_init
+from ..base import (
+    Adapter,
+    embed_ids,
+    embedding_statistics,
+    parse_init,
+    token_ids_for_init,
+)
 from .config import PrefixTuningConfig
 
 
