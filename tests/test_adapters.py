@@ -89,7 +89,7 @@ def test_lora_training_changes_only_lora(llama):
 def test_bad_configs_are_clear():
     with pytest.raises(ConfigError, match=r"'adapter.num_virtual_tokens'=0: expected an integer >= 1"):
         PromptTuningConfig(num_virtual_tokens=0)
-    with pytest.raises(ConfigError, match="num_virtual_tokens=-3"):
+    with pytest.raises(ConfigError, match=r"'adapter.num_virtual_tokens'=-3: expected an integer >= 1"):
         PrefixTuningConfig(num_virtual_tokens=-3)
     with pytest.raises(ConfigError, match="'random', 'vocab' or 'text:"):
         PromptTuningConfig(init="txt:hello")
