@@ -41,6 +41,25 @@ def tiny_llama(seed: int = 0, vocab_size: int = 64):
     return Backbone(model=model, tokenizer=tok, spec="tiny-llama", path="tiny-llama", kind="causal_lm")
 
 
+def tiny_gemma3(seed: int = 0, vocab_size: int = 64):
+    """A Gemma-3 text model (about 80k parameters): its input embeddings multiply the table by sqrt(64) = 8."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from softprompt.backbones import Backbone, freeze
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer("left")
+    config = Gemma3TextConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16,
+                              sliding_window=16, layer_types=["sliding_attention", "full_attention"],
+                              max_position_embeddings=256, initializer_range=0.3, pad_token_id=tok.pad_token_id,
+                              eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
+                              architectures=["Gemma3ForCausalLM"])
+    model = Gemma3ForCausalLM(config).eval()
+    freeze(model)
+    return Backbone(model=model, tokenizer=tok, spec="tiny-gemma3", path="tiny-gemma3", kind="causal_lm")
+
+
 def tiny_bert(seed: int = 0, vocab_size: int = 64):
     from transformers import BertConfig, BertModel
 
@@ -65,6 +84,11 @@ def save_backbone(backbone, path):
 @pytest.fixture
 def llama():
     return tiny_llama()
+
+
+@pytest.fixture
+def gemma3():
+    return tiny_gemma3()
 
 
 @pytest.fixture

@@ -142,3 +142,72 @@ def test_missing_or_bad_adapter_dir(tmp_path, llama):
     (tmp_path / "softprompt_adapter.json").write_text("{not json")
     with pytest.raises(AdapterLoadError, match="not valid JSON"):
         SoftPromptModel.from_pretrained(tmp_path, backbone=llama)
+
+
+# -- initialisation on a backbone whose input embeddings are scaled (Gemma: table x sqrt(H)) -------------------
+
+
+def _ids(backbone, text):
+    return backbone.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+
+
+@pytest.mark.parametrize("share_prompt", [True, False])
+def test_text_init_gives_the_hard_prompts_logits_on_gemma(gemma3, share_prompt):
+    """A prompt initialised from "X Y" before Z is the plain model on "X Y Z": the same vectors enter
+    every layer at the same positions, so the logits agree to float32 round-off (the shared-prompt
+    path only splits the attention sums differently). Read from the raw table, the prompt would
+    be sqrt(64) = 8 times too small."""
+    assert float(gemma3.input_embeddings().embed_scale) == 8.0
+    model = SoftPromptModel.from_backbone(gemma3, PromptTuningConfig(num_virtual_tokens=2,
+                                                                     init="text:the movie"))
+    model.share_prompt = share_prompt
+    z = _ids(gemma3, "was really great")
+    soft = model(z).logits
+    hard = gemma3.model(input_ids=_ids(gemma3, "the movie was really great")).logits[:, 2:]
+    torch.testing.assert_close(soft, hard, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(model.adapter.embeddings, gemma3.input_embeddings()(_ids(gemma3, "the movie")[0]))
+
+
+def test_random_and_vocab_inits_have_the_scale_of_the_embedding_modules_outputs(gemma3):
+    from softprompt.adapters.base import token_ids_for_init
+
+    module = gemma3.input_embeddings()
+    outputs = module(torch.arange(module.weight.shape[0])).double()  # tiny vocabulary: all at once is fine here
+    scale = float(outputs.std())
+    assert scale == pytest.approx(8 * float(module.weight.std()), rel=1e-4)
+    random = SoftPromptModel.from_backbone(gemma3, PromptTuningConfig(num_virtual_tokens=400, init="random",
+                                                                      init_seed=0)).adapter.embeddings
+    assert float(random.detach().std()) == pytest.approx(scale, rel=0.1)
+    vocab = SoftPromptModel.from_backbone(gemma3, PromptTuningConfig(num_virtual_tokens=6, init="vocab",
+                                                                     init_seed=3)).adapter.embeddings
+    ids = token_ids_for_init("vocab", "", 6, gemma3, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(vocab, module(ids))
+    mlp = SoftPromptModel.from_backbone(gemma3, PrefixTuningConfig(num_virtual_tokens=6, reparameterize=True,
+                                                                   init="vocab", init_seed=3)).adapter.embeddings
+    torch.testing.assert_close(mlp, module(ids))  # the MLP's input starts where the text's tokens are
+    start = SoftPromptModel.from_backbone(gemma3, PrefixTuningConfig(num_virtual_tokens=400, reparameterize=True,
+                                                                     init="random", init_seed=0)).adapter.embeddings
+    assert float(start.detach().std()) == pytest.approx(scale, rel=0.1)
+
+
+def test_embedding_statistics_merge_chunks_exactly(gemma3):
+    from softprompt.adapters.base import embedding_statistics
+
+    module = gemma3.input_embeddings()
+    outputs = module(torch.arange(module.weight.shape[0])).double()
+    mean, std, overall = embedding_statistics(gemma3, chunk=10)  # 64 ids in 7 chunks, the last of 4
+    torch.testing.assert_close(mean, outputs.mean(0).float(), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(std, outputs.std(0).float(), atol=1e-6, rtol=1e-5)
+    assert overall == pytest.approx(float(outputs.std()), rel=1e-5)
+
+
+def test_conditional_prompt_starts_from_the_embedding_modules_outputs(gemma3):
+    config = ConditionalPromptConfig(num_virtual_tokens=2, condition_dim=4, init="text:the movie")
+    model = SoftPromptModel.from_backbone(gemma3, config)
+    torch.testing.assert_close(model.adapter.base, gemma3.input_embeddings()(_ids(gemma3, "the movie")[0]))
+    with torch.no_grad():  # with the condition network silent, the prompt is the text
+        model.adapter.mlp[-1].weight.zero_()
+    z = _ids(gemma3, "was really great")
+    soft = model(z, condition=torch.randn(1, 4)).logits
+    hard = gemma3.model(input_ids=_ids(gemma3, "the movie was really great")).logits[:, 2:]
+    torch.testing.assert_close(soft, hard, atol=1e-5, rtol=1e-4)

@@ -135,3 +135,95 @@ def test_conditional_prompt_trains_with_rl_and_the_condition_reaches_generation(
     raw["run_id"] = "d"
     with pytest.raises(ConfigError, match="condition_dim=5"):
         make_trainer(from_dict(raw), progress=False)
+
+
+# -- eval-gen on the runs these produce ------------------------------------------------------------
+
+
+def _train(raw: dict):
+    """Train a config for its few steps into a real run folder; the folder's path."""
+    from softprompt.build import make_trainer
+    from softprompt.experiment import from_dict
+
+    trainer = make_trainer(from_dict(raw), progress=False)
+    trainer.fit(progress=False)
+    return trainer.run.path
+
+
+def test_eval_gen_on_an_rlpt_run_cuts_its_held_out_sentences_with_the_policys_tokenizer(tmp_path):
+    import json
+
+    from softprompt.cli import main
+
+    model = save_backbone(tiny_llama(vocab_size=50), tmp_path / "m")
+    run = _train({"model": str(model), "output_dir": str(tmp_path / "runs"), "run_id": "rlpt",
+                  "adapter": {"type": "prompt_tuning", "num_virtual_tokens": 3, "init": "vocab", "init_seed": 0},
+                  "method": {"name": "grpo", "group_size": 2},
+                  "prompts": {"source": "sentence_splits", "task": "cola", "data_dir": str(cola_dir(tmp_path)),
+                              "min_prompt_tokens": 2, "min_completion_tokens": 3, "label_scores": [0.25, 1.0],
+                              "num_eval": 10},
+                  "generation": {"max_new_tokens": 3, "eval_samples": 2},
+                  "rewards": [{"name": "perplexity", "zscore": False}],
+                  "train": {"batch": 3, "max_steps": 2, "lr": 0.1}})
+    assert (run / "checkpoints").exists()
+    assert main(["eval-gen", str(run), "--n", "2", "--k", "1", "--verifier", "reward>=-1e9",
+                 "--embedding-model", "none"]) == 0
+    rows = [json.loads(line) for line in (run / "eval_gen" / "generations.jsonl").read_text().splitlines()]
+    held_out = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]  # training's
+    assert len(rows) == 3 * 2 == len(held_out)  # dev: 4 sentences, 3 long enough, 2 samples each
+    assert {r["prompt"] for r in rows} == {r["prompt"] for r in held_out}  # the same cuts
+    assert all(r["reward"] < 0 for r in rows)  # -perplexity under the frozen backbone
+
+
+def test_eval_gen_on_a_conditional_run_feeds_and_records_each_condition(tmp_path, monkeypatch):
+    import json
+
+    from softprompt.gen_eval import eval_gen_run
+    from softprompt.model import SoftPromptModel
+
+    model = save_backbone(tiny_llama(), tmp_path / "m")
+    run = _train({"model": str(model), "output_dir": str(tmp_path / "runs"), "run_id": "cond",
+                  "adapter": {"type": "conditional_prompt", "num_virtual_tokens": 3, "condition_dim": 2,
+                              "hidden_dim": 8, "init": "random", "init_seed": 0},
+                  "condition": {"field": "condition", "encoder": "onehot", "values": ["negative", "positive"]},
+                  "method": {"name": "grpo", "group_size": 2},
+                  "prompts": {"source": "list", "items": PROMPTS, "num_eval": 2,
+                              "conditions": ["negative", "positive"]},
+                  "generation": {"max_new_tokens": 3, "eval_samples": 2},
+                  "rewards": [{"name": "classifier", "model": str(model), "task": "sst2",
+                               "target_field": "condition"}],
+                  "train": {"batch": 3, "max_steps": 1, "lr": 0.1}})
+    seen = []
+    generate = SoftPromptModel.generate
+
+    def spy(self, prompts, config=None, condition=None, **kw):
+        seen.append((self.adapter is not None, list(prompts), condition))
+        return generate(self, prompts, config, condition=condition, **kw)
+    monkeypatch.setattr(SoftPromptModel, "generate", spy)
+
+    def rows_of(out):
+        return [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+
+    _, out = eval_gen_run(str(run), n=2, ks="1", embedding_model=None, progress=False)
+    rows = rows_of(out)
+    assert len(rows) == 2 * 2 * 2  # 2 held-out prompts x both conditions x 2 samples
+    assert sorted(r["condition"] for r in rows) == ["negative"] * 4 + ["positive"] * 4
+    (has_adapter, prompts, condition), = seen
+    onehot = {"negative": [1.0, 0.0], "positive": [0.0, 1.0]}
+    assert has_adapter and condition.tolist() == [onehot[r["condition"]] for r in rows[::2]]
+    assert [r["prompt"] for r in rows[::2]] == prompts
+    assert len({(r["prompt"], r["condition"]) for r in rows}) == 4
+    # the base model: no condition reaches generation, the rows still say which it was
+    seen.clear()
+    _, out = eval_gen_run(str(run), n=2, ks="1", base=True, embedding_model=None, progress=False)
+    assert seen[0][0] is False and seen[0][2] is None
+    assert sorted(r["condition"] for r in rows_of(out)) == ["negative"] * 4 + ["positive"] * 4
+    # a prompt file without the condition field: each prompt under every condition, as held-out prompts are
+    (tmp_path / "p.txt").write_text("the plot was\nit is\n")
+    seen.clear()
+    _, out = eval_gen_run(str(run), prompts=str(tmp_path / "p.txt"), n=2, ks="1", embedding_model=None,
+                          progress=False, out=str(tmp_path / "file_out"))
+    rows = rows_of(out)
+    assert [(r["prompt"], r["condition"]) for r in rows[::2]] == [
+        ("the plot was", "negative"), ("the plot was", "positive"), ("it is", "negative"), ("it is", "positive")]
+    assert seen[0][2].tolist() == [[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]

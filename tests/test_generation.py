@@ -1,5 +1,7 @@
 """Generation with the KV cache: exactness against recomputation, batching, groups, stopping."""
 
+import math
+
 import pytest
 import torch
 from helpers import encode, greedy_without_cache
@@ -52,16 +54,65 @@ def test_batched_equals_one_by_one(llama, name):
         torch.testing.assert_close(alone.logprobs[0], batched.logprobs[i], atol=1e-5, rtol=1e-5)
 
 
+TRUNCATIONS = {"none": {}, "top_k": {"top_k": 20}, "top_p": {"top_p": 0.8}, "both": {"top_k": 20, "top_p": 0.9}}
+
+
+@pytest.mark.parametrize("truncation", list(TRUNCATIONS))
 @pytest.mark.parametrize("name", list(ADAPTERS))
-def test_logprobs_equal_teacher_forcing(llama, name):
+def test_logprobs_equal_teacher_forcing(llama, name, truncation):
+    """Stored log-probs are under the truncated policy sampled from; teacher forcing with the same
+    settings (ungrouped and grouped) gives them back."""
     model = _model(llama, name)
-    out = model.generate(TEXTS, max_new_tokens=10, do_sample=True, temperature=0.7, top_k=20, group_size=3, seed=3)
+    trunc = TRUNCATIONS[truncation]
+    out = model.generate(TEXTS, max_new_tokens=10, do_sample=True, temperature=0.7, group_size=3, seed=3, **trunc)
     assert out.completion_ids.shape[0] == 9
     prompt_ids, prompt_mask = out.expanded_prompts()
     teacher = model.sequence_logprobs(prompt_ids, prompt_mask, out.completion_ids, out.completion_mask,
-                                      temperature=0.7)
+                                      temperature=0.7, **trunc)
     torch.testing.assert_close(out.logprobs, teacher, atol=1e-4, rtol=0)
-    assert (out.logprobs[out.completion_mask.bool()] < 0).all()
+    grouped = model.grouped_logprobs(out.prompt_ids, out.prompt_mask, out.completion_ids, out.completion_mask, 3,
+                                     temperature=0.7, **trunc)
+    torch.testing.assert_close(out.logprobs, grouped, atol=1e-4, rtol=0)
+    real = out.completion_mask.bool()
+    assert (out.logprobs[real] <= 0).all() and (out.logprobs[real] < 0).any()
+    if trunc:  # renormalised over the kept tokens: above the untruncated log-prob wherever something was cut
+        full = model.sequence_logprobs(prompt_ids, prompt_mask, out.completion_ids, out.completion_mask,
+                                       temperature=0.7)
+        assert (out.logprobs[real] >= full[real] - 1e-4).all()
+        assert (out.logprobs[real] - full[real]).max() > 1e-2
+
+
+def test_top_k_1_samples_the_argmax_with_probability_one(llama):
+    model = _model(llama, "prompt")
+    out = model.generate(TEXTS, max_new_tokens=8, do_sample=True, top_k=1, temperature=1.3, seed=0, eos_token_ids=[])
+    greedy = model.generate(TEXTS, max_new_tokens=8, do_sample=False, eos_token_ids=[])
+    assert torch.equal(out.completion_ids, greedy.completion_ids)
+    assert out.logprobs.abs().max() == 0  # the only token of the set: log 1
+    assert (greedy.logprobs < -1e-3).all()  # greedy stays log softmax(logits)
+    prompt_ids, prompt_mask = out.expanded_prompts()
+    again = model.sequence_logprobs(prompt_ids, prompt_mask, out.completion_ids, out.completion_mask,
+                                    temperature=1.3, top_k=1)
+    assert again.abs().max() < 1e-6
+
+
+def test_policy_logprobs_by_hand():
+    from softprompt.generation import policy_logprobs, policy_scores
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    scores = policy_scores(logits, top_k=2)
+    assert torch.isinf(scores[0, 2:]).all() and torch.equal(scores[0, :2], logits[0, :2])
+    lp = policy_logprobs(logits.expand(4, -1), torch.arange(4), top_k=2)
+    z = math.exp(2) + math.exp(1)
+    expected = [2 - math.log(z), 1 - math.log(z),  # inside the set: renormalised over it
+                0 - math.log(z + 1), -1 - math.log(z + math.exp(-1))]  # outside: kept in the set, finite
+    torch.testing.assert_close(lp, torch.tensor(expected))
+    # top_p = 0.5 at T = 2: softmax([1, .5, 0, -.5]) = .41, .25, .15, .09: the first two hold .66 >= .5
+    p = torch.softmax(logits[0] / 2, -1)
+    lp = policy_logprobs(logits.expand(2, -1), torch.tensor([0, 1]), temperature=2.0, top_p=0.5)
+    torch.testing.assert_close(lp, torch.log(p[:2] / p[:2].sum()))
+    # nothing truncated: log softmax(logits / T)
+    torch.testing.assert_close(policy_logprobs(logits, torch.tensor([3]), temperature=0.5),
+                               torch.log_softmax(logits / 0.5, -1)[:, 3])
 
 
 def test_conditional_generation(llama):

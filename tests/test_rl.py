@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -212,6 +213,64 @@ def test_old_logprobs_from_generation_equal_a_recomputed_forward(tmp_path):
         again, _ = work.module.logprobs(ro)
     assert ro.completion_mask.sum() > 10
     torch.testing.assert_close(ro.old_logprobs, again, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("group_size", [1, 3])  # the ungrouped and the grouped recomputation
+def test_truncated_sampling_old_new_and_reference_logprobs(tmp_path, group_size):
+    """top-k / top-p: the ratio is 1 before an update (old and new under the same truncated policy),
+    the reference is the untruncated softmax, so the KL starts at -log p_ref(set) >= 0, not 0."""
+    from softprompt.rollout import Reference, make_rollout
+
+    cfg = rl_config(tmp_path, {"name": "grpo", "group_size": max(group_size, 2), "beta": 0.1},
+                    generation={"max_new_tokens": 6, "temperature": 0.8, "top_k": 10, "top_p": 0.9})
+    work, data = build_rl(cfg, rewards=[rate_of_great], backbone=tiny_llama())
+    gen = dataclasses.replace(work.gen, group_size=group_size)
+    ro = make_rollout(work.module, data.train[:4], gen, work.rewards, work.reference)
+    assert (ro.top_k, ro.top_p, ro.temperature) == (10, 0.9, 0.8)
+    with torch.no_grad():
+        again, _ = work.module.logprobs(ro)
+    mask = ro.completion_mask.bool()
+    assert mask.sum() > 10
+    torch.testing.assert_close(ro.old_logprobs, again, atol=1e-4, rtol=0)
+    model = work.module.model
+    full = model.sequence_logprobs(ro.prompt_ids, ro.prompt_mask, ro.completion_ids, ro.completion_mask,
+                                   temperature=0.8)
+    torch.testing.assert_close(ro.ref_logprobs, full, atol=1e-4, rtol=0)  # initial prompt, untruncated
+    gap = (ro.old_logprobs - ro.ref_logprobs)[mask]
+    assert (gap >= -1e-4).all() and gap.max() > 1e-2
+    assert isinstance(work.reference, Reference)
+    # after a large update sampled tokens leave the truncation set: still finite, and so are the gradients
+    from softprompt.objectives.grpo import GRPO
+    from softprompt.rollout import RLInputs
+
+    with torch.no_grad():
+        model.adapter.embeddings.mul_(-3.0)
+    loss = GRPO(cfg.method_config())(RLInputs(ro, work.module)).loss
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(model.adapter.embeddings.grad).all()
+
+
+def test_truncated_rl_sampling_is_warned_once_at_build(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="softprompt"):
+        build_rl(rl_config(tmp_path, {"name": "grpo", "group_size": 2, "beta": 0.1},
+                           generation={"max_new_tokens": 4, "top_k": 5}), rewards=[rate_of_great],
+                 backbone=tiny_llama())
+    warned = [r for r in caplog.records if "top_k=5" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].name == "softprompt"
+    text = warned[0].getMessage()
+    assert "probability 0" in text and "truncated policy || untruncated reference" in text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="softprompt"):  # no KL term: nothing said about it
+        build_rl(rl_config(tmp_path, {"name": "grpo", "group_size": 2}, generation={"max_new_tokens": 4,
+                                                                                    "top_p": 0.9}),
+                 rewards=[rate_of_great], backbone=tiny_llama())
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "top_p=0.9" in text and "KL" not in text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="softprompt"):
+        build_rl(rl_config(tmp_path, {"name": "grpo", "group_size": 2}), rewards=[rate_of_great],
+                 backbone=tiny_llama())
+    assert not [r for r in caplog.records if "top_k" in r.getMessage()]
 
 
 def test_non_finite_rewards_never_reach_the_weights(tmp_path):

@@ -176,6 +176,24 @@ def load_trained_classifier(adapter: str | Path | None, task_name: str | None = 
     return classifier, task, config
 
 
+def warn_truncated_sampling(config) -> None:
+    """One warning when an RL config samples with top-k / top-p, saying what the policy then is."""
+    import logging
+
+    g = config.generation
+    if not (g.top_k or g.top_p < 1.0):
+        return
+    kl = ""
+    if config.method_config().needs_reference:
+        kl = (" The KL term is KL(truncated policy || untruncated reference softmax(ref logits / T)): finite, "
+              "but not 0 at the start: -log of the reference's mass inside the truncation set, per token.")
+    logging.getLogger("softprompt").warning(
+        "generation.top_k=%s, top_p=%s: the RL policy is the distribution sampled from, softmax(logits / T) "
+        "truncated to those tokens and renormalised; tokens outside the set have probability 0 under it. The old "
+        "log-probs, the recomputed ones and the ratio are all under it (a sampled token that an update pushes out "
+        "of the set is scored as if still in it, so log-probs stay finite).%s", g.top_k, g.top_p, kl)
+
+
 def build_rl(config, rewards=None, backbone=None):
     """(RLWork, Data) for an RL method: policy (+ value head), reference, rewards, judge, prompts.
 
@@ -191,6 +209,7 @@ def build_rl(config, rewards=None, backbone=None):
     from .workloads import RLWork
 
     method = config.method_config()
+    warn_truncated_sampling(config)
     loaded = [backbone]
 
     def tokenizer():  # only for prompt sources that count tokens: loads the backbone early

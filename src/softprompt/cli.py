@@ -235,7 +235,9 @@ def _add_eval_gen(sub) -> None:
     p = sub.add_parser("eval-gen", help="sample n completions per prompt from a trained run: diversity, Pass@k "
                                         "and the generations")
     p.add_argument("run", help="run folder of a generation method (grpo, ppo, polychromic, ...)")
-    p.add_argument("--prompts", default=None, help=".txt/.jsonl/.csv prompt file (default: the run's held-out prompts)")
+    p.add_argument("--prompts", default=None,
+                   help=".txt/.jsonl/.csv prompt file (default: the run's held-out prompts); on a conditional run, "
+                        "a file without the condition field has each prompt sampled under every prompts.conditions")
     p.add_argument("--n", type=int, default=10, help="samples per prompt")
     p.add_argument("--k", default="1,5,10", help="comma-separated k for Pass@k (each <= n)")
     p.add_argument("--verifier", default=None,

@@ -129,8 +129,10 @@ class TaskSection:
 class GenerationSection:
     max_new_tokens: int = hfield(32, "RL: tokens sampled per completion at most", ge=1)
     temperature: float = hfield(1.0, "RL: sampling temperature (the policy is softmax(logits / T))", gt=0)
-    top_k: int = hfield(0, "RL: sample among the k most likely tokens (0: off)", ge=0)
-    top_p: float = hfield(1.0, "RL: nucleus sampling mass (1.0: off)", gt=0, le=1)
+    top_k: int = hfield(0, "RL: sample among the k most likely tokens (0: off); the policy, its stored and "
+                           "recomputed log-probs and the ratio are then the truncated, renormalised distribution, "
+                           "the KL is to the untruncated reference", ge=0)
+    top_p: float = hfield(1.0, "RL: nucleus sampling mass (1.0: off); truncates the policy as top_k does", gt=0, le=1)
     stop_strings: list[str] = hfield([], "RL: end a completion at any of these strings")
     chat: bool = hfield(False, "RL: wrap each prompt as a user message in the chat template")
     max_prompt_tokens: int | None = hfield(None, "RL: keep only the last this-many prompt tokens", ge=1)

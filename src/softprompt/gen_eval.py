@@ -80,8 +80,14 @@ class GenEvalResult:
 def evaluate_generations(model, examples: list, gen_config, rewards=None, judge=None, verifier=None,
                          ks: Sequence[int] = (1,), embedding_model: str | None = "minilm-l6",
                          prompts_per_batch: int = 8, progress: bool = True,
-                         max_embed_per_set: int | None = None) -> GenEvalResult:
-    """Sample ``gen_config.group_size`` completions per example and measure them."""
+                         max_embed_per_set: int | None = None, conditioner=None) -> GenEvalResult:
+    """Sample ``gen_config.group_size`` completions per example and measure them.
+
+    ``conditioner`` (a :class:`softprompt.conditions.Conditioner`, for a conditional prompt):
+    each example's condition vector feeds generation while the model has its adapter, and
+    every row records the example's condition (with the adapter off too), as training's
+    evaluation does.
+    """
     from rich.progress import Progress
 
     from .rollout import score
@@ -95,7 +101,7 @@ def evaluate_generations(model, examples: list, gen_config, rewards=None, judge=
         job = bar.add_task(f"sampling {n} per prompt", total=len(examples))
         for b in range(0, len(examples), prompts_per_batch):
             batch = examples[b:b + prompts_per_batch]
-            gen = model.generate([e.text for e in batch], gen_config)
+            gen = model.generate([e.text for e in batch], gen_config, condition=_condition(model, conditioner, batch))
             if rewards is not None:
                 prompts, expanded, total, parts = score(rewards, batch, gen)
             else:
@@ -105,7 +111,9 @@ def evaluate_generations(model, examples: list, gen_config, rewards=None, judge=
             judged = judge(prompts, gen.texts, expanded) if judge is not None else None
             for i, text in enumerate(gen.texts):
                 ex = expanded[i]
-                row = {"index": ex.index, "prompt": ex.text, "sample": i % n, "completion": text,
+                row = {"index": ex.index, "prompt": ex.text,
+                       **({"condition": conditioner.text_of(ex)} if conditioner is not None else {}),
+                       "sample": i % n, "completion": text,
                        "reward": float(total[i]), **{f"reward/{k}": float(v[i]) for k, v in parts.items()}}
                 if judged is not None:
                     row["judge"] = float(judged[i])
@@ -140,6 +148,27 @@ def evaluate_generations(model, examples: list, gen_config, rewards=None, judge=
     return GenEvalResult(metrics, rows)
 
 
+def _condition(model, conditioner, batch: list):
+    """The batch's condition vectors when the model's adapter reads one, else None."""
+    adapter = model.adapter
+    if conditioner is None or adapter is None or not adapter.needs_condition:
+        return None
+    return conditioner(batch)
+
+
+def _with_run_conditions(config, examples: list, conditioner) -> list:
+    """A prompt file's examples for a conditional run: as they are when they carry the condition
+    field, else each one under every condition of ``prompts.conditions`` (as held-out prompts are)."""
+    from .prompts import with_conditions
+    from .tasks.data import example_field
+
+    if conditioner is None or not config.prompts.conditions:
+        return examples
+    if any(example_field(e, conditioner.field) is not None for e in examples):
+        return examples  # a missing field in some rows is the Conditioner's clear error
+    return with_conditions([], examples, config.prompts.conditions, config.seed)[1]
+
+
 def eval_gen_run(run: str, prompts: str | None = None, n: int = 10, ks: str = "1,5,10", verifier=None,
                  out: str | None = None, base: bool = False, max_prompts: int | None = None,
                  temperature: float | None = None, max_new_tokens: int | None = None, seed: int | None = None,
@@ -147,6 +176,7 @@ def eval_gen_run(run: str, prompts: str | None = None, n: int = 10, ks: str = "1
                  max_embed_per_set: int | None = None) -> tuple[dict, Path]:
     """``softprompt eval-gen``: load a run (its adapter, generation settings, rewards and judge),
     sample, measure, and write ``metrics.json`` and ``generations.jsonl`` to ``out``."""
+    from .conditions import conditioner_for
     from .config import load_yaml
     from .evaluation import write_predictions
     from .experiment import from_dict
@@ -165,14 +195,24 @@ def eval_gen_run(run: str, prompts: str | None = None, n: int = 10, ks: str = "1
         raise SoftPromptError(f"{path}: eval-gen samples text; this run trained {config.method_name!r} "
                               "(not a generation method)")
     ks_list = parse_ks(ks, n)  # k > n fails before any model loads
+    loaded: list = []
+
+    def load_model() -> SoftPromptModel:  # early only for prompt sources that count tokens
+        if not loaded:
+            loaded.append(SoftPromptModel.from_pretrained(path))
+        return loaded[0]
     if prompts:
         examples = read_prompt_file(Path(prompts))
         if not examples:
             raise DataError(f"prompt file {prompts}: no prompts")
     else:
-        examples = load_prompts(config.prompts, config.seed)[1]  # the run's held-out prompts
+        # the run's held-out prompts; RLPT's sentence_splits cut them with the policy's tokenizer
+        examples = load_prompts(config.prompts, config.seed, lambda: load_model().tokenizer)[1]
+    model = load_model()
+    conditioner = conditioner_for(config, model.adapter)
+    if prompts:
+        examples = _with_run_conditions(config, examples, conditioner)
     examples = examples[:max_prompts] if max_prompts else examples
-    model = SoftPromptModel.from_pretrained(path)
     off = contextlib.nullcontext()
     if base:  # the same backbone without the adapter
         from .adapters import LoRA
@@ -189,7 +229,8 @@ def eval_gen_run(run: str, prompts: str | None = None, n: int = 10, ks: str = "1
         **{k: v for k, v in (("temperature", temperature), ("max_new_tokens", max_new_tokens)) if v is not None})
     with off:
         result = evaluate_generations(model, examples, gen, rewards, judge, verifier, ks_list, embedding_model,
-                                      progress=progress, max_embed_per_set=max_embed_per_set)
+                                      progress=progress, max_embed_per_set=max_embed_per_set,
+                                      conditioner=conditioner)
     out_dir = Path(out) if out else path / ("eval_gen_base" if base else "eval_gen")
     out_dir.mkdir(parents=True, exist_ok=True)
     result.metrics.update({"run": str(path), "base_model": base, "prompts": prompts or "the run's held-out prompts",

@@ -6,9 +6,12 @@ prompt share one prefill. Decoding feeds one token per step through the cache, n
 re-inserting the virtual tokens. Rows that finish are dropped from the batch once enough
 of them have, so late steps cost what the unfinished rows cost.
 
-The returned ``logprobs`` are log softmax(logits / temperature) of each sampled token:
-the policy RL differentiates (top-k / top-p truncation is not folded in), equal to
-:meth:`SoftPromptModel.sequence_logprobs` on the same sequences.
+The returned ``logprobs`` are each sampled token's log-prob under the sampling policy,
+the distribution the token was drawn from (:func:`policy_scores`): softmax(logits / T)
+truncated to the top-k / top-p tokens and renormalised when those are set, plain
+softmax(logits / T) otherwise, and log softmax(logits) for greedy decoding. RL uses the
+same policy when it recomputes them: :meth:`SoftPromptModel.sequence_logprobs` with the
+same ``temperature``, ``top_k`` and ``top_p`` gives the same numbers on the same sequences.
 """
 
 from __future__ import annotations
@@ -66,7 +69,8 @@ class GenerationOutput:
     prompt_index: torch.Tensor  # (N,) which prompt each sample answers; N = B * group_size
     completion_ids: torch.Tensor  # (N, T) right-padded with the pad id
     completion_mask: torch.Tensor  # (N, T) 1 on generated tokens (EOS / stop token included)
-    logprobs: torch.Tensor  # (N, T) log-prob of each generated token under the sampling policy, 0 on pads
+    logprobs: torch.Tensor  # (N, T) log-prob of each generated token under the sampling policy (top-k / top-p
+    # truncation included, see policy_scores), 0 on pads
     texts: list[str]
     finish_reasons: list[str]  # "eos", "stop" or "length"
     group_size: int = 1
@@ -197,7 +201,7 @@ def _messages(prompt) -> list[dict]:
     return prompt
 
 
-def _warpers(config: GenerationConfig):
+def _warpers(temperature: float, top_k: int, top_p: float):
     from transformers import (
         LogitsProcessorList,
         TemperatureLogitsWarper,
@@ -206,13 +210,46 @@ def _warpers(config: GenerationConfig):
     )
 
     procs = LogitsProcessorList()
-    if config.temperature != 1.0:
-        procs.append(TemperatureLogitsWarper(config.temperature))
-    if config.top_k:
-        procs.append(TopKLogitsWarper(config.top_k))
-    if config.top_p < 1.0:
-        procs.append(TopPLogitsWarper(config.top_p))
+    if temperature != 1.0:
+        procs.append(TemperatureLogitsWarper(temperature))
+    if top_k:
+        procs.append(TopKLogitsWarper(top_k))
+    if top_p < 1.0:
+        procs.append(TopPLogitsWarper(top_p))
     return procs
+
+
+def policy_scores(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                  keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Scores (..., V) whose softmax is the sampling policy for logits (..., V).
+
+    pi(a) = softmax(logits / T)(a) / Z over the set S of the top-k tokens, then the smallest
+    set of those holding top-p of their renormalised mass (transformers' Temperature, TopK and
+    TopP warpers, in that order); tokens outside S score -inf, so pi(a) = 0 there. With
+    neither top-k nor top-p this is logits / T. ``keep`` (ids of shape logits.shape[:-1]):
+    the token scored at each position stays in S with its logit / T, so its log-prob is
+    finite. A token drawn from pi is in S already; when recomputing it, this only matters at
+    float ties on the boundary, or after an update pushed it out of S, where it gets
+    p(a) / (p(S) + p(a)) instead of 0 (p = softmax(logits / T)).
+    """
+    warp = _warpers(temperature, top_k, top_p)
+    if not len(warp):
+        return logits
+    flat = logits.reshape(-1, logits.shape[-1])
+    scores = warp(None, flat)
+    if keep is not None and (top_k or top_p < 1.0):
+        ids = keep.reshape(-1, 1)
+        tempered = flat / temperature if temperature != 1.0 else flat
+        scores = scores.scatter(1, ids, tempered.gather(1, ids))
+    return scores.view(logits.shape)
+
+
+def policy_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
+                    top_p: float = 1.0) -> torch.Tensor:
+    """log pi(token) (...) for logits (..., V) and tokens (...), pi the sampling policy of
+    :func:`policy_scores` (each scored token kept in the truncation set)."""
+    scores = policy_scores(logits, temperature, top_k, top_p, keep=tokens)
+    return F.log_softmax(scores, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
 # --------------------------------------------------------------------------- main loop
@@ -284,7 +321,6 @@ def _generate(model, prompts, config: GenerationConfig, condition: torch.Tensor 
     out_logp = torch.zeros((n, max_new), dtype=torch.float32, device=device)
     reasons = ["length"] * n
     eos = torch.tensor(eos_ids(tok, lm, config), dtype=torch.long, device=device)
-    warp = _warpers(config)
     stop = _StopStrings(tok, config.stop_strings) if any(config.stop_strings) else None
     gen = torch.Generator(device=device).manual_seed(config.seed) if config.seed is not None else None
     # full-capacity mask; the live part is attn_buf[:, :length]
@@ -292,18 +328,17 @@ def _generate(model, prompts, config: GenerationConfig, condition: torch.Tensor 
     attn_buf = torch.cat([attn, attn.new_ones(n, max_new)], 1)
     rows = torch.arange(n, device=device)  # original row index of each row in the batch
     alive = torch.ones(n, dtype=torch.bool, device=device)  # rows of the batch still generating
-    temp = config.temperature if config.do_sample else 1.0
 
     for t in range(max_new):
         if config.do_sample:
-            scores = warp(out_ids[rows, :t], logits) if len(warp) else logits
+            scores = policy_scores(logits, config.temperature, config.top_k, config.top_p)
             token = sample(F.softmax(scores, -1), gen)
         else:
-            token = logits.argmax(-1)
+            scores, token = logits, logits.argmax(-1)
         live = rows[alive]
         out_ids[live, t] = token[alive]
         out_mask[live, t] = 1
-        out_logp[live, t] = F.log_softmax(logits[alive] / temp, -1).gather(1, token[alive, None]).squeeze(1)
+        out_logp[live, t] = F.log_softmax(scores[alive], -1).gather(1, token[alive, None]).squeeze(1)
 
         done = alive & torch.isin(token, eos)
         for r in rows[done].tolist():

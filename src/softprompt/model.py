@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .adapters import (
@@ -311,20 +310,25 @@ class SoftPromptModel(nn.Module):
         temperature: float = 1.0,
         condition: torch.Tensor | None = None,
         return_hidden: bool = False,
+        top_k: int = 0,
+        top_p: float = 1.0,
     ):
         """Teacher-forced log-probs (B, T) of right-padded completions after left-padded prompts.
 
-        Entries where ``completion_mask`` is 0 are set to 0.
+        Under the sampling policy of :func:`softprompt.generation.policy_scores`: softmax(logits /
+        ``temperature``), truncated to the ``top_k`` / ``top_p`` set of the teacher-forced logits
+        and renormalised when those are set (each completion token kept in its set), so they
+        equal what generation stored with the same settings. Entries where ``completion_mask``
+        is 0 are set to 0.
         """
+        from .generation import policy_logprobs
+
         ids = torch.cat([prompt_ids, completion_ids], 1)
         mask = torch.cat([prompt_mask, completion_mask], 1)
         t = completion_ids.shape[1]
         out = self.forward(ids, mask, condition, logits_to_keep=t + 1, return_hidden=return_hidden)
         logits = out.logits[:, :-1].float()
-        if temperature != 1.0:
-            logits = logits / temperature
-        logp = torch.gather(F.log_softmax(logits, -1), 2, completion_ids.unsqueeze(-1)).squeeze(-1)
-        logp = logp * completion_mask
+        logp = policy_logprobs(logits, completion_ids, temperature, top_k, top_p) * completion_mask
         if return_hidden:
             return logp, out.hidden[:, :-1]
         return logp
@@ -339,6 +343,8 @@ class SoftPromptModel(nn.Module):
         temperature: float = 1.0,
         condition: torch.Tensor | None = None,
         return_hidden: bool = False,
+        top_k: int = 0,
+        top_p: float = 1.0,
     ):
         """:meth:`sequence_logprobs` for N = B * G completions of B prompts, each prompt run once.
 
@@ -349,6 +355,8 @@ class SoftPromptModel(nn.Module):
         prompt tokens computed once per group instead of G times, gradients included.
         """
         from transformers import DynamicCache
+
+        from .generation import policy_logprobs
 
         g = group_size
         if not self.backbone.is_causal:
@@ -372,9 +380,7 @@ class SoftPromptModel(nn.Module):
             logits = torch.cat([logits, rest.logits.float()], 1)
             if return_hidden:
                 hidden = torch.cat([hidden, rest.hidden_states[-1]], 1)
-        if temperature != 1.0:
-            logits = logits / temperature
-        logp = torch.gather(F.log_softmax(logits, -1), 2, completion_ids.unsqueeze(-1)).squeeze(-1) * completion_mask
+        logp = policy_logprobs(logits, completion_ids, temperature, top_k, top_p) * completion_mask
         return (logp, hidden) if return_hidden else logp
 
     # -- generation ----------------------------------------------------------------------------

@@ -62,8 +62,14 @@ class Policy(nn.Module):
                 if k.startswith("backbone."):
                     params[k[len("backbone."):]].copy_(v)
 
-    def logprobs(self, ro: Rollout, with_values: bool = False):
-        """Teacher-forced log-probs (N, T) of the rollout's completions now (and values (N, T))."""
+    def logprobs(self, ro: Rollout, with_values: bool = False, truncate: bool = True):
+        """Teacher-forced log-probs (N, T) of the rollout's completions now (and values (N, T)).
+
+        Under the rollout's sampling policy (softmax(logits / T) truncated to its top-k / top-p
+        and renormalised, as generation stored them), or with ``truncate=False`` under the
+        untruncated softmax(logits / T) (the reference's side of the KL).
+        """
+        top_k, top_p = (ro.top_k, ro.top_p) if truncate else (0, 1.0)
         adapter = self.model.adapter
         dropout = adapter is not None and adapter.training and getattr(adapter.config, "dropout", 0) > 0
         from .distributed import in_lockstep
@@ -74,11 +80,11 @@ class Policy(nn.Module):
             cond = ro.condition[::ro.group_size] if ro.condition is not None else None
             out = self.model.grouped_logprobs(ro.gen.prompt_ids, ro.gen.prompt_mask, ro.completion_ids,
                                               ro.completion_mask, ro.group_size, temperature=ro.temperature,
-                                              condition=cond, return_hidden=with_values)
+                                              condition=cond, return_hidden=with_values, top_k=top_k, top_p=top_p)
         else:
             out = self.model.sequence_logprobs(ro.prompt_ids, ro.prompt_mask, ro.completion_ids, ro.completion_mask,
                                                temperature=ro.temperature, condition=ro.condition,
-                                               return_hidden=with_values)
+                                               return_hidden=with_values, top_k=top_k, top_p=top_p)
         if not with_values:
             return out, None
         logp, hidden = out
@@ -87,7 +93,14 @@ class Policy(nn.Module):
 
 @dataclass
 class Rollout:
-    """N = B * G completions of B prompts, with everything the RL objectives need."""
+    """N = B * G completions of B prompts, with everything the RL objectives need.
+
+    The policy is the distribution the completions were sampled from: softmax(logits /
+    ``temperature``) truncated to ``top_k`` / ``top_p`` and renormalised (no truncation when
+    those are off, T = 1 and no truncation for greedy decoding). The old log-probs (from
+    generation) and the recomputed ones of the ratio are under it; the reference's log-probs
+    are under its untruncated softmax(logits / T), so the KL is KL(policy || untruncated reference).
+    """
 
     examples: list  # the B prompt examples
     gen: GenerationOutput
@@ -99,6 +112,8 @@ class Rollout:
     old_values: torch.Tensor | None = None  # (N, T)
     condition: torch.Tensor | None = None
     memo: dict = field(default_factory=dict)  # advantages etc., fixed across inner updates
+    top_k: int = 0  # the sampling policy's truncation (0 / 1.0: off)
+    top_p: float = 1.0
 
     def __post_init__(self):
         self.valid = torch.isfinite(self.rewards)
@@ -156,7 +171,14 @@ class RLInputs:
 
 
 class Reference:
-    """Log-probs under the reference policy: the initial trainable weights, or no adapter at all."""
+    """Log-probs under the reference policy: the initial trainable weights, or no adapter at all.
+
+    Always under the untruncated softmax(logits / T), whatever the rollout's top-k / top-p: a
+    truncated reference would give the policy's tokens outside its own set probability 0 and
+    the KL would be infinite whenever the two sets differ. With truncated sampling the KL is
+    then KL(truncated policy || untruncated reference), which is finite but not 0 at the start:
+    -log p_ref(S) per token, S the truncation set.
+    """
 
     def __init__(self, policy: Policy, kind: str = "initial_prompt"):
         self.policy, self.kind = policy, kind
@@ -184,7 +206,7 @@ class Reference:
     @torch.no_grad()
     def logprobs(self, ro: Rollout) -> torch.Tensor:
         with self._swapped():
-            return self.policy.logprobs(ro)[0]
+            return self.policy.logprobs(ro, truncate=False)[0]
 
 
 def score(rewards, examples: list, gen: GenerationOutput) -> tuple[list[str], list, torch.Tensor, dict]:
@@ -206,18 +228,19 @@ def make_rollout(policy: Policy, examples: list, gen_config: GenerationConfig, r
     try:
         gen = policy.model.generate([e.text for e in examples], gen_config, condition=condition)
         temperature = gen_config.temperature if gen_config.do_sample else 1.0
+        truncation = {"top_k": gen_config.top_k, "top_p": gen_config.top_p} if gen_config.do_sample else {}
         cond = condition.repeat_interleave(gen.group_size, 0) if condition is not None else None
         ref = None
         if reference is not None:
             pending = Rollout(examples, gen, torch.zeros(len(gen.texts)), {}, temperature,
-                              gen_config.max_new_tokens, condition=cond)
+                              gen_config.max_new_tokens, condition=cond, **truncation)
             ref = reference.logprobs(pending)
             if reference.kind == "none" and temperature == 1.0 and not gen_config.chat \
                     and gen_config.max_prompt_tokens is None:
                 _share_base_logprobs(rewards, examples, gen, ref)
         total, parts = score(rewards, examples, gen)[2:]
         ro = Rollout(examples, gen, total.to(gen.logprobs.device), parts, temperature, gen_config.max_new_tokens,
-                     ref_logprobs=ref, condition=cond)
+                     ref_logprobs=ref, condition=cond, **truncation)
         if values:
             ro.old_values = policy.logprobs(ro, with_values=True)[1]
         return ro

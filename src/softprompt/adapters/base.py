@@ -121,20 +121,54 @@ class Adapter(nn.Module):
 
 
 def embedding_init(kind: str, text: str, n: int, backbone, seed: int | None) -> torch.Tensor:
-    """Initial virtual-token embeddings (n, H) for prompt-style adapters.
+    """Initial virtual-token embeddings (n, H) for prompt-style adapters, in the space the text's
+    tokens reach the model in: the input-embedding module's outputs (on Gemma-style backbones
+    that is the table times sqrt(H), not the raw table).
 
-    ``random``: Gaussian with the embedding matrix's mean and std per dimension;
-    ``vocab``: embeddings of n tokens drawn from the 5,000 lowest (most frequent) ids;
-    ``text``: embeddings of the text's tokens, truncated to n with a warning, or
+    ``random``: Gaussian with the per-dimension mean and std of the module's outputs over the
+    whole vocabulary; ``vocab``: outputs for n tokens drawn from the 5,000 lowest (most
+    frequent) ids; ``text``: outputs for the text's tokens, truncated to n with a warning, or
     repeated to fill n (as PEFT does).
     """
-    weight = backbone.input_embeddings().weight.detach().float()
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     if kind == "random":
-        mean, std = weight.mean(0), weight.std(0)
-        return mean + std * torch.randn(n, weight.shape[1], generator=gen)
-    ids = token_ids_for_init(kind, text, n, backbone, gen)
-    return weight[ids].clone()
+        mean, std, _ = embedding_statistics(backbone)
+        return mean + std * torch.randn(n, mean.shape[0], generator=gen)
+    return embed_ids(backbone, token_ids_for_init(kind, text, n, backbone, gen))
+
+
+@torch.no_grad()
+def embed_ids(backbone, ids: torch.Tensor) -> torch.Tensor:
+    """What the input-embedding module gives token ids (n,): (n, H) float on the CPU, as text gets it."""
+    module = backbone.input_embeddings()
+    return module(ids.to(module.weight.device)).float().cpu()
+
+
+@torch.no_grad()
+def embedding_statistics(backbone, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(mean (H,), std (H,), std of all entries) of the input-embedding module's outputs over every
+    id of its table, run ``chunk`` ids at a time (never the whole table's outputs at once).
+
+    Chunks are merged with Chan et al.'s update in float64: for counts a, b, means m_a, m_b and
+    sums of squared deviations M_a, M_b, M = M_a + M_b + (m_b - m_a)^2 ab / (a + b). Stds are
+    unbiased (divide by count - 1), as ``Tensor.std``.
+    """
+    module = backbone.input_embeddings()
+    vocab, device = module.weight.shape[0], module.weight.device
+    count, mean, m2 = 0, None, None
+    for start in range(0, vocab, chunk):
+        x = module(torch.arange(start, min(start + chunk, vocab), device=device)).double().cpu()
+        k, m, dev2 = x.shape[0], x.mean(0), ((x - x.mean(0)) ** 2).sum(0)
+        if mean is None:
+            count, mean, m2 = k, m, dev2
+            continue
+        delta, total = m - mean, count + k
+        mean, m2 = mean + delta * k / total, m2 + dev2 + delta ** 2 * count * k / total
+        count = total
+    std = (m2 / max(count - 1, 1)).sqrt()
+    spread = m2.sum() + count * ((mean - mean.mean()) ** 2).sum()  # squared deviations from the grand mean
+    overall = float((spread / max(count * mean.shape[0] - 1, 1)).sqrt())
+    return mean.float(), std.float(), overall
 
 
 def token_ids_for_init(kind: str, text: str, n: int, backbone, gen: torch.Generator | None) -> torch.Tensor:

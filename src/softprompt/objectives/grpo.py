@@ -95,7 +95,12 @@ def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: to
 
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """exp(ref - logp) - (ref - logp) - 1: unbiased, non-negative estimate of KL(policy || ref)."""
+    """exp(ref - logp) - (ref - logp) - 1: non-negative estimate of KL(policy || ref) from samples of the policy.
+
+    Unbiased when ref puts all its mass where the policy has mass. With top-k / top-p sampling
+    the policy lives on its truncation set S and the (untruncated) reference does not, so its
+    mean is KL(policy || ref) - (1 - p_ref(S)).
+    """
     d = ref_logp - logp
     return torch.exp(d) - d - 1
 

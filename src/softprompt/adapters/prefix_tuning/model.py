@@ -3,7 +3,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..base import Adapter, parse_init, token_ids_for_init
+from ..base import (
+    Adapter,
+    embed_ids,
+    embedding_statistics,
+    parse_init,
+    token_ids_for_init,
+)
 from .config import PrefixTuningConfig
 
 
@@ -30,13 +36,13 @@ class PrefixTuning(Adapter):
         dtype = backbone.input_embeddings().weight.dtype
         kind, text = parse_init(config.init)
         gen = torch.Generator().manual_seed(config.init_seed) if config.init_seed is not None else None
-        if config.reparameterize:
+        if config.reparameterize:  # the MLP's input starts at the scale of the embedding module's outputs
             hidden = backbone.hidden_size
-            emb = backbone.input_embeddings().weight.detach()
             if kind == "vocab":
-                start = emb[token_ids_for_init("vocab", "", config.num_virtual_tokens, backbone, gen)].clone()
+                start = embed_ids(backbone, token_ids_for_init("vocab", "", config.num_virtual_tokens, backbone, gen))
             else:
-                start = torch.randn(config.num_virtual_tokens, hidden, generator=gen) * emb.std()
+                scale = embedding_statistics(backbone)[2]
+                start = torch.randn(config.num_virtual_tokens, hidden, generator=gen) * scale
             self.embeddings = nn.Parameter(start.to(dtype))
             out = self.shape[0] * 2 * self.shape[2] * self.shape[4]
             self.mlp = nn.Sequential(

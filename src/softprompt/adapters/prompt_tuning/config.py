@@ -12,8 +12,9 @@ class PromptTuningConfig(AdapterConfig):
     adapter_type = "prompt_tuning"
 
     num_virtual_tokens: int = hfield(20, "number of virtual tokens placed after the left padding", ge=1)
-    init: str = hfield("vocab", "'random' (embedding-matrix statistics), 'vocab' (embeddings of sampled "
-                                "frequent tokens) or 'text:<string>' (embeddings of that text's tokens)")
+    init: str = hfield("vocab", "'random' (statistics of the input embeddings, as the model scales them), "
+                                "'vocab' (embeddings of sampled frequent tokens) or 'text:<string>' (embeddings "
+                                "of that text's tokens)")
     init_seed: int | None = hfield(None, "seed for the random/vocab init (None: the global torch RNG)", ge=0)
     dropout: float = hfield(0.0, "dropout on the virtual tokens while training (a second view for contrastive losses)",
                             ge=0, lt=1)
