@@ -70,16 +70,22 @@ def check_fits(meta: dict, backbone, source: str) -> None:
             )
 
 
-def load_adapter(directory: str | Path, backbone) -> Adapter:
+def read_saved_adapter(directory: str | Path, backbone) -> tuple[dict, dict[str, Any]]:
+    """(meta, weights) of the adapter directory, checked to fit ``backbone``; builds no adapter
+    (a LoRA one would be a second LoRA on the backbone)."""
     directory = Path(directory)
     meta = read_adapter_meta(directory)
-    source = str(directory)
-    check_fits(meta, backbone, source)
+    check_fits(meta, backbone, str(directory))
+    return meta, load_tensors(directory / WEIGHTS_FILE)
+
+
+def load_adapter(directory: str | Path, backbone) -> Adapter:
+    directory = Path(directory)
+    meta, tensors = read_saved_adapter(directory, backbone)
     try:
         config = make_config(meta["adapter_type"], meta["config"])
     except ConfigError as e:
         raise AdapterLoadError(f"{directory / CONFIG_FILE}: {e}") from None
-    tensors = load_tensors(directory / WEIGHTS_FILE)
     adapter = build_adapter(_no_init(config), backbone)
     adapter.config = config
     adapter.load_adapter_state_dict(tensors, source=str(directory / WEIGHTS_FILE))
@@ -98,5 +104,5 @@ def _no_init(config: AdapterConfig) -> AdapterConfig:
 __all__ = [
     "ADAPTERS", "Adapter", "AdapterConfig", "ConditionalPrompt", "ConditionalPromptConfig", "LoRA", "LoRAConfig",
     "PrefixTuning", "PrefixTuningConfig", "PromptTuning", "PromptTuningConfig", "build_adapter", "load_adapter",
-    "make_config", "save_adapter",
+    "make_config", "read_saved_adapter", "save_adapter",
 ]
