@@ -20,6 +20,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -339,6 +340,64 @@ def unfreeze_top_layers(model: nn.Module, n: int) -> list[nn.Parameter]:
     if not 0 <= n <= len(layers):
         raise ModelLoadError(f"num_layers_unfrozen={n} but the model has {len(layers)} layers")
     params = [p for layer in list(layers)[len(layers) - n:] for p in layer.parameters()]
+    keep_base_weights(model, params)
     for p in params:
         p.requires_grad_(True)
     return params
+
+
+# --------------------------------------------------------------------------- the untouched model
+
+BASE_WEIGHTS = "_softprompt_base_weights"  # on the model: {id(param): (param, its loaded value)}
+
+
+def keep_base_weights(model: nn.Module, params: list[nn.Parameter]) -> None:
+    """Remember the values ``params`` of ``model`` hold now, before training changes them in place
+    (unfrozen blocks), so :func:`untouched` can put them back; a parameter kept before keeps its
+    first value."""
+    kept = model.__dict__.setdefault(BASE_WEIGHTS, {})
+    for p in params:
+        kept.setdefault(id(p), (p, p.detach().clone()))
+
+
+@contextlib.contextmanager
+def lora_off(model: nn.Module):
+    """Run ``model`` without PEFT's LoRA updates until the block ends; each LoRA layer's on/off
+    state and its weights' ``requires_grad`` come back as they were (so blocks may nest)."""
+    if "peft" in sys.modules:  # no LoRA layer can exist before PEFT is imported
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    else:
+        layers = []
+    was_off = [m.disable_adapters for m in layers]
+    grads = [(p, p.requires_grad) for m in layers for name in m.adapter_layer_names
+             for p in getattr(m, name).parameters()]
+    for m in layers:
+        m.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for m, off in zip(layers, was_off):
+            m.enable_adapters(not off)
+        for p, grad in grads:
+            p.requires_grad_(grad)
+
+
+@contextlib.contextmanager
+def untouched(model: nn.Module, lora: bool = True):
+    """``model`` as it was loaded until the block ends: every weight trained in place (blocks
+    unfrozen with :func:`unfreeze_top_layers`) holds its kept value again and, with ``lora``,
+    PEFT's LoRA layers are off. The current weights are put back after (blocks may nest)."""
+    kept = list(model.__dict__.get(BASE_WEIGHTS, {}).values())
+    current = [p.detach().clone() for p, _ in kept]
+    with torch.no_grad():
+        for p, base in kept:
+            p.copy_(base)
+    try:
+        with lora_off(model) if lora else contextlib.nullcontext():
+            yield
+    finally:
+        with torch.no_grad():
+            for (p, _), value in zip(kept, current):
+                p.copy_(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from .adapters import (
     save_adapter,
 )
 from .backbones import Backbone, load_backbone
+from .backbones import untouched as untouched_backbone
 from .errors import AdapterLoadError, ConfigError
 from .placement import insert_virtual, position_ids
 
@@ -94,6 +96,18 @@ class SoftPromptModel(nn.Module):
         if self.adapter is None:
             raise AdapterLoadError("this model has no adapter to save")
         return save_adapter(self.adapter, directory)
+
+    @contextlib.contextmanager
+    def untouched(self):
+        """The base model until the block ends: no adapter, and the backbone as it was loaded
+        (LoRA layers off, blocks trained in place back at their loaded weights: see
+        :func:`softprompt.backbones.untouched`); all restored after."""
+        adapter, self.adapter = self.adapter, None
+        try:
+            with untouched_backbone(self.model):
+                yield self
+        finally:
+            self.adapter = adapter
 
     # -- properties ----------------------------------------------------------------------------
     @property

@@ -37,6 +37,9 @@ class Policy(nn.Module):
             self.value_head.requires_grad_(tune_v_head)
             self.value_head.to(model.device)
         self.unfrozen = list(unfrozen or [])  # backbone blocks trained too (num_layers_unfrozen)
+        from .backbones import keep_base_weights
+
+        keep_base_weights(model.model, self.unfrozen)  # the untouched model keeps their values of now
         self._unfrozen_names = {id(p): n for n, p in model.model.named_parameters()}
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -156,30 +159,37 @@ class RLInputs:
 
 
 class Reference:
-    """Log-probs under the reference policy: the initial trainable weights, or no adapter at all."""
+    """Log-probs under the reference policy, on the untouched backbone (blocks trained in place at
+    their loaded weights): ``initial_prompt`` = the adapter as this run started it (its init, or
+    the ``init_from`` weights); ``none`` = no adapter at all (LoRA's layers off too), the base model.
+    """
 
     def __init__(self, policy: Policy, kind: str = "initial_prompt"):
         self.policy, self.kind = policy, kind
-        self.initial = [p.detach().clone() for p in policy.model.trainable_parameters() + policy.unfrozen]
+        adapter = policy.model.adapter
+        self.initial = {k: v.detach().clone() for k, v in adapter.adapter_state_dict().items()} \
+            if adapter is not None else {}
 
     @contextlib.contextmanager
     def _swapped(self):
-        params = self.policy.model.trainable_parameters() + self.policy.unfrozen
-        current = [p.detach().clone() for p in params]
-        adapter = self.policy.model.adapter
-        from .adapters import LoRA
+        model = self.policy.model
+        if self.kind == "none":
+            with model.untouched():
+                yield
+            return
+        from .backbones import untouched
 
-        with torch.no_grad():
-            for p, v in zip(params, self.initial):
-                p.copy_(v)
-            if self.kind == "none" and adapter is not None and not isinstance(adapter, LoRA):
-                self.policy.model.adapter = None  # LoRA's initial weights already are the base model
+        adapter = model.adapter
+        current = {k: v.detach().clone() for k, v in adapter.adapter_state_dict().items()} \
+            if adapter is not None else {}
+        with torch.no_grad(), untouched(model.model, lora=False):
+            if adapter is not None:
+                adapter.load_adapter_state_dict(self.initial, "the KL reference")
             try:
                 yield
             finally:
-                self.policy.model.adapter = adapter
-                for p, v in zip(params, current):
-                    p.copy_(v)
+                if adapter is not None:
+                    adapter.load_adapter_state_dict(current, "the policy's adapter")
 
     @torch.no_grad()
     def logprobs(self, ro: Rollout) -> torch.Tensor:
