@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import tiny_llama
+from helpers import encode
 from test_rl import rl_config
 
 from softprompt.build import build_rl
@@ -103,3 +104,70 @@ def test_init_from_a_lora_adapter_loads_its_weights(tmp_path):
     saved = load_adapter(source, tiny_llama(vocab_size=50)).adapter_state_dict()
     got = work.module.model.adapter.adapter_state_dict()
     assert set(got) == set(saved) and all(torch.equal(got[k], saved[k]) for k in saved)
+
+
+# -- unfrozen blocks are part of the trained model ----------------------------------------------
+
+
+def trained_unfrozen_run(tmp_path):
+    """A PPO run with the top block unfrozen, trained into a run folder; its trainer."""
+    from conftest import save_backbone
+
+    from softprompt.build import make_trainer
+
+    save_backbone(tiny_llama(vocab_size=50), tmp_path / "model")
+    adapter, method, _ = CASES["unfrozen"]
+    cfg = rl_config(tmp_path, method, adapter=adapter, rewards=REWARDS, run_id="unfrozen")
+    cfg.model = str(tmp_path / "model")
+    cfg.train.epochs, cfg.train.lr, cfg.train.head_lr, cfg.train.eval_every = 2, 0.3, 0.3, 0
+    trainer = make_trainer(cfg, progress=False)
+    trainer.fit(progress=False)
+    return trainer
+
+
+def test_unfrozen_blocks_are_saved_and_loaded_with_the_adapter(tmp_path):
+    import json
+
+    from softprompt.backbones import load_backbone
+    from softprompt.errors import AdapterLoadError
+    from softprompt.io import load_tensors, save_tensors
+    from softprompt.peft_interop import export_peft
+
+    layers_file = "backbone_layers.safetensors"  # the adapter directory's file of trained blocks
+    trainer = trained_unfrozen_run(tmp_path)
+    run = trainer.run.path
+    ids, mask = encode(trainer.clf.model.tokenizer, ["the movie was", "i loved it and so"])
+    with torch.no_grad():
+        trained = trainer.clf.model(ids, mask).logits
+        base = SoftPromptModel(load_backbone(str(tmp_path / "model")))(ids, mask).logits
+    loaded = SoftPromptModel.from_pretrained(run)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids, mask).logits, trained)
+        with loaded.untouched():  # the base model is still there: the backbone as loaded
+            torch.testing.assert_close(loaded(ids, mask).logits, base)
+    with pytest.raises(AdapterLoadError, match=r"this model also trained transformer blocks \[1\]"):
+        export_peft(loaded, tmp_path / "peft")
+    best = run / "checkpoints" / "best"
+    assert json.loads((best / "softprompt_adapter.json").read_text())["backbone_layers"]["layers"] == [1]
+    assert set(load_tensors(best / "head.safetensors")) == {"value_head.weight", "value_head.bias"}
+    fresh = dict(load_backbone(str(tmp_path / "model")).model.named_parameters())
+    blocks = load_tensors(best / layers_file)
+    assert blocks and all(k.startswith("model.layers.1.") for k in blocks)
+    assert any(not torch.equal(v, fresh[k]) for k, v in blocks.items())  # training changed the block
+
+    # a run folder written before the blocks moved here kept them in head.safetensors
+    meta = json.loads((best / "softprompt_adapter.json").read_text())
+    del meta["backbone_layers"]
+    (best / "softprompt_adapter.json").write_text(json.dumps(meta))
+    (best / layers_file).unlink()
+    head = load_tensors(best / "head.safetensors")
+    save_tensors(best / "head.safetensors", {**head, **{f"backbone.{k}": v for k, v in blocks.items()}})
+    with torch.no_grad():
+        torch.testing.assert_close(SoftPromptModel.from_pretrained(run)(ids, mask).logits, trained)
+
+    # blocks that do not fit the backbone are refused, naming the file
+    (best / "softprompt_adapter.json").write_text(json.dumps({**meta, "backbone_layers": {"layers": [1]}}))
+    save_tensors(best / layers_file, {**blocks, "model.layers.1.extra.weight": torch.zeros(2)})
+    with pytest.raises(AdapterLoadError, match=r"backbone_layers.safetensors: the saved transformer blocks do not "
+                                                r"fit this backbone \(missing \[\], unexpected \['model.layers.1.extra"):
+        SoftPromptModel.from_pretrained(run)

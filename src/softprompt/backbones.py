@@ -360,6 +360,49 @@ def keep_base_weights(model: nn.Module, params: list[nn.Parameter]) -> None:
         kept.setdefault(id(p), (p, p.detach().clone()))
 
 
+def layer_params(model: nn.Module, indices: list[int]) -> dict[str, nn.Parameter]:
+    """The parameters of transformer blocks ``indices`` by their name in the model as loaded:
+    PEFT's LoRA weights left out (they are the adapter's), its ``base_layer.`` dropped."""
+    layers = transformer_layers(model)
+    wanted = {id(p) for i in indices for p in layers[i].parameters()}
+    return {n.replace(".base_layer.", "."): p for n, p in model.named_parameters()
+            if id(p) in wanted and "lora_" not in n}
+
+
+def trained_layers(model: nn.Module) -> list[int]:
+    """Indices of the transformer blocks trained in place (their loaded weights kept, see
+    :func:`keep_base_weights`): unfrozen for training, or loaded with an adapter."""
+    kept = model.__dict__.get(BASE_WEIGHTS, {})
+    return [i for i, layer in enumerate(transformer_layers(model)) if any(id(p) in kept for p in layer.parameters())] \
+        if kept else []
+
+
+def load_layer_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> list[int]:
+    """Copy trained transformer blocks (named as by :func:`layer_params`) into ``model``, keeping
+    the loaded values for :func:`untouched`; refuse names or shapes this model does not have.
+    Returns the blocks' indices."""
+    from .errors import AdapterLoadError
+
+    layers = transformer_layers(model)
+    index = {id(layer): i for i, layer in enumerate(layers)}
+    prefixes = {f"{n}.": index[id(m)] for n, m in model.named_modules() if id(m) in index}
+    indices = sorted({i for name in tensors for prefix, i in prefixes.items() if name.startswith(prefix)})
+    own = layer_params(model, indices)
+    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    if missing or unexpected:
+        raise AdapterLoadError(f"{source}: the saved transformer blocks do not fit this backbone "
+                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for name, t in tensors.items():
+        if tuple(t.shape) != tuple(own[name].shape):
+            raise AdapterLoadError(f"{source}: tensor {name!r} has shape {tuple(t.shape)}, this backbone needs "
+                                   f"{tuple(own[name].shape)}")
+    keep_base_weights(model, list(own.values()))
+    with torch.no_grad():
+        for name, p in own.items():
+            p.copy_(tensors[name])
+    return indices
+
+
 @contextlib.contextmanager
 def lora_off(model: nn.Module):
     """Run ``model`` without PEFT's LoRA updates until the block ends; each LoRA layer's on/off

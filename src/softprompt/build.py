@@ -126,6 +126,12 @@ def init_adapter_from(adapter, source: str, backbone) -> None:
         raise AdapterLoadError(f"init_from={source}: it holds a {meta['adapter_type']} adapter, this run "
                                f"trains a {adapter.config.adapter_type} one")
     adapter.load_adapter_state_dict(weights, f"init_from={source}")
+    if meta.get("backbone_layers"):
+        import logging
+
+        logging.getLogger("softprompt").warning(
+            "init_from=%s also holds trained transformer blocks %s: only its adapter is loaded, the blocks start "
+            "from the backbone's weights", source, meta["backbone_layers"].get("layers"))
 
 
 def build_classifier(config, task, backbone=None):

@@ -1,7 +1,8 @@
 """Training checkpoints: adapter + head + optimizer + scheduler + RNG state, written atomically.
 
 A checkpoint is a folder (``checkpoints/last``, ``checkpoints/best``) holding
-- ``softprompt_adapter.json`` + ``adapter.safetensors`` (a loadable adapter on its own),
+- ``softprompt_adapter.json`` + ``adapter.safetensors`` (a loadable adapter on its own, with
+  ``backbone_layers.safetensors`` when transformer blocks train too),
 - ``head.safetensors`` for classifiers with a head,
 - ``optimizer.safetensors`` (every tensor of the optimizer state) + ``trainer_state.json``
   (optimizer hyperparameters, scheduler state, RNG states, counters).
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .adapters import save_adapter
+from .adapters import load_backbone_layers, save_adapter
 from .errors import AdapterLoadError
 from .io import load_tensors, read_json, save_tensors, write_json
 
@@ -84,7 +85,7 @@ def save_checkpoint(directory: Path, classifier, optimizer, scheduler, counters:
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:
-        save_adapter(classifier.model.adapter, tmp)
+        save_adapter(classifier.model.adapter, tmp, backbone_model=classifier.model.model)
         save_head(classifier, tmp)
         tensors, optim_meta = optimizer_tensors(optimizer)
         save_tensors(tmp / OPTIM_FILE, tensors)
@@ -123,6 +124,7 @@ def load_checkpoint(directory: Path, classifier, optimizer, scheduler) -> dict:
     adapter = classifier.model.adapter
     adapter.load_adapter_state_dict(load_tensors(found / "adapter.safetensors"), str(found / "adapter.safetensors"))
     load_head(classifier, found)
+    load_backbone_layers(found, classifier.model.backbone)
     load_optimizer(optimizer, load_tensors(found / OPTIM_FILE), state["optimizer"])
     scheduler.load_state_dict({**scheduler.state_dict(), **state["scheduler"]})
     set_rng_state(state["rng"])

@@ -15,6 +15,7 @@ from .adapters import (
     AdapterConfig,
     build_adapter,
     load_adapter,
+    load_backbone_layers,
     read_adapter_meta,
     save_adapter,
 )
@@ -83,19 +84,26 @@ class SoftPromptModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, backbone: Backbone | str | None = None, **load_kw) -> SoftPromptModel:
-        """Load an adapter directory or a run folder; the backbone recorded in it unless one is given."""
+        """Load an adapter directory or a run folder; the backbone recorded in it unless one is given.
+
+        Transformer blocks trained with the adapter (``num_layers_unfrozen``) are copied into the
+        backbone, as LoRA changes it in place; :meth:`untouched` still runs the loaded backbone.
+        """
         directory = resolve_adapter_dir(path)
         meta = read_adapter_meta(directory)
         if backbone is None:
             backbone = meta["backbone"]["spec"]
         if isinstance(backbone, str):
             backbone = load_backbone(backbone, kind=meta["backbone"].get("kind"), **load_kw)
-        return cls(backbone, load_adapter(directory, backbone))
+        model = cls(backbone, load_adapter(directory, backbone))
+        load_backbone_layers(directory, backbone)
+        return model
 
     def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the adapter, and the backbone blocks trained with it if any (see save_adapter)."""
         if self.adapter is None:
             raise AdapterLoadError("this model has no adapter to save")
-        return save_adapter(self.adapter, directory)
+        return save_adapter(self.adapter, directory, backbone_model=self.model)
 
     @contextlib.contextmanager
     def untouched(self):

@@ -40,7 +40,6 @@ class Policy(nn.Module):
         from .backbones import keep_base_weights
 
         keep_base_weights(model.model, self.unfrozen)  # the untouched model keeps their values of now
-        self._unfrozen_names = {id(p): n for n, p in model.model.named_parameters()}
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return self.model.trainable_parameters() + self.head_parameters()
@@ -50,20 +49,14 @@ class Policy(nn.Module):
         return head + self.unfrozen
 
     def head_state(self) -> dict[str, torch.Tensor]:
-        """What a checkpoint keeps besides the adapter: the value head and any unfrozen blocks."""
-        out = {f"value_head.{k}": v for k, v in self.value_head.state_dict().items()} if self.value_head else {}
-        out.update({f"backbone.{self._unfrozen_names[id(p)]}": p.detach() for p in self.unfrozen})
-        return out
+        """What a checkpoint keeps besides the adapter: the value head. (Unfrozen blocks go with
+        the adapter: save_adapter's ``backbone_layers.safetensors``.)"""
+        return {f"value_head.{k}": v for k, v in self.value_head.state_dict().items()} if self.value_head else {}
 
     def load_head_state(self, tensors: dict[str, torch.Tensor]) -> None:
         if self.value_head is not None:
             self.value_head.load_state_dict({k[len("value_head."):]: v for k, v in tensors.items()
                                              if k.startswith("value_head.")})
-        params = dict(self.model.model.named_parameters())
-        with torch.no_grad():
-            for k, v in tensors.items():
-                if k.startswith("backbone."):
-                    params[k[len("backbone."):]].copy_(v)
 
     def logprobs(self, ro: Rollout, with_values: bool = False):
         """Teacher-forced log-probs (N, T) of the rollout's completions now (and values (N, T))."""
