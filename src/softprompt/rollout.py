@@ -163,6 +163,23 @@ class Reference:
         self.initial = {k: v.detach().clone() for k, v in adapter.adapter_state_dict().items()} \
             if adapter is not None else {}
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint keeps so a resumed run has the same reference: the initial adapter
+        state (nothing for ``none``, which is the base model)."""
+        return self.initial if self.kind != "none" else {}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], source: str) -> None:
+        """Take a checkpoint's initial adapter state; refuse one that is not this adapter's."""
+        from .errors import AdapterLoadError
+
+        if self.kind == "none":
+            return
+        own = self.initial
+        if set(tensors) != set(own) or any(tuple(t.shape) != tuple(own[k].shape) for k, t in tensors.items()):
+            raise AdapterLoadError(f"{source}: the KL reference's tensors do not match this run's adapter "
+                                   f"(expected {sorted(own)[:3]} with their shapes, found {sorted(tensors)[:3]})")
+        self.initial = {k: t.to(device=own[k].device, dtype=own[k].dtype) for k, t in tensors.items()}
+
     @contextlib.contextmanager
     def _swapped(self):
         model = self.policy.model
