@@ -346,9 +346,60 @@ def test_rl_run_folder_and_exact_resume(tmp_path):
     run = full.run.path
     for name in ("reward_curve.png", "samples.md", "train_log.jsonl", "predictions_before.jsonl", "metrics.json"):
         assert (run / name).exists(), name
-    steps = [json.loads(line)["step"] for line in (cut.run.path / "train_log.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 7))  # the resumed run's log has each step once
+    logs = [[json.loads(line) for line in (t.run.path / "train_log.jsonl").read_text().splitlines()]
+            for t in (full, cut)]
+    assert [r["step"] for r in logs[1]] == list(range(1, 7))  # the resumed run's log has each step once
+    assert [r["loss"] for r in logs[1]] == pytest.approx([r["loss"] for r in logs[0]], abs=1e-6)  # after the cut too
     assert "| prompt | before | reward | after | reward |" in (run / "samples.md").read_text()
+
+
+@pytest.mark.parametrize("method", [{"name": "grpo", "group_size": 4, "beta": 0.5},
+                                    {"name": "ppo", "group_size": 2, "kl_coef": 0.5, "num_layers_unfrozen": 1}],
+                         ids=["grpo_beta", "ppo_kl_unfrozen"])
+def test_exact_resume_with_a_kl_anchor_keeps_the_reference_of_the_run(tmp_path, method):
+    """The KL reference is the adapter as the run started (here its init_from weights). A resume
+    rebuilds the run from its config, and the init_from source may have changed since (the SFT
+    stage retrained): the checkpoint's reference.safetensors, not the rebuild, is the anchor."""
+    from softprompt.adapters import PromptTuningConfig
+    from softprompt.build import make_trainer
+    from softprompt.io import load_tensors
+
+    save_backbone(tiny_llama(vocab_size=50), tmp_path / "model")
+
+    def start_prompt(seed):  # the init_from source, e.g. an SFT stage's prompt
+        model = SoftPromptModel.from_backbone(str(tmp_path / "model"),
+                                              PromptTuningConfig(num_virtual_tokens=4, init="random", init_seed=seed))
+        model.save_pretrained(tmp_path / "start")
+
+    def cfg(run_id):
+        c = rl_config(tmp_path, method, rewards=[{"name": "regex_match", "pattern": "great"},
+                                                 {"name": "length", "weight": 0.01}],
+                      run_id=run_id, init_from=str(tmp_path / "start"))
+        c.model = str(tmp_path / "model")
+        c.train.epochs, c.train.batch, c.train.eval_every = 3, 3, 0
+        return c
+
+    start_prompt(seed=1)
+    full = make_trainer(cfg("full"), progress=False)
+    expected = full.fit(progress=False)
+    cut = make_trainer(cfg("cut"), progress=False)
+    fit_until_killed(cut, epoch=2)
+    start_prompt(seed=2)  # the source moves on before the resume
+    resumed = make_trainer(cfg("cut"), resume=cut.run.path, progress=False)
+    got = resumed.fit(progress=False)
+    # each step's loss (the KL term included), and the weights the runs ended with: the reported
+    # ones are the best checkpoint's, which may predate the cut
+    losses = [[json.loads(line)["loss"] for line in (t.run.path / "train_log.jsonl").read_text().splitlines()]
+              for t in (full, cut)]
+    assert len(losses[0]) == 6 and losses[1] == pytest.approx(losses[0], abs=1e-6)
+    ppo = ["head.safetensors", "backbone_layers.safetensors"] if method["name"] == "ppo" else []  # value head, block
+    for name in ["adapter.safetensors", *ppo]:
+        ends = [load_tensors(t.run.path / "checkpoints" / "last" / name) for t in (full, cut)]
+        torch.testing.assert_close(ends[1], ends[0])
+    for key in ("eval_reward", "global_step", "eval_distinct_2", "eval_completion_length"):
+        assert got[key] == pytest.approx(expected[key], abs=1e-6), key
+    assert (cut.run.path / "checkpoints" / "last" / "reference.safetensors").exists()
+    torch.testing.assert_close(resumed.work.reference.initial, full.work.reference.initial, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("adapter", [

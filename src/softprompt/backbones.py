@@ -20,6 +20,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -339,6 +340,107 @@ def unfreeze_top_layers(model: nn.Module, n: int) -> list[nn.Parameter]:
     if not 0 <= n <= len(layers):
         raise ModelLoadError(f"num_layers_unfrozen={n} but the model has {len(layers)} layers")
     params = [p for layer in list(layers)[len(layers) - n:] for p in layer.parameters()]
+    keep_base_weights(model, params)
     for p in params:
         p.requires_grad_(True)
     return params
+
+
+# --------------------------------------------------------------------------- the untouched model
+
+BASE_WEIGHTS = "_softprompt_base_weights"  # on the model: {id(param): (param, its loaded value)}
+
+
+def keep_base_weights(model: nn.Module, params: list[nn.Parameter]) -> None:
+    """Remember the values ``params`` of ``model`` hold now, before training changes them in place
+    (unfrozen blocks), so :func:`untouched` can put them back; a parameter kept before keeps its
+    first value."""
+    kept = model.__dict__.setdefault(BASE_WEIGHTS, {})
+    for p in params:
+        kept.setdefault(id(p), (p, p.detach().clone()))
+
+
+def layer_params(model: nn.Module, indices: list[int]) -> dict[str, nn.Parameter]:
+    """The parameters of transformer blocks ``indices`` by their name in the model as loaded:
+    PEFT's LoRA weights left out (they are the adapter's), its ``base_layer.`` dropped."""
+    layers = transformer_layers(model)
+    wanted = {id(p) for i in indices for p in layers[i].parameters()}
+    return {n.replace(".base_layer.", "."): p for n, p in model.named_parameters()
+            if id(p) in wanted and "lora_" not in n}
+
+
+def trained_layers(model: nn.Module) -> list[int]:
+    """Indices of the transformer blocks trained in place (their loaded weights kept, see
+    :func:`keep_base_weights`): unfrozen for training, or loaded with an adapter."""
+    kept = model.__dict__.get(BASE_WEIGHTS, {})
+    return [i for i, layer in enumerate(transformer_layers(model)) if any(id(p) in kept for p in layer.parameters())] \
+        if kept else []
+
+
+def load_layer_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> list[int]:
+    """Copy trained transformer blocks (named as by :func:`layer_params`) into ``model``, keeping
+    the loaded values for :func:`untouched`; refuse names or shapes this model does not have.
+    Returns the blocks' indices."""
+    from .errors import AdapterLoadError
+
+    layers = transformer_layers(model)
+    index = {id(layer): i for i, layer in enumerate(layers)}
+    prefixes = {f"{n}.": index[id(m)] for n, m in model.named_modules() if id(m) in index}
+    indices = sorted({i for name in tensors for prefix, i in prefixes.items() if name.startswith(prefix)})
+    own = layer_params(model, indices)
+    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    if missing or unexpected:
+        raise AdapterLoadError(f"{source}: the saved transformer blocks do not fit this backbone "
+                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for name, t in tensors.items():
+        if tuple(t.shape) != tuple(own[name].shape):
+            raise AdapterLoadError(f"{source}: tensor {name!r} has shape {tuple(t.shape)}, this backbone needs "
+                                   f"{tuple(own[name].shape)}")
+    keep_base_weights(model, list(own.values()))
+    with torch.no_grad():
+        for name, p in own.items():
+            p.copy_(tensors[name])
+    return indices
+
+
+@contextlib.contextmanager
+def lora_off(model: nn.Module):
+    """Run ``model`` without PEFT's LoRA updates until the block ends; each LoRA layer's on/off
+    state and its weights' ``requires_grad`` come back as they were (so blocks may nest)."""
+    if "peft" in sys.modules:  # no LoRA layer can exist before PEFT is imported
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    else:
+        layers = []
+    was_off = [m.disable_adapters for m in layers]
+    grads = [(p, p.requires_grad) for m in layers for name in m.adapter_layer_names
+             for p in getattr(m, name).parameters()]
+    for m in layers:
+        m.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for m, off in zip(layers, was_off):
+            m.enable_adapters(not off)
+        for p, grad in grads:
+            p.requires_grad_(grad)
+
+
+@contextlib.contextmanager
+def untouched(model: nn.Module, lora: bool = True):
+    """``model`` as it was loaded until the block ends: every weight trained in place (blocks
+    unfrozen with :func:`unfreeze_top_layers`) holds its kept value again and, with ``lora``,
+    PEFT's LoRA layers are off. The current weights are put back after (blocks may nest)."""
+    kept = list(model.__dict__.get(BASE_WEIGHTS, {}).values())
+    current = [p.detach().clone() for p, _ in kept]
+    with torch.no_grad():
+        for p, base in kept:
+            p.copy_(base)
+    try:
+        with lora_off(model) if lora else contextlib.nullcontext():
+            yield
+    finally:
+        with torch.no_grad():
+            for (p, _), value in zip(kept, current):
+                p.copy_(value)

@@ -117,15 +117,21 @@ def adapter_model(config, backbone) -> SoftPromptModel:
 def init_adapter_from(adapter, source: str, backbone) -> None:
     """Copy the adapter weights of run folder / adapter directory ``source`` into ``adapter``
     (same adapter type and size), e.g. an SFT stage's prompt as the start of an RL stage."""
-    from .adapters import load_adapter
+    from .adapters import read_saved_adapter
     from .errors import AdapterLoadError
     from .model import resolve_adapter_dir
 
-    saved = load_adapter(resolve_adapter_dir(source), backbone)  # checks it fits this backbone
-    if saved.config.adapter_type != adapter.config.adapter_type:
-        raise AdapterLoadError(f"init_from={source}: it holds a {saved.config.adapter_type} adapter, this run "
+    meta, weights = read_saved_adapter(resolve_adapter_dir(source), backbone)  # checks it fits this backbone
+    if meta["adapter_type"] != adapter.config.adapter_type:
+        raise AdapterLoadError(f"init_from={source}: it holds a {meta['adapter_type']} adapter, this run "
                                f"trains a {adapter.config.adapter_type} one")
-    adapter.load_adapter_state_dict(saved.adapter_state_dict(), f"init_from={source}")
+    adapter.load_adapter_state_dict(weights, f"init_from={source}")
+    if meta.get("backbone_layers"):
+        import logging
+
+        logging.getLogger("softprompt").warning(
+            "init_from=%s also holds trained transformer blocks %s: only its adapter is loaded, the blocks start "
+            "from the backbone's weights", source, meta["backbone_layers"].get("layers"))
 
 
 def build_classifier(config, task, backbone=None):

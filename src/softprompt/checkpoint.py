@@ -1,8 +1,10 @@
 """Training checkpoints: adapter + head + optimizer + scheduler + RNG state, written atomically.
 
 A checkpoint is a folder (``checkpoints/last``, ``checkpoints/best``) holding
-- ``softprompt_adapter.json`` + ``adapter.safetensors`` (a loadable adapter on its own),
+- ``softprompt_adapter.json`` + ``adapter.safetensors`` (a loadable adapter on its own, with
+  ``backbone_layers.safetensors`` when transformer blocks train too),
 - ``head.safetensors`` for classifiers with a head,
+- ``reference.safetensors`` for RL runs with a KL reference: the adapter as the run started,
 - ``optimizer.safetensors`` (every tensor of the optimizer state) + ``trainer_state.json``
   (optimizer hyperparameters, scheduler state, RNG states, counters).
 It is written into a temporary sibling folder and swapped in by renames, so ``last`` is
@@ -19,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .adapters import save_adapter
+from .adapters import load_backbone_layers, save_adapter
 from .errors import AdapterLoadError
 from .io import load_tensors, read_json, save_tensors, write_json
 
 STATE_FILE = "trainer_state.json"
 OPTIM_FILE = "optimizer.safetensors"
+REFERENCE_FILE = "reference.safetensors"
 
 
 # --------------------------------------------------------------------------- RNG
@@ -76,16 +79,20 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
 # --------------------------------------------------------------------------- save / load
 
 
-def save_checkpoint(directory: Path, classifier, optimizer, scheduler, counters: dict) -> None:
-    """Write a complete checkpoint to ``directory`` atomically (swap of folders)."""
+def save_checkpoint(directory: Path, classifier, optimizer, scheduler, counters: dict,
+                    reference: dict[str, torch.Tensor] | None = None) -> None:
+    """Write a complete checkpoint to ``directory`` atomically (swap of folders); ``reference``:
+    the KL reference's weights (rollout.Reference.state), when it has any."""
     from .classifiers import save_head
 
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:
-        save_adapter(classifier.model.adapter, tmp)
+        save_adapter(classifier.model.adapter, tmp, backbone_model=classifier.model.model)
         save_head(classifier, tmp)
+        if reference:
+            save_tensors(tmp / REFERENCE_FILE, reference)
         tensors, optim_meta = optimizer_tensors(optimizer)
         save_tensors(tmp / OPTIM_FILE, tensors)
         sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
@@ -123,9 +130,24 @@ def load_checkpoint(directory: Path, classifier, optimizer, scheduler) -> dict:
     adapter = classifier.model.adapter
     adapter.load_adapter_state_dict(load_tensors(found / "adapter.safetensors"), str(found / "adapter.safetensors"))
     load_head(classifier, found)
+    load_backbone_layers(found, classifier.model.backbone)
     load_optimizer(optimizer, load_tensors(found / OPTIM_FILE), state["optimizer"])
     scheduler.load_state_dict({**scheduler.state_dict(), **state["scheduler"]})
     set_rng_state(state["rng"])
     return state["counters"]
 
 
+def load_reference(directory: Path, reference) -> None:
+    """Give ``reference`` (rollout.Reference) the weights checkpoint ``directory`` kept, so a
+    resumed run anchors its KL where the run started, not at a fresh build of its init (an
+    ``init_from`` source may have changed since). Checkpoints written before it was kept have
+    none: the rebuilt reference stays, with a warning."""
+    import logging
+
+    path = Path(directory) / REFERENCE_FILE
+    if path.exists():
+        reference.load_state(load_tensors(path), str(path))
+    elif reference.state():
+        logging.getLogger("softprompt").warning(
+            "%s has no %s (written by an older softprompt): the KL reference is rebuilt from the config's "
+            "adapter init", directory, REFERENCE_FILE)

@@ -213,14 +213,7 @@ def eval_gen_run(run: str, prompts: str | None = None, n: int = 10, ks: str = "1
     if prompts:
         examples = _with_run_conditions(config, examples, conditioner)
     examples = examples[:max_prompts] if max_prompts else examples
-    off = contextlib.nullcontext()
-    if base:  # the same backbone without the adapter
-        from .adapters import LoRA
-
-        if isinstance(model.adapter, LoRA):
-            off = model.adapter.disabled()
-        else:
-            model.adapter = None
+    off = model.untouched() if base else contextlib.nullcontext()  # base: the backbone as loaded, no adapter
     context = RewardContext(backbone=model.backbone, device=model.device)
     rewards = RewardSet.from_config(config.rewards, context) if config.rewards else None
     judge = make_part(config.judge, 0, context).fn if config.judge else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,10 +14,12 @@ from .adapters import (
     AdapterConfig,
     build_adapter,
     load_adapter,
+    load_backbone_layers,
     read_adapter_meta,
     save_adapter,
 )
 from .backbones import Backbone, load_backbone
+from .backbones import untouched as untouched_backbone
 from .errors import AdapterLoadError, ConfigError
 from .placement import insert_virtual, position_ids
 
@@ -80,19 +83,38 @@ class SoftPromptModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, backbone: Backbone | str | None = None, **load_kw) -> SoftPromptModel:
-        """Load an adapter directory or a run folder; the backbone recorded in it unless one is given."""
+        """Load an adapter directory or a run folder; the backbone recorded in it unless one is given.
+
+        Transformer blocks trained with the adapter (``num_layers_unfrozen``) are copied into the
+        backbone, as LoRA changes it in place; :meth:`untouched` still runs the loaded backbone.
+        """
         directory = resolve_adapter_dir(path)
         meta = read_adapter_meta(directory)
         if backbone is None:
             backbone = meta["backbone"]["spec"]
         if isinstance(backbone, str):
             backbone = load_backbone(backbone, kind=meta["backbone"].get("kind"), **load_kw)
-        return cls(backbone, load_adapter(directory, backbone))
+        model = cls(backbone, load_adapter(directory, backbone))
+        load_backbone_layers(directory, backbone)
+        return model
 
     def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the adapter, and the backbone blocks trained with it if any (see save_adapter)."""
         if self.adapter is None:
             raise AdapterLoadError("this model has no adapter to save")
-        return save_adapter(self.adapter, directory)
+        return save_adapter(self.adapter, directory, backbone_model=self.model)
+
+    @contextlib.contextmanager
+    def untouched(self):
+        """The base model until the block ends: no adapter, and the backbone as it was loaded
+        (LoRA layers off, blocks trained in place back at their loaded weights: see
+        :func:`softprompt.backbones.untouched`); all restored after."""
+        adapter, self.adapter = self.adapter, None
+        try:
+            with untouched_backbone(self.model):
+                yield self
+        finally:
+            self.adapter = adapter
 
     # -- properties ----------------------------------------------------------------------------
     @property

@@ -25,6 +25,11 @@ def export_peft(model, directory: str | Path) -> Path:
     if not isinstance(adapter, PromptTuning):
         kind = adapter.config.adapter_type if adapter is not None else "no adapter"
         raise AdapterLoadError(f"PEFT export supports prompt_tuning adapters, this model has {kind}")
+    from .backbones import trained_layers
+
+    if layers := trained_layers(model.model):
+        raise AdapterLoadError(f"PEFT export writes the prompt alone; this model also trained transformer blocks "
+                               f"{layers} (num_layers_unfrozen), which the export would drop")
     directory = Path(directory)
     backbone = model.backbone
     save_tensors(directory / PEFT_WEIGHTS, {"prompt_embeddings": adapter.embeddings}, metadata={"format": "pt"})

@@ -24,6 +24,7 @@ are kept, a cut one resumes from its last checkpoint, and actions whose output e
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -345,14 +346,14 @@ def chat(pipe: Pipeline, stage: Stage, run: str, conversations: list[dict], base
         raise ConfigError(f"{pipe.name}: stage {stage.name!r} conversations must be a list of "
                           "{history: [...], question: ...}")
     tuned = SoftPromptModel.from_pretrained(path)
-    plain = SoftPromptModel(tuned.backbone)
     rows = []
     for i, c in enumerate(conversations):
         history = list(c.get("history") or [])
         row = {"conversation": i, "history": history, "question": c["question"]}
-        for label, model in [("tuned", tuned), *([("base", plain)] if base else [])]:
-            reply, _ = model.generate_response(c["question"], history, temperature=temperature,
-                                               max_new_tokens=max_new_tokens, seed=0)
+        for label in ["tuned", *(["base"] if base else [])]:
+            with tuned.untouched() if label == "base" else contextlib.nullcontext():  # base: no adapter, LoRA off
+                reply, _ = tuned.generate_response(c["question"], history, temperature=temperature,
+                                                   max_new_tokens=max_new_tokens, seed=0)
             row[label] = reply
         rows.append(row)
     out = pipe.path / f"{stage.name}.jsonl"

@@ -37,7 +37,9 @@ class Policy(nn.Module):
             self.value_head.requires_grad_(tune_v_head)
             self.value_head.to(model.device)
         self.unfrozen = list(unfrozen or [])  # backbone blocks trained too (num_layers_unfrozen)
-        self._unfrozen_names = {id(p): n for n, p in model.model.named_parameters()}
+        from .backbones import keep_base_weights
+
+        keep_base_weights(model.model, self.unfrozen)  # the untouched model keeps their values of now
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return self.model.trainable_parameters() + self.head_parameters()
@@ -47,20 +49,14 @@ class Policy(nn.Module):
         return head + self.unfrozen
 
     def head_state(self) -> dict[str, torch.Tensor]:
-        """What a checkpoint keeps besides the adapter: the value head and any unfrozen blocks."""
-        out = {f"value_head.{k}": v for k, v in self.value_head.state_dict().items()} if self.value_head else {}
-        out.update({f"backbone.{self._unfrozen_names[id(p)]}": p.detach() for p in self.unfrozen})
-        return out
+        """What a checkpoint keeps besides the adapter: the value head. (Unfrozen blocks go with
+        the adapter: save_adapter's ``backbone_layers.safetensors``.)"""
+        return {f"value_head.{k}": v for k, v in self.value_head.state_dict().items()} if self.value_head else {}
 
     def load_head_state(self, tensors: dict[str, torch.Tensor]) -> None:
         if self.value_head is not None:
             self.value_head.load_state_dict({k[len("value_head."):]: v for k, v in tensors.items()
                                              if k.startswith("value_head.")})
-        params = dict(self.model.model.named_parameters())
-        with torch.no_grad():
-            for k, v in tensors.items():
-                if k.startswith("backbone."):
-                    params[k[len("backbone."):]].copy_(v)
 
     def logprobs(self, ro: Rollout, with_values: bool = False, truncate: bool = True):
         """Teacher-forced log-probs (N, T) of the rollout's completions now (and values (N, T)).
@@ -171,7 +167,9 @@ class RLInputs:
 
 
 class Reference:
-    """Log-probs under the reference policy: the initial trainable weights, or no adapter at all.
+    """Log-probs under the reference policy, on the untouched backbone (blocks trained in place at
+    their loaded weights): ``initial_prompt`` = the adapter as this run started it (its init, or
+    the ``init_from`` weights); ``none`` = no adapter at all (LoRA's layers off too), the base model.
 
     Always under the untruncated softmax(logits / T), whatever the rollout's top-k / top-p: a
     truncated reference would give the policy's tokens outside its own set probability 0 and
@@ -182,26 +180,47 @@ class Reference:
 
     def __init__(self, policy: Policy, kind: str = "initial_prompt"):
         self.policy, self.kind = policy, kind
-        self.initial = [p.detach().clone() for p in policy.model.trainable_parameters() + policy.unfrozen]
+        adapter = policy.model.adapter
+        self.initial = {k: v.detach().clone() for k, v in adapter.adapter_state_dict().items()} \
+            if adapter is not None else {}
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint keeps so a resumed run has the same reference: the initial adapter
+        state (nothing for ``none``, which is the base model)."""
+        return self.initial if self.kind != "none" else {}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], source: str) -> None:
+        """Take a checkpoint's initial adapter state; refuse one that is not this adapter's."""
+        from .errors import AdapterLoadError
+
+        if self.kind == "none":
+            return
+        own = self.initial
+        if set(tensors) != set(own) or any(tuple(t.shape) != tuple(own[k].shape) for k, t in tensors.items()):
+            raise AdapterLoadError(f"{source}: the KL reference's tensors do not match this run's adapter "
+                                   f"(expected {sorted(own)[:3]} with their shapes, found {sorted(tensors)[:3]})")
+        self.initial = {k: t.to(device=own[k].device, dtype=own[k].dtype) for k, t in tensors.items()}
 
     @contextlib.contextmanager
     def _swapped(self):
-        params = self.policy.model.trainable_parameters() + self.policy.unfrozen
-        current = [p.detach().clone() for p in params]
-        adapter = self.policy.model.adapter
-        from .adapters import LoRA
+        model = self.policy.model
+        if self.kind == "none":
+            with model.untouched():
+                yield
+            return
+        from .backbones import untouched
 
-        with torch.no_grad():
-            for p, v in zip(params, self.initial):
-                p.copy_(v)
-            if self.kind == "none" and adapter is not None and not isinstance(adapter, LoRA):
-                self.policy.model.adapter = None  # LoRA's initial weights already are the base model
+        adapter = model.adapter
+        current = {k: v.detach().clone() for k, v in adapter.adapter_state_dict().items()} \
+            if adapter is not None else {}
+        with torch.no_grad(), untouched(model.model, lora=False):
+            if adapter is not None:
+                adapter.load_adapter_state_dict(self.initial, "the KL reference")
             try:
                 yield
             finally:
-                self.policy.model.adapter = adapter
-                for p, v in zip(params, current):
-                    p.copy_(v)
+                if adapter is not None:
+                    adapter.load_adapter_state_dict(current, "the policy's adapter")
 
     @torch.no_grad()
     def logprobs(self, ro: Rollout) -> torch.Tensor:

@@ -20,7 +20,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    find_checkpoint,
+    load_checkpoint,
+    load_reference,
+    save_checkpoint,
+)
 from .errors import ConfigError
 from .objectives import OBJECTIVES
 from .runs import RunFolder
@@ -116,6 +121,8 @@ class Trainer:
 
             raise SoftPromptError(f"{self.run_path} has no complete checkpoint to resume from (checkpoints/last)")
         self.counters = load_checkpoint(last, self.clf, self.optimizer, self.scheduler)
+        if getattr(self.work, "reference", None) is not None:
+            load_reference(last, self.work.reference)
         if self.run:
             self.run.truncate_epoch_metrics(self.counters["global_step"])
 
@@ -321,8 +328,9 @@ class Trainer:
 
     def _save(self, which: str) -> None:
         if self.run:
+            reference = getattr(self.work, "reference", None)
             save_checkpoint(self.run.checkpoints / which, self.clf, self.optimizer, self.scheduler,
-                            dict(self.counters))
+                            dict(self.counters), reference=reference.state() if reference is not None else None)
 
     def _check_ranks_agree(self) -> None:
         import logging

@@ -196,8 +196,9 @@ class RLWork:
         metrics["eval_distinct_2"] = distinct_n(gen.texts, 2)
         if gen.group_size > 1:  # several samples per prompt: how different they are from each other
             metrics.update({f"eval_{k}": v for k, v in set_metrics(gen.groups()).items()})
-        if self.base_lm is not None:
-            nll, count = completion_nll(self.base_lm, expanded_prompts, gen.texts)
+        if self.base_lm is not None:  # perplexity under the base model, whatever trained in place
+            with self.base_lm.untouched():
+                nll, count = completion_nll(self.base_lm, expanded_prompts, gen.texts)
             metrics["eval_perplexity"] = float(torch.exp(nll.sum() / count.sum().clamp(min=1)))
         metrics["eval_completion_length"] = float(gen.completion_mask.sum(1).float().mean())
         runtime = time.perf_counter() - start
@@ -210,19 +211,10 @@ class RLWork:
         return metrics, rows
 
     def evaluate_base(self, examples: list) -> dict:
-        """The same evaluation with no soft prompt at all: the base model's own numbers."""
-        from .adapters import LoRA
-
-        model = self.module.model
-        adapter = model.adapter
-        if isinstance(adapter, LoRA):  # woven into the backbone: switch its layers off
-            with adapter.disabled():
-                return self.evaluate(examples)[0]
-        model.adapter = None
-        try:
+        """The same evaluation on the base model: no soft prompt, LoRA off, unfrozen blocks at
+        their loaded weights (SoftPromptModel.untouched)."""
+        with self.module.model.untouched():
             return self.evaluate(examples)[0]
-        finally:
-            model.adapter = adapter
 
     def report(self, run, before_rows, after_rows) -> None:
         from .reports import plot_curves, samples_table

@@ -20,6 +20,7 @@ for _cls in (PromptTuning, PrefixTuning, ConditionalPrompt, LoRA):
 
 CONFIG_FILE = "softprompt_adapter.json"
 WEIGHTS_FILE = "adapter.safetensors"
+LAYERS_FILE = "backbone_layers.safetensors"  # transformer blocks trained with the adapter, if any
 FORMAT_VERSION = 1
 
 
@@ -32,20 +33,52 @@ def build_adapter(config: AdapterConfig, backbone) -> Adapter:
     return adapter.to(backbone.model.device)
 
 
-def save_adapter(adapter: Adapter, directory: str | Path) -> Path:
-    """Write ``softprompt_adapter.json`` and ``adapter.safetensors`` (each atomically)."""
+def save_adapter(adapter: Adapter, directory: str | Path, backbone_model=None) -> Path:
+    """Write ``softprompt_adapter.json`` and ``adapter.safetensors`` (each atomically); with
+    ``backbone_model``, the transformer blocks trained in place on it too (``num_layers_unfrozen``):
+    ``backbone_layers.safetensors``, their indices recorded in the JSON as ``backbone_layers``."""
+    from ..backbones import layer_params, trained_layers
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    meta = {"format_version": FORMAT_VERSION, "adapter_type": adapter.config.adapter_type,
+            "config": adapter.config.to_dict(), "backbone": adapter.backbone_info}
+    layers = trained_layers(backbone_model) if backbone_model is not None else []
     # weights first: a reader that finds the JSON finds complete weights
+    if layers:
+        save_tensors(directory / LAYERS_FILE, {n: p.detach() for n, p in layer_params(backbone_model, layers).items()})
+        meta["backbone_layers"] = {"file": LAYERS_FILE, "layers": layers}
     save_tensors(directory / WEIGHTS_FILE, adapter.adapter_state_dict(),
                  metadata={"adapter_type": adapter.config.adapter_type})
-    write_json(directory / CONFIG_FILE, {
-        "format_version": FORMAT_VERSION,
-        "adapter_type": adapter.config.adapter_type,
-        "config": adapter.config.to_dict(),
-        "backbone": adapter.backbone_info,
-    })
+    write_json(directory / CONFIG_FILE, meta)
     return directory
+
+
+def load_backbone_layers(directory: str | Path, backbone) -> list[int]:
+    """Copy the transformer blocks an adapter directory carries (trained with the adapter) into
+    ``backbone``, checked to fit it; their indices, [] when it carries none. Directories written
+    before the blocks were saved here hold them in ``head.safetensors`` as ``backbone.<name>``."""
+    from ..backbones import load_layer_weights
+
+    directory = Path(directory)
+    meta = read_adapter_meta(directory)
+    record = meta.get("backbone_layers")
+    if record:
+        source = directory / LAYERS_FILE
+        tensors = load_tensors(source)
+    else:
+        source = directory / "head.safetensors"
+        saved = load_tensors(source) if source.exists() else {}
+        tensors = {k[len("backbone."):].replace(".base_layer.", "."): v for k, v in saved.items()
+                   if k.startswith("backbone.")}
+    if not tensors:
+        return []
+    check_fits(meta, backbone, str(directory))
+    layers = load_layer_weights(backbone.model, tensors, str(source))
+    if record and layers != record.get("layers"):
+        raise AdapterLoadError(f"{source}: holds transformer blocks {layers}, {directory / CONFIG_FILE} records "
+                               f"{record.get('layers')}")
+    return layers
 
 
 def read_adapter_meta(directory: str | Path) -> dict:
@@ -70,16 +103,22 @@ def check_fits(meta: dict, backbone, source: str) -> None:
             )
 
 
-def load_adapter(directory: str | Path, backbone) -> Adapter:
+def read_saved_adapter(directory: str | Path, backbone) -> tuple[dict, dict[str, Any]]:
+    """(meta, weights) of the adapter directory, checked to fit ``backbone``; builds no adapter
+    (a LoRA one would be a second LoRA on the backbone)."""
     directory = Path(directory)
     meta = read_adapter_meta(directory)
-    source = str(directory)
-    check_fits(meta, backbone, source)
+    check_fits(meta, backbone, str(directory))
+    return meta, load_tensors(directory / WEIGHTS_FILE)
+
+
+def load_adapter(directory: str | Path, backbone) -> Adapter:
+    directory = Path(directory)
+    meta, tensors = read_saved_adapter(directory, backbone)
     try:
         config = make_config(meta["adapter_type"], meta["config"])
     except ConfigError as e:
         raise AdapterLoadError(f"{directory / CONFIG_FILE}: {e}") from None
-    tensors = load_tensors(directory / WEIGHTS_FILE)
     adapter = build_adapter(_no_init(config), backbone)
     adapter.config = config
     adapter.load_adapter_state_dict(tensors, source=str(directory / WEIGHTS_FILE))
@@ -98,5 +137,5 @@ def _no_init(config: AdapterConfig) -> AdapterConfig:
 __all__ = [
     "ADAPTERS", "Adapter", "AdapterConfig", "ConditionalPrompt", "ConditionalPromptConfig", "LoRA", "LoRAConfig",
     "PrefixTuning", "PrefixTuningConfig", "PromptTuning", "PromptTuningConfig", "build_adapter", "load_adapter",
-    "make_config", "save_adapter",
+    "load_backbone_layers", "make_config", "read_saved_adapter", "save_adapter",
 ]

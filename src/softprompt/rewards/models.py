@@ -217,7 +217,8 @@ def _field(example, name: str):
 
 @dataclass
 class PerplexityConfig:
-    model: str | None = hfield(None, "causal LM scoring the text (default: the policy's frozen backbone, no prompt)")
+    model: str | None = hfield(None, "causal LM scoring the text (default: the policy's backbone as loaded, no "
+                                     "prompt, LoRA off, unfrozen blocks at their loaded weights)")
     zscore: bool = hfield(True, "z-score over the batch (RLPT); else the raw negative perplexity")
     max_perplexity: float = hfield(1000.0, "clip perplexity here before z-scoring", gt=1)
 
@@ -236,7 +237,7 @@ class Perplexity(Reward):
         backbone = load_backbone(config.model) if config.model else context.backbone
         if backbone is None or not backbone.is_causal:
             raise ConfigError("perplexity reward: needs a causal LM (set model, or use a causal policy)")
-        self.lm = SoftPromptModel(backbone)  # no adapter: the untouched model
+        self.lm = SoftPromptModel(backbone)  # scored under lm.untouched(): LoRA off, unfrozen blocks as loaded
         self._shared: dict = {}
 
     def share_base_logprobs(self, prompts, completions, nll: torch.Tensor, count: torch.Tensor) -> None:
@@ -253,7 +254,8 @@ class Perplexity(Reward):
             nll, count = (torch.tensor([shared[k][i] for k in keys]) for i in (0, 1))
             ppl = torch.exp(nll / count.clamp(min=1))
         else:
-            ppl = completion_perplexity(self.lm, prompts, completions)
+            with self.lm.untouched():
+                ppl = completion_perplexity(self.lm, prompts, completions)
         ppl = ppl.clamp(max=self.config.max_perplexity)
         score = -ppl
         if self.config.zscore and len(score) > 1:

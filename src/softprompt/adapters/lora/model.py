@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from ...errors import ConfigError
@@ -53,16 +51,8 @@ class LoRA(Adapter):
             for name, p in self._named_lora():
                 p.copy_(tensors[name])
 
-    @contextlib.contextmanager
     def disabled(self):
-        """Run the backbone without the LoRA update (e.g. as the RL reference model)."""
-        from peft.tuners.tuners_utils import BaseTunerLayer
+        """A context in which the backbone runs without the LoRA update (see backbones.lora_off)."""
+        from ...backbones import lora_off
 
-        layers = [m for m in self._model.modules() if isinstance(m, BaseTunerLayer)]
-        for m in layers:
-            m.enable_adapters(False)
-        try:
-            yield
-        finally:
-            for m in layers:
-                m.enable_adapters(True)
+        return lora_off(self._model)
