@@ -37,7 +37,7 @@ def test_smollm2_greedy_cache_batch_and_logprobs(smollm2, name):
     sampled = model.generate(PROMPTS, max_new_tokens=12, temperature=0.8, top_p=0.9, group_size=2, seed=0)
     prompt_ids, prompt_mask = sampled.expanded_prompts()
     teacher = model.sequence_logprobs(prompt_ids, prompt_mask, sampled.completion_ids, sampled.completion_mask,
-                                      temperature=0.8)
+                                      temperature=0.8, top_p=0.9)  # the policy that drew them
     # cached decoding vs one teacher-forced pass: the same function in another order (log-probs' scale)
     assert_same_function(sampled.logprobs, teacher, smollm2.num_layers, smollm2.model.config.intermediate_size)
 

@@ -216,7 +216,7 @@ def test_bad_polychromic_config():
         PolychromicConfig(n_generations=4, set_size=5)
     with pytest.raises(ConfigError, match=r"'method.diversity_weight'=-1: expected a number >= 0"):
         PolychromicConfig(diversity_weight=-1)
-    with pytest.raises(ConfigError, match="n_generations=1"):
+    with pytest.raises(ConfigError, match=r"'method.n_generations'=1: expected an integer >= 2"):
         PolychromicConfig(n_generations=1, set_size=1)
 
 

@@ -243,7 +243,7 @@ def _check_reward_range(rewards: torch.Tensor, used: torch.Tensor, g: int, low: 
     bad = (used & ~inside).nonzero()
     if len(bad):
         i = int(bad[0])
-        span = f"[{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+        span = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
         raise ConfigError(f"{why} needs rewards {span}, got {float(rewards[i]):.4g} (prompt {i // g}, sample "
                           f"{i % g}): give the reward item `transform: sigmoid` or `transform: threshold`, or use a "
                           f"reward in {'[0, 1]' if high is not None else 'that range'}")
