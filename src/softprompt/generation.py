@@ -27,6 +27,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 from .distributed import lockstep_any
 from .errors import ConfigError, closest
 from .fields import check_instance, hfield
+from .hf_compat import cache_kwarg
 
 
 @dataclass
@@ -305,7 +306,7 @@ def _generate(model, prompts, config: GenerationConfig, condition: torch.Tensor 
     if n_prefix:
         for layer, (k, v) in enumerate(model.adapter.prefix_key_values(batch)):
             cache.update(k, v, layer)
-    inputs = model.model_inputs(prompt_ids, prompt_mask, condition, past_key_values=cache)
+    inputs = model.model_inputs(prompt_ids, prompt_mask, condition, cache=cache)
     out = lm(**inputs, use_cache=True, logits_to_keep=1)
     logits = out.logits[:, -1].float()
     attn = inputs["attention_mask"]
@@ -359,7 +360,7 @@ def _generate(model, prompts, config: GenerationConfig, condition: torch.Tensor 
         token = torch.where(alive, token, pad_id)
         length += 1
         step = lm(input_ids=token[:, None], attention_mask=attn_buf[:, :length], position_ids=next_pos[:, None],
-                  past_key_values=cache, use_cache=True, logits_to_keep=1)
+                  use_cache=True, logits_to_keep=1, **cache_kwarg(lm, cache))
         logits = step.logits[:, -1].float()
         next_pos = next_pos + 1
 

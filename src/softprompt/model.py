@@ -21,6 +21,7 @@ from .adapters import (
 from .backbones import Backbone, load_backbone
 from .backbones import untouched as untouched_backbone
 from .errors import AdapterLoadError, ConfigError
+from .hf_compat import cache_kwarg, cache_name, output_cache
 from .placement import insert_virtual, position_ids
 
 
@@ -28,7 +29,7 @@ from .placement import insert_virtual, position_ids
 class SoftPromptOutput:
     logits: torch.Tensor | None  # (B, k, V), aligned with the last k input tokens
     hidden: torch.Tensor | None = None  # (B, k, H) last hidden state, same alignment
-    past_key_values: object | None = None
+    cache: object | None = None  # the KV cache, with use_cache
 
 
 PACKAGED = "packaged:"
@@ -170,7 +171,8 @@ class SoftPromptModel(nn.Module):
         n = prompt.shape[1]
         alone = DynamicCache(config=self.model.config)
         positions = torch.arange(n, device=prompt.device).unsqueeze(0)
-        self.model.base_model(inputs_embeds=prompt, position_ids=positions, past_key_values=alone, use_cache=True)
+        self.model.base_model(inputs_embeds=prompt, position_ids=positions, use_cache=True,
+                              **cache_kwarg(self.model.base_model, alone))
         cache = cache if cache is not None else DynamicCache(config=self.model.config)
         for i, layer in enumerate(alone.layers):
             cache.update(layer.keys.expand(batch_size, -1, -1, -1), layer.values.expand(batch_size, -1, -1, -1), i)
@@ -194,7 +196,7 @@ class SoftPromptModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         condition: torch.Tensor | None = None,
-        past_key_values=None,
+        cache=None,
         prompt: torch.Tensor | None = None,
     ) -> dict:
         """Backbone keyword arguments that realise the placement for a (left-padded) batch.
@@ -209,7 +211,7 @@ class SoftPromptModel(nn.Module):
         embeds = self.model.get_input_embeddings()(input_ids)
         seq_mask = attention_mask
         shared = prompt is None and self.shares_prompt_cache()
-        past_key_values, n_cached = self.shared_context(batch, past_key_values, shared)
+        cache, n_cached = self.shared_context(batch, cache, shared)
         if prompt is None and not shared and self.num_sequence_tokens:
             prompt = self.adapter.prompt_embeddings(batch, condition)
         if prompt is not None:
@@ -220,7 +222,7 @@ class SoftPromptModel(nn.Module):
             "inputs_embeds": embeds,
             "attention_mask": full_mask,
             "position_ids": position_ids(seq_mask, offset),
-            "past_key_values": past_key_values,
+            cache_name(self.model): cache,  # the KV cache (its keyword depends on the transformers version)
         }
 
     # -- forward -------------------------------------------------------------------------------
@@ -244,7 +246,7 @@ class SoftPromptModel(nn.Module):
         kwargs = self.model_inputs(input_ids, attention_mask, condition, prompt=prompt)
         out = self.model(**kwargs, use_cache=use_cache, logits_to_keep=keep, output_hidden_states=return_hidden)
         hidden = out.hidden_states[-1][:, -keep:] if return_hidden else None
-        return SoftPromptOutput(out.logits, hidden, out.past_key_values if use_cache else None)
+        return SoftPromptOutput(out.logits, hidden, output_cache(out) if use_cache else None)
 
     def encode(
         self,
@@ -320,7 +322,8 @@ class SoftPromptModel(nn.Module):
         allowed = torch.cat([own.new_ones(t, n_cached), own], 1)[None, None]  # (1, 1, T, n+T)
         hidden = self.model.base_model(inputs_embeds=self.model.get_input_embeddings()(tokens),
                                        attention_mask=allowed, position_ids=positions.unsqueeze(0),
-                                       past_key_values=cache, use_cache=False).last_hidden_state[0]
+                                       use_cache=False, **cache_kwarg(self.model.base_model, cache)
+                                       ).last_hidden_state[0]
         return hidden[mask.sum(1).cumsum(0) - 1]
 
     def sequence_logprobs(
@@ -384,10 +387,11 @@ class SoftPromptModel(nn.Module):
         if not self.backbone.is_causal:
             raise ConfigError(f"{self.backbone.spec!r} is an encoder: grouped log-probs need a causal LM")
         inputs = self.model_inputs(prompt_ids, prompt_mask, condition)  # prefix / shared prompt cache included
-        if inputs["past_key_values"] is None:
-            inputs["past_key_values"] = DynamicCache(config=self.model.config)
+        key = cache_name(self.model)
+        if inputs[key] is None:
+            inputs[key] = DynamicCache(config=self.model.config)
         first = self.model(**inputs, use_cache=True, logits_to_keep=1, output_hidden_states=return_hidden)
-        cache = first.past_key_values
+        cache = output_cache(first)
         cache.batch_repeat_interleave(g)
         context_mask = inputs["attention_mask"].repeat_interleave(g, 0)
         start = (inputs["position_ids"][:, -1] + 1).repeat_interleave(g, 0)
@@ -398,7 +402,7 @@ class SoftPromptModel(nn.Module):
             rest = self.model(
                 input_ids=completion_ids[:, :-1], position_ids=start[:, None] + torch.arange(steps, device=start.device),
                 attention_mask=torch.cat([context_mask, completion_mask[:, :-1].to(context_mask.dtype)], 1),
-                past_key_values=cache, use_cache=True, output_hidden_states=return_hidden)
+                use_cache=True, output_hidden_states=return_hidden, **cache_kwarg(self.model, cache))
             logits = torch.cat([logits, rest.logits.float()], 1)
             if return_hidden:
                 hidden = torch.cat([hidden, rest.hidden_states[-1]], 1)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...hf_compat import cache_kwarg
 from ..base import (
     Adapter,
     embed_ids,
@@ -20,7 +21,7 @@ def backbone_key_values(backbone, ids: torch.Tensor) -> torch.Tensor:
 
     cache = DynamicCache(config=backbone.config)
     model = backbone.model
-    model(input_ids=ids[None].to(model.device), past_key_values=cache, use_cache=True)
+    model(input_ids=ids[None].to(model.device), use_cache=True, **cache_kwarg(model, cache))
     return torch.stack([torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers])
 
 
