@@ -63,3 +63,17 @@ def assert_same_function(actual: torch.Tensor, expected: torch.Tensor, depth: in
     tol = fp32_path_tolerance(expected, depth, width)
     diff = float((actual.detach().float() - expected.detach().float()).abs().max())
     assert diff <= tol, f"max difference {diff:.3g} exceeds the fp32 reordering bound {tol:.3g}"
+
+
+def depth_and_width(model) -> tuple[int, int]:
+    """(blocks, widest matmul) of a SoftPromptModel, a Backbone or a transformers model."""
+    inner = getattr(model, "model", model)  # SoftPromptModel / Backbone -> the transformers model
+    config = inner.config.get_text_config() if hasattr(inner.config, "get_text_config") else inner.config
+    return config.num_hidden_layers, max(config.intermediate_size, config.hidden_size)
+
+
+def assert_paths_agree(actual: torch.Tensor, expected: torch.Tensor, model) -> None:
+    """Two fp32 computations of the same function through ``model`` (another batch layout, a cached
+    or packed path, another library) agree within :func:`fp32_path_tolerance`."""
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    assert_same_function(actual, expected, *depth_and_width(model))

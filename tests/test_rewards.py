@@ -7,6 +7,7 @@ import importlib.util
 import pytest
 import torch
 from conftest import tiny_bert, tiny_llama
+from helpers import assert_paths_agree
 
 from softprompt import PromptTuningConfig, SoftPromptModel
 from softprompt.errors import ConfigError
@@ -123,11 +124,11 @@ def test_reference_is_the_initial_prompt_or_no_prompt():
     initial, plain = Reference(policy, "initial_prompt"), Reference(policy, "none")
     ro = make_rollout(policy, [Example(text=t) for t in ["the movie", "i loved"]],
                       GenerationConfig(max_new_tokens=4, group_size=2, seed=0), RewardSet.of(lambda p, c, e: [0.0] * 4))
-    torch.testing.assert_close(initial.logprobs(ro), ro.old_logprobs, atol=1e-4, rtol=0)  # KL = 0 at the start
+    assert_paths_agree(initial.logprobs(ro), ro.old_logprobs, model)  # KL = 0 at the start
     with torch.no_grad():
         model.adapter.embeddings.add_(1.0)  # the policy moves; the reference does not
         moved = policy.logprobs(ro)[0]
-    torch.testing.assert_close(initial.logprobs(ro), ro.old_logprobs, atol=1e-4, rtol=0)
+    assert_paths_agree(initial.logprobs(ro), ro.old_logprobs, model)
     assert (moved - ro.old_logprobs).abs().max() > 1e-3
     bare = SoftPromptModel(backbone).sequence_logprobs(ro.prompt_ids, ro.prompt_mask, ro.completion_ids,
                                                        ro.completion_mask)

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 from conftest import save_backbone, tiny_llama
-from helpers import fit_until_killed
+from helpers import assert_paths_agree, fit_until_killed
 
 from softprompt.build import build_rl
 from softprompt.errors import ConfigError, DataError
@@ -161,11 +161,14 @@ def rl_config(tmp_path, method: dict, **extra):
     return from_dict(raw)
 
 
-def run_rl(tmp_path, method: dict, epochs: int = 30):
-    cfg = rl_config(tmp_path, method)
+def run_rl(tmp_path, method: dict, epochs: int = 30, seed: int = 0):
+    """Train a 4-token prompt on one tiny model to raise :func:`rate_of_great`: the mean reward of
+    each step. ``seed`` sets the prompt's init, the data order and the sampling noise."""
+    cfg = rl_config(tmp_path, method, seed=seed)
     cfg.train.epochs = epochs
-    torch.manual_seed(0)
-    backbone = tiny_llama(vocab_size=50)  # every token decodes to a word
+    cfg.adapter["init_seed"] = seed
+    backbone = tiny_llama(vocab_size=50)  # the same model for every seed; every token decodes to a word
+    torch.manual_seed(seed)
     frozen = {n: p.detach().clone() for n, p in backbone.model.named_parameters()}
     work, data = build_rl(cfg, rewards=[rate_of_great], backbone=backbone)
     work.initial_head = {k: v.clone() for k, v in work.module.head_state().items()}  # value head before training
@@ -186,21 +189,33 @@ def run_rl(tmp_path, method: dict, epochs: int = 30):
     return rewards, work
 
 
+LEARNING_SEEDS = (0, 1, 2)
+
+
+def assert_learns(tmp_path, method: dict, epochs: int) -> list:
+    """The reward rises on every one of three seeds, by 0.3 on average (the mean of the first and of
+    the last five steps). One run's trajectory depends on the CPU's rounding from its first sampled
+    token, so the claim is over seeds: the epochs are set so that in 12 runs per method (seeds 0-5,
+    with AVX2 kernels and with ATEN_CPU_CAPABILITY=default) every run gained at least 0.29 and
+    every mean over three seeds was 0.46 or more (rewards in [0, 1], starting at 0.01-0.1).
+    A reward that does not reach the gradient gains nothing."""
+    runs = [run_rl(tmp_path / f"seed{s}", method, epochs, seed=s) for s in LEARNING_SEEDS]
+    gains = [(sum(r[-5:]) - sum(r[:5])) / 5 for r, _ in runs]
+    assert all(g > 0 for g in gains) and sum(gains) / len(gains) > 0.3, gains
+    return [work for _, work in runs]
+
+
 def test_grpo_raises_a_learnable_reward(tmp_path):
-    rewards, _ = run_rl(tmp_path, {"name": "grpo", "group_size": 8})
-    start, end = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
-    assert end > start + 0.3 and end > 4 * start, (start, end)  # measured: 0.05 -> 0.55
+    assert_learns(tmp_path, {"name": "grpo", "group_size": 8}, epochs=60)
 
 
-@pytest.mark.parametrize("name", ["ppo", "ppo_single_step"])
-def test_ppo_raises_a_learnable_reward_and_trains_the_value_head(tmp_path, name):
-    rewards, work = run_rl(tmp_path, {"name": name, "group_size": 4, "kl_coef": 0.0}, epochs=40)
-    start, end = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
-    assert end > start + 0.15 and end > 4 * start, (start, end)  # measured 0.02-0.03 -> 0.13-0.25 (seed-dependent)
-    head = work.module.value_head
-    assert head.weight.requires_grad
-    moved = (head.weight.detach() - work.initial_head["value_head.weight"]).abs().max()
-    assert moved > 1e-3 * work.initial_head["value_head.weight"].abs().max(), "the value head did not train"
+@pytest.mark.parametrize("name,epochs", [("ppo", 80), ("ppo_single_step", 140)])
+def test_ppo_raises_a_learnable_reward_and_trains_the_value_head(tmp_path, name, epochs):
+    for work in assert_learns(tmp_path, {"name": name, "group_size": 4, "kl_coef": 0.0}, epochs=epochs):
+        head, initial = work.module.value_head, work.initial_head["value_head.weight"]
+        assert head.weight.requires_grad
+        moved = (head.weight.detach() - initial).abs().max()
+        assert moved > 1e-3 * initial.abs().max(), "the value head did not train"
 
 
 def test_old_logprobs_from_generation_equal_a_recomputed_forward(tmp_path):
@@ -212,7 +227,7 @@ def test_old_logprobs_from_generation_equal_a_recomputed_forward(tmp_path):
     with torch.no_grad():
         again, _ = work.module.logprobs(ro)
     assert ro.completion_mask.sum() > 10
-    torch.testing.assert_close(ro.old_logprobs, again, atol=1e-4, rtol=0)
+    assert_paths_agree(ro.old_logprobs, again, work.module.model)
 
 
 @pytest.mark.parametrize("group_size", [1, 3])  # the ungrouped and the grouped recomputation
@@ -231,11 +246,11 @@ def test_truncated_sampling_old_new_and_reference_logprobs(tmp_path, group_size)
         again, _ = work.module.logprobs(ro)
     mask = ro.completion_mask.bool()
     assert mask.sum() > 10
-    torch.testing.assert_close(ro.old_logprobs, again, atol=1e-4, rtol=0)
+    assert_paths_agree(ro.old_logprobs, again, work.module.model)
     model = work.module.model
     full = model.sequence_logprobs(ro.prompt_ids, ro.prompt_mask, ro.completion_ids, ro.completion_mask,
                                    temperature=0.8)
-    torch.testing.assert_close(ro.ref_logprobs, full, atol=1e-4, rtol=0)  # initial prompt, untruncated
+    assert_paths_agree(ro.ref_logprobs, full, model)  # initial prompt, untruncated
     gap = (ro.old_logprobs - ro.ref_logprobs)[mask]
     assert (gap >= -1e-4).all() and gap.max() > 1e-2
     assert isinstance(work.reference, Reference)
@@ -424,11 +439,11 @@ def test_grouped_logprobs_equal_the_ungrouped_pass_with_gradients(adapter):
     b, hb = model.grouped_logprobs(out.prompt_ids, out.prompt_mask, out.completion_ids, out.completion_mask, 3, 0.9,
                                    return_hidden=True)
     gb = torch.autograd.grad(b.sum() + hb.sum(), model.trainable_parameters())
-    torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+    assert_paths_agree(b, a, model)
     m = out.completion_mask.bool()
-    torch.testing.assert_close(hb[m], ha[m], atol=1e-4, rtol=0)
+    assert_paths_agree(hb[m], ha[m], model)
     for x, y in zip(gb, ga):
-        torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-3)
+        assert_paths_agree(x, y, model)
 
 
 def test_perplexity_reward_reuses_the_no_prompt_reference_pass(tmp_path):
