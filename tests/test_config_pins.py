@@ -1,0 +1,69 @@
+"""What each shipped config trains, pinned: every config in configs/ (each stage of a multi-stage
+one, and each preset) resolves to the values in tests/golden/configs.json. A refactoring that
+changes an experiment fails here; a deliberate change regenerates the file:
+
+    python tests/test_config_pins.py   # rewrites tests/golden/configs.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "golden" / "configs.json"
+#: keys renamed since the pins were written: old dotted key -> new dotted key (values kept)
+RENAMED: dict[str, str] = {}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else k
+        out.update(_flat(v, key) if isinstance(v, dict) and v else {key: v})
+    return out
+
+
+def resolved_configs() -> dict[str, dict]:
+    """{config[/stage][@preset]: the flattened resolved config} for every shipped config."""
+    from softprompt.config import load_config, to_dict
+    from softprompt.experiment import resolve
+    from softprompt.pipeline import is_pipeline, load_pipeline
+
+    out = {}
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        raw = load_config(path)
+        presets = [None, *sorted(raw.get("presets") or {})]
+        for preset in presets:
+            tag = path.stem + (f"@{preset}" if preset else "")
+            common = ["run_id=pin", "output_dir=experiments"]
+            if is_pipeline(raw):
+                pipe = load_pipeline(str(path), common, preset=preset, progress=False)
+                for stage, config in pipe.configs.items():
+                    out[f"{tag}/{stage}"] = _flat(to_dict(config))
+            else:
+                out[tag] = _flat(to_dict(resolve(str(path), common, preset=preset)))
+    return out
+
+
+def _renamed(flat: dict) -> dict:
+    return {RENAMED.get(k, k): v for k, v in flat.items()}
+
+
+def test_every_shipped_config_trains_what_it_trained_when_pinned():
+    pinned = json.loads(GOLDEN.read_text())
+    now = resolved_configs()
+    assert sorted(now) == sorted(pinned), "a config (or stage, or preset) was added or removed: regenerate the pins"
+    for name, values in pinned.items():
+        expected, got = _renamed(values), now[name]
+        changed = {k: (expected.get(k), got.get(k)) for k in set(expected) | set(got) if expected.get(k) != got.get(k)}
+        assert not changed, f"{name}: {changed}"
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "src"))
+    GOLDEN.write_text(json.dumps(resolved_configs(), indent=1, sort_keys=True) + "\n")
+    print(f"wrote {GOLDEN}")
