@@ -94,11 +94,11 @@ def run_softprompt(args) -> dict:
     import torch
 
     from softprompt import PromptTuningConfig, SoftPromptModel, load_backbone
-    from softprompt.classifiers import VerbalizerClassifier
-    from softprompt.evaluation import evaluate, make_batch
+    from softprompt.modeling.classifiers import VerbalizerClassifier
     from softprompt.objectives import OBJECTIVES, StepInputs
     from softprompt.objectives.mle import MLEConfig
     from softprompt.tasks import get_task
+    from softprompt.training.evaluation import evaluate, make_batch
 
     torch.manual_seed(0)
     task = get_task("sst2")

@@ -77,7 +77,7 @@ def main() -> None:
     import sacrebleu
     import torch
 
-    from softprompt.diversity import (
+    from softprompt.metrics.diversity import (
         distinct_n,
         encode_groups,
         pass_at_k,
@@ -110,7 +110,7 @@ def main() -> None:
 
     full = None
     if args.all_embeddings_too and args.embed_per_set:
-        from softprompt.diversity import embedding_diversity
+        from softprompt.metrics.diversity import embedding_diversity
 
         t = time.perf_counter()
         everything = encode_groups(groups)

@@ -27,7 +27,7 @@ INIT = "Write a glowing, enthusiastic movie review."
 
 
 def prompts(glue_dir: str, n: int) -> list[str]:
-    from softprompt.prompts import PromptsSection, load_prompts
+    from softprompt.tasks.prompts import PromptsSection, load_prompts
 
     train, _ = load_prompts(PromptsSection(data_dir=glue_dir, num_train=n), seed=0)
     return [e.text for e in train]
@@ -50,9 +50,9 @@ def summary(step_s: list[float], rewards: list[float]) -> dict:
 def run_softprompt(args) -> dict:
     import torch
 
-    from softprompt.build import build_rl, seed_everything
     from softprompt.experiment import from_dict
-    from softprompt.trainer import Trainer
+    from softprompt.training.assemble import build_rl, seed_everything
+    from softprompt.training.trainer import Trainer
 
     score = vader()
     items = prompts(args.glue_dir, args.steps * args.prompts)

@@ -13,7 +13,7 @@ import tempfile
 import torch
 
 import softprompt
-from softprompt.peft_interop import export_peft
+from softprompt.modeling.peft_interop import export_peft
 
 if __name__ == "__main__":
     if len(sys.argv) > 1:

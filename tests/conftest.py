@@ -28,7 +28,7 @@ def tiny_tokenizer(padding_side: str = "left"):
 def tiny_llama(seed: int = 0, vocab_size: int = 64):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from softprompt.backbones import Backbone, freeze
+    from softprompt.modeling.backbones import Backbone, freeze
 
     torch.manual_seed(seed)
     tok = tiny_tokenizer("left")
@@ -45,7 +45,7 @@ def tiny_gemma3(seed: int = 0, vocab_size: int = 64):
     """A Gemma-3 text model (about 80k parameters): its input embeddings multiply the table by sqrt(64) = 8."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    from softprompt.backbones import Backbone, freeze
+    from softprompt.modeling.backbones import Backbone, freeze
 
     torch.manual_seed(seed)
     tok = tiny_tokenizer("left")
@@ -63,7 +63,7 @@ def tiny_gemma3(seed: int = 0, vocab_size: int = 64):
 def tiny_bert(seed: int = 0, vocab_size: int = 64):
     from transformers import BertConfig, BertModel
 
-    from softprompt.backbones import Backbone, freeze
+    from softprompt.modeling.backbones import Backbone, freeze
 
     torch.manual_seed(seed)
     tok = tiny_tokenizer("right")

@@ -110,7 +110,7 @@ def test_adapter_for_another_hidden_size_is_refused(tmp_path):
     from conftest import tiny_tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from softprompt.backbones import Backbone
+    from softprompt.modeling.backbones import Backbone
 
     model = SoftPromptModel.from_backbone(tiny_llama(), PromptTuningConfig(num_virtual_tokens=3, init="random"))
     model.save_pretrained(tmp_path / "a")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from softprompt import ModelLoadError, backbones, load_backbone
+from softprompt import ModelLoadError, load_backbone
+from softprompt.modeling import backbones
 
 
 def test_unknown_spec_lists_aliases():
@@ -30,7 +31,7 @@ def test_directory_without_config(tmp_path):
 
 
 def test_unfreeze_top_layers(llama):
-    from softprompt.backbones import unfreeze_top_layers
+    from softprompt.modeling.backbones import unfreeze_top_layers
 
     params = unfreeze_top_layers(llama.model, 1)
     top = set(map(id, llama.model.model.layers[1].parameters()))

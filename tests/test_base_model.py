@@ -10,11 +10,11 @@ from conftest import tiny_llama
 from helpers import encode
 from test_rl import rl_config
 
-from softprompt.build import build_rl
-from softprompt.model import SoftPromptModel
+from softprompt.modeling.model import SoftPromptModel
 from softprompt.rewards.models import completion_nll, completion_perplexity
-from softprompt.rollout import make_rollout
-from softprompt.trainer import Trainer
+from softprompt.training.assemble import build_rl
+from softprompt.training.rollout import make_rollout
+from softprompt.training.trainer import Trainer
 
 TEXTS = (["the movie was", "i loved it and", "this plot is"], ["great fun and good", "not very boring", "so bad"])
 REWARDS = [{"name": "perplexity", "zscore": False, "max_perplexity": 1e9}, {"name": "regex_match", "pattern": "great"}]
@@ -113,7 +113,7 @@ def trained_unfrozen_run(tmp_path):
     """A PPO run with the top block unfrozen, trained into a run folder; its trainer."""
     from conftest import save_backbone
 
-    from softprompt.build import make_trainer
+    from softprompt.training.assemble import make_trainer
 
     save_backbone(tiny_llama(vocab_size=50), tmp_path / "model")
     adapter, method, _ = CASES["unfrozen"]
@@ -128,10 +128,10 @@ def trained_unfrozen_run(tmp_path):
 def test_unfrozen_blocks_are_saved_and_loaded_with_the_adapter(tmp_path):
     import json
 
-    from softprompt.backbones import load_backbone
     from softprompt.errors import AdapterLoadError
-    from softprompt.io import load_tensors, save_tensors
-    from softprompt.peft_interop import export_peft
+    from softprompt.modeling.backbones import load_backbone
+    from softprompt.modeling.peft_interop import export_peft
+    from softprompt.storage import load_tensors, save_tensors
 
     layers_file = "backbone_layers.safetensors"  # the adapter directory's file of trained blocks
     trainer = trained_unfrozen_run(tmp_path)

@@ -6,7 +6,7 @@ import sys
 from conftest import save_backbone, tiny_llama
 
 from softprompt import PromptTuningConfig, SoftPromptModel
-from softprompt.cli import main
+from softprompt.commands.cli import main
 
 
 def _save_tiny(tmp_path):

@@ -9,8 +9,8 @@ import yaml
 from conftest import save_backbone, tiny_llama
 from test_rl import PROMPTS
 
-from softprompt.cli import main
-from softprompt.diversity import pass_at_k
+from softprompt.commands.cli import main
+from softprompt.metrics.diversity import pass_at_k
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_compare_and_eval_gen_refuse_bad_input(sweep_runs, tmp_path, capsys):
 
 
 def test_sweep_expands_comma_lists_but_not_quoted_or_yaml_values():
-    from softprompt.sweep import expand, run_id_of
+    from softprompt.commands.sweep import expand, run_id_of
 
     overrides = ["method.diversity_weight=0,1.0", "seed=3", "'adapter.init=\"text:A, B\"'"[1:-1], "x=[1,2]"]
     combos = expand(overrides)
@@ -109,7 +109,7 @@ def test_sweep_expands_comma_lists_but_not_quoted_or_yaml_values():
 def test_summary_signs_diversity_changes_and_quality_points(tmp_path):
     from pathlib import Path
 
-    from softprompt.compare import Run, Variant, summary
+    from softprompt.commands.compare import Run, Variant, summary
 
     def variant(name, **metrics):
         return Variant(name, [Run(Path(name), {}, {f"gen_{k}": v for k, v in metrics.items()})])

@@ -8,8 +8,8 @@ from conftest import save_backbone, tiny_llama, tiny_tokenizer
 from test_rl import PROMPTS
 
 from softprompt.errors import ConfigError
-from softprompt.prompts import PromptsSection, load_prompts, with_conditions
 from softprompt.tasks.data import Example
+from softprompt.tasks.prompts import PromptsSection, load_prompts, with_conditions
 
 COLA = [("the movie was very good and i loved it", 1), ("a story with actors that was so boring", 1),
         ("good", 1), ("the plot it not very", 0), ("this film is really fun and the actors are great", 1),
@@ -60,8 +60,8 @@ def test_conditions_are_balanced_for_training_and_crossed_for_evaluation():
 
 
 def test_onehot_and_embedding_conditioners():
-    from softprompt.conditions import Conditioner
     from softprompt.experiment import ConditionSection
+    from softprompt.tasks.conditions import Conditioner
 
     c = Conditioner(ConditionSection(field="condition", encoder="onehot", values=["neg", "pos"]))
     out = c([Example(text="a", extra={"condition": "pos"}), Example(text="b", extra={"condition": "neg"})])
@@ -100,8 +100,8 @@ def test_classifier_reward_reads_each_examples_target_and_signs_flip_scores(tmp_
 
 
 def test_conditional_prompt_trains_with_rl_and_the_condition_reaches_generation(tmp_path):
-    from softprompt.build import make_trainer
     from softprompt.experiment import from_dict
+    from softprompt.training.assemble import make_trainer
 
     model = save_backbone(tiny_llama(), tmp_path / "m")
     raw = {"model": str(model), "output_dir": str(tmp_path / "runs"), "run_id": "c",
@@ -142,8 +142,8 @@ def test_conditional_prompt_trains_with_rl_and_the_condition_reaches_generation(
 
 def _train(raw: dict):
     """Train a config for its few steps into a real run folder; the folder's path."""
-    from softprompt.build import make_trainer
     from softprompt.experiment import from_dict
+    from softprompt.training.assemble import make_trainer
 
     trainer = make_trainer(from_dict(raw), progress=False)
     trainer.fit(progress=False)
@@ -153,7 +153,7 @@ def _train(raw: dict):
 def test_eval_gen_on_an_rlpt_run_cuts_its_held_out_sentences_with_the_policys_tokenizer(tmp_path):
     import json
 
-    from softprompt.cli import main
+    from softprompt.commands.cli import main
 
     model = save_backbone(tiny_llama(vocab_size=50), tmp_path / "m")
     run = _train({"model": str(model), "output_dir": str(tmp_path / "runs"), "run_id": "rlpt",
@@ -178,8 +178,8 @@ def test_eval_gen_on_an_rlpt_run_cuts_its_held_out_sentences_with_the_policys_to
 def test_eval_gen_on_a_conditional_run_feeds_and_records_each_condition(tmp_path, monkeypatch):
     import json
 
-    from softprompt.gen_eval import eval_gen_run
-    from softprompt.model import SoftPromptModel
+    from softprompt.commands.eval_gen import eval_gen_run
+    from softprompt.modeling.model import SoftPromptModel
 
     model = save_backbone(tiny_llama(), tmp_path / "m")
     run = _train({"model": str(model), "output_dir": str(tmp_path / "runs"), "run_id": "cond",

@@ -13,10 +13,10 @@ import torch
 from conftest import tiny_llama
 from test_rl import rl_config
 
-from softprompt.build import build_rl
 from softprompt.config import dump_yaml, load_yaml, to_dict
 from softprompt.errors import ConfigError
 from softprompt.experiment import from_dict, resolve
+from softprompt.training.assemble import build_rl
 
 
 def _write(path, text):
@@ -102,7 +102,7 @@ def test_multiplicative_polychromic_refuses_rewards_that_can_be_negative(tmp_pat
 
 def test_multiplicative_polychromic_checks_a_python_rewards_values(tmp_path):
     from softprompt.objectives.polychromic import Polychromic
-    from softprompt.rollout import make_rollout
+    from softprompt.training.rollout import make_rollout
 
     cfg = rl_config(tmp_path, POLY)
     torch.manual_seed(0)
@@ -124,7 +124,7 @@ def test_run_id_is_a_name_not_a_path(run_id, tmp_path):
 
 
 def test_a_pipeline_run_id_is_a_name_too(tmp_path):
-    from softprompt.pipeline import Pipeline
+    from softprompt.commands.stages import Pipeline
 
     with pytest.raises(ConfigError, match=r"'run_id'='../up'"):
         Pipeline("p", {"stages": [{"name": "a", "config": "sst2_smollm2"}]}, ["run_id=../up"])
@@ -155,7 +155,7 @@ def test_held_out_list_prompts(tmp_path, caplog):
 
 
 def test_a_one_row_prompt_file_warns(tmp_path, caplog):
-    from softprompt.prompts import PromptsSection, held_out_info, load_prompts
+    from softprompt.tasks.prompts import PromptsSection, held_out_info, load_prompts
 
     path = _write(tmp_path / "one.txt", "the movie was\n")
     train, evaluation = load_prompts(PromptsSection(source="file", file=str(path)))
@@ -167,7 +167,7 @@ def test_a_one_row_prompt_file_warns(tmp_path, caplog):
 def test_the_rl_run_folder_records_its_evaluation_prompts(tmp_path):
     from conftest import save_backbone
 
-    from softprompt.build import make_trainer
+    from softprompt.training.assemble import make_trainer
 
     save_backbone(tiny_llama(vocab_size=50), tmp_path / "model")
     cfg = rl_config(tmp_path, {"name": "grpo", "group_size": 2},

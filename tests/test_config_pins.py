@@ -11,8 +11,6 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "configs.json"
 #: keys renamed since the pins were written: old dotted key -> new dotted key (values kept)
@@ -29,9 +27,9 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def resolved_configs() -> dict[str, dict]:
     """{config[/stage][@preset]: the flattened resolved config} for every shipped config."""
+    from softprompt.commands.stages import is_pipeline, load_pipeline
     from softprompt.config import load_config, to_dict
     from softprompt.experiment import resolve
-    from softprompt.pipeline import is_pipeline, load_pipeline
 
     out = {}
     for path in sorted((ROOT / "configs").glob("*.yaml")):

@@ -12,9 +12,9 @@ import sys
 import pytest
 
 import softprompt
+from softprompt.config.fields import Range, check_ranges, field_range, hfield
 from softprompt.errors import ConfigError
 from softprompt.experiment import resolve
-from softprompt.fields import Range, check_ranges, field_range, hfield
 
 
 def _config_dataclasses():
@@ -111,7 +111,7 @@ def test_bad_numbers_in_rl_and_reward_model_configs(config, override, message):
 
 def test_python_constructed_configs_check_their_ranges_too():
     from softprompt import PromptTuningConfig
-    from softprompt.generation import GenerationConfig
+    from softprompt.modeling.generation import GenerationConfig
     from softprompt.objectives.contrastive import ContrastiveConfig
 
     with pytest.raises(ConfigError, match=r"'adapter.num_virtual_tokens'=2.5: expected an integer >= 1"):

@@ -8,7 +8,7 @@ from softprompt.experiment import resolve
 
 @pytest.mark.parametrize("name", config_names())
 def test_shipped_config_resolves(name):
-    from softprompt.pipeline import load_pipeline
+    from softprompt.commands.stages import load_pipeline
 
     pipe = load_pipeline(name)  # a multi-stage config: every training stage resolves
     configs = list(pipe.configs.values()) if pipe is not None else [resolve(name)]

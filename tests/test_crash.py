@@ -16,8 +16,8 @@ import yaml
 from conftest import save_backbone, tiny_llama
 from test_trainer import config
 
-from softprompt.checkpoint import find_checkpoint, load_checkpoint
-from softprompt.io import load_tensors
+from softprompt.storage import load_tensors
+from softprompt.training.checkpoint import find_checkpoint, load_checkpoint
 
 
 def _config(tmp_path, model_dir, run_id: str) -> dict:
@@ -36,8 +36,8 @@ def _steps_logged(run) -> int:
 
 
 def _all_checkpoints_readable(run) -> None:
-    from softprompt.build import make_trainer
     from softprompt.experiment import from_dict
+    from softprompt.training.assemble import make_trainer
 
     for which in ("last", "best"):
         found = find_checkpoint(run / "checkpoints" / which)

@@ -14,7 +14,7 @@ import yaml
 from conftest import save_backbone, tiny_llama
 from test_trainer import config
 
-from softprompt.io import load_tensors
+from softprompt.storage import load_tensors
 
 
 def _config(tmp_path, model_dir, run_id: str) -> dict:
@@ -109,9 +109,9 @@ def test_sharded_rl_runs_rollouts_in_lockstep(tmp_path, strategy):
 
 @pytest.mark.parametrize("strategy", SHARDED)
 def test_sharding_refuses_a_backbone_that_trains(tmp_path, strategy):
-    from softprompt.build import make_trainer
     from softprompt.errors import ConfigError
     from softprompt.experiment import from_dict
+    from softprompt.training.assemble import make_trainer
 
     save_backbone(tiny_llama(), tmp_path / "model")
     raw = config(tmp_path, tmp_path / "model", run_id="lora", method={"name": "mle"},
@@ -124,7 +124,7 @@ def test_sharding_refuses_a_backbone_that_trains(tmp_path, strategy):
 
 def test_accelerate_launch_configs_pick_the_strategy(monkeypatch):
     from softprompt.experiment import TrainSection
-    from softprompt.trainer import strategy_of
+    from softprompt.training.trainer import strategy_of
 
     assert strategy_of(TrainSection()) == "ddp"
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # accelerate launch --config_file <an FSDP config>
@@ -140,9 +140,9 @@ def test_accelerate_launch_configs_pick_the_strategy(monkeypatch):
 def test_deepspeed_strategy_without_deepspeed_says_what_to_install(tmp_path, monkeypatch):
     import importlib.util as iu
 
-    from softprompt.build import make_trainer
     from softprompt.errors import ConfigError
     from softprompt.experiment import from_dict
+    from softprompt.training.assemble import make_trainer
 
     real = iu.find_spec
     monkeypatch.setattr(iu, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))

@@ -9,7 +9,8 @@ import pytest
 import sacrebleu
 import torch
 
-from softprompt.diversity import (
+from softprompt.errors import ConfigError
+from softprompt.metrics.diversity import (
     distinct_n,
     distinct_samples,
     embedding_diversity,
@@ -18,7 +19,6 @@ from softprompt.diversity import (
     set_metrics,
     unique_words,
 )
-from softprompt.errors import ConfigError
 
 
 def test_distinct_and_word_counts_by_hand():

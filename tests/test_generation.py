@@ -96,7 +96,7 @@ def test_top_k_1_samples_the_argmax_with_probability_one(llama):
 
 
 def test_policy_logprobs_by_hand():
-    from softprompt.generation import policy_logprobs, policy_scores
+    from softprompt.modeling.generation import policy_logprobs, policy_scores
 
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
     scores = policy_scores(logits, top_k=2)

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from softprompt.errors import ConfigError, SoftPromptError
-from softprompt.prompts import read_prompt_file
 from softprompt.tasks.data import read_glue, read_table
 from softprompt.tasks.preferences import read_preferences
+from softprompt.tasks.prompts import read_prompt_file
 
 SETTINGS = settings(max_examples=60, deadline=3000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -138,9 +138,9 @@ def test_pickle_weights_are_refused_until_converted_with_weights_only(tmp_path, 
     import torch
     from conftest import tiny_llama
 
-    from softprompt.backbones import load_backbone
-    from softprompt.cli import main
+    from softprompt.commands.cli import main
     from softprompt.errors import ModelLoadError
+    from softprompt.modeling.backbones import load_backbone
 
     original = tiny_llama()
     folder = tmp_path / "pickled"
@@ -168,8 +168,8 @@ def test_overlong_examples_are_truncated_with_a_counted_warning(tmp_path, caplog
     from conftest import save_backbone, tiny_llama
     from test_trainer import config
 
-    from softprompt.build import make_trainer
     from softprompt.experiment import from_dict
+    from softprompt.training.assemble import make_trainer
 
     model_dir = save_backbone(tiny_llama(), tmp_path / "model")
     raw = config(tmp_path, model_dir, method={"name": "mle"}, train={"epochs": 1})
@@ -187,7 +187,7 @@ def test_overlong_preference_rows_are_counted(tmp_path, caplog):
     from conftest import save_backbone, tiny_bert
     from test_reward_model import rm_config
 
-    from softprompt.build import make_trainer
+    from softprompt.training.assemble import make_trainer
 
     cfg = rm_config(tmp_path, save_backbone(tiny_bert(), tmp_path / "bert"))
     cfg.preferences.max_length = 8
@@ -202,7 +202,7 @@ def test_overlong_rl_prompts_are_counted(tmp_path, caplog):
     from conftest import tiny_llama
     from test_rl import rate_of_great, rl_config
 
-    from softprompt.build import build_rl
+    from softprompt.training.assemble import build_rl
 
     cfg = rl_config(tmp_path, {"name": "grpo", "group_size": 2}, generation={"max_new_tokens": 4,
                                                                              "max_prompt_tokens": 3})

@@ -44,7 +44,7 @@ def test_smollm2_greedy_cache_batch_and_logprobs(smollm2, name):
 
 def test_smollm2_peft_export_and_chat(smollm2, tmp_path):
     peft = pytest.importorskip("peft")
-    from softprompt.peft_interop import export_peft
+    from softprompt.modeling.peft_interop import export_peft
 
     model = SoftPromptModel.from_backbone(smollm2, PromptTuningConfig(num_virtual_tokens=5,
                                                                        init="text:Review sentiment:"))
@@ -98,7 +98,7 @@ def test_smollm2_generate_response_keeps_the_conversation(smollm2):
 
 
 def test_smollm2_digit_label_words_get_distinct_tokens(smollm2):
-    from softprompt.classifiers import VerbalizerClassifier
+    from softprompt.modeling.classifiers import VerbalizerClassifier
 
     # SmolLM2 splits " 3" into " " and "3": the space must not become every class's label token
     clf = VerbalizerClassifier(SoftPromptModel(smollm2), [[str(v)] for v in range(6)], values=list(range(6)))

@@ -5,8 +5,8 @@ import torch
 from helpers import assert_paths_agree, encode
 
 from softprompt import PromptTuningConfig, SoftPromptModel
-from softprompt.generation import sample
-from softprompt.kernels import packed_linears, packing_available
+from softprompt.modeling.generation import sample
+from softprompt.modeling.kernels import packed_linears, packing_available
 
 
 def test_sampler_matches_the_distribution_and_skips_zero_mass():
@@ -24,7 +24,7 @@ def test_sampler_matches_the_distribution_and_skips_zero_mass():
 @pytest.fixture(autouse=True)
 def pack_tiny_models(monkeypatch):
     """The tiny test models are below the packing size threshold; pack them anyway here."""
-    monkeypatch.setattr("softprompt.kernels.MIN_PACKED_NUMEL", 0)
+    monkeypatch.setattr("softprompt.modeling.kernels.MIN_PACKED_NUMEL", 0)
 
 
 def test_packed_linears_match_dense_and_restore(llama):

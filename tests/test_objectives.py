@@ -7,8 +7,8 @@ import torch
 from conftest import tiny_bert, tiny_llama
 
 from softprompt import PromptTuningConfig, SoftPromptModel
-from softprompt.classifiers import EmbeddingClassifier, VerbalizerClassifier
 from softprompt.errors import ConfigError
+from softprompt.modeling.classifiers import EmbeddingClassifier, VerbalizerClassifier
 from softprompt.objectives import OBJECTIVES, Phase, Schedule, StepInputs
 from softprompt.objectives.contrastive import ContrastiveConfig, info_nce, mutate
 from softprompt.objectives.label_reinforce import LabelReinforceConfig

@@ -11,7 +11,7 @@ from softprompt import (
     PromptTuningConfig,
     SoftPromptModel,
 )
-from softprompt.peft_interop import export_peft, import_peft
+from softprompt.modeling.peft_interop import export_peft, import_peft
 
 peft = pytest.importorskip("peft")
 

@@ -11,11 +11,11 @@ from conftest import save_backbone, tiny_llama
 from test_rl import PROMPTS
 from test_trainer import glue_dir
 
-from softprompt.cli import main
+from softprompt.commands.cli import main
+from softprompt.commands.stages import load_pipeline
 from softprompt.errors import ConfigError
 from softprompt.experiment import resolve
-from softprompt.io import load_tensors
-from softprompt.pipeline import load_pipeline
+from softprompt.storage import load_tensors
 
 
 def _pipeline(tmp, model, data_dir) -> dict:
@@ -72,7 +72,7 @@ def test_pipeline_runs_every_stage_and_writes_its_folder(done):
 
 
 def test_init_from_starts_the_next_stage_from_the_previous_prompt(done, tmp_path):
-    from softprompt.build import make_trainer
+    from softprompt.training.assemble import make_trainer
 
     sft = done / "exp" / "model" / "sst2" / "mle" / "p-sft"
     saved = load_tensors(sft / "checkpoints" / "best" / "adapter.safetensors")["embeddings"]

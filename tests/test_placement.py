@@ -11,7 +11,7 @@ from softprompt import (
     PromptTuningConfig,
     SoftPromptModel,
 )
-from softprompt.placement import insert_virtual, position_ids
+from softprompt.modeling.placement import insert_virtual, position_ids
 
 CONFIGS = {
     "prompt": PromptTuningConfig(num_virtual_tokens=4, init="random", init_seed=1),

@@ -11,9 +11,8 @@ import torch
 from conftest import tiny_llama
 from test_rl import PROMPTS, assert_learns, rate_of_great, rl_config
 
-from softprompt.build import build_rl
-from softprompt.diversity import mean_cosine_distance
 from softprompt.errors import ConfigError, DataError
+from softprompt.metrics.diversity import mean_cosine_distance
 from softprompt.objectives.grpo import GRPO
 from softprompt.objectives.polychromic import (
     Polychromic,
@@ -24,7 +23,8 @@ from softprompt.objectives.polychromic import (
     sample_advantages,
     set_scores,
 )
-from softprompt.rollout import RLInputs, make_rollout
+from softprompt.training.assemble import build_rl
+from softprompt.training.rollout import RLInputs, make_rollout
 
 TEXTS = ["a", "A.", "b", "c"]  # samples 0 and 1 are the same after normalisation
 REWARDS = torch.tensor([1.0, 0.0, 1.0, 0.0])
@@ -33,7 +33,7 @@ REWARDS = torch.tensor([1.0, 0.0, 1.0, 0.0])
 def hand_advantages(weight: float, mode: str = "multiplicative") -> torch.Tensor:
     config = PolychromicConfig(n_generations=4, set_size=2, num_sets=6, diversity_weight=weight, mode=mode,
                                scale="none")
-    from softprompt.diversity import distinct_samples
+    from softprompt.metrics.diversity import distinct_samples
 
     adv, _ = polychromic_advantages(REWARDS, torch.ones(4, dtype=torch.bool), 4, config,
                                     lambda b, idx: distinct_samples([TEXTS[i] for i in idx]), [True],
@@ -221,7 +221,7 @@ def test_bad_polychromic_config():
 @pytest.mark.parametrize("method", [{"name": "polychromic", "n_generations": 4, "set_size": 2},
                                     {"name": "grpo", "group_size": 4}])
 def test_lora_policy_trains_only_lora_weights(tmp_path, method):
-    from softprompt.trainer import Trainer
+    from softprompt.training.trainer import Trainer
 
     cfg = rl_config(tmp_path, method, adapter={"type": "lora", "r": 2})
     cfg.train.epochs, cfg.train.lr = 3, 0.05
@@ -237,7 +237,7 @@ def test_lora_policy_trains_only_lora_weights(tmp_path, method):
 
 
 def test_review_requests_share_their_eval_prompts_across_seeds():
-    from softprompt.prompts import PromptsSection, load_prompts
+    from softprompt.tasks.prompts import PromptsSection, load_prompts
 
     section = PromptsSection(source="review_requests", num_train=50, num_eval=10)
     (train1, eval1), (_, eval2) = load_prompts(section, 1), load_prompts(section, 2)
@@ -264,8 +264,8 @@ def test_lora_trains_only_its_weights_in_every_workload(tmp_path, kind):
     from test_reward_model import rm_config
     from test_trainer import config
 
-    from softprompt.build import make_trainer
     from softprompt.experiment import from_dict
+    from softprompt.training.assemble import make_trainer
 
     lora = {"type": "lora", "r": 2, "target_modules": ["all-linear"]}
     if kind == "reward_model":
@@ -284,6 +284,6 @@ def test_lora_trains_only_its_weights_in_every_workload(tmp_path, kind):
     changed = {n for n, p in backbone.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all("lora_" in n for n in changed), sorted(changed)[:5]
     saved = trainer.run.checkpoints / "best" / "adapter.safetensors"
-    from softprompt.io import load_tensors
+    from softprompt.storage import load_tensors
 
     assert all("lora_" in k for k in load_tensors(saved))  # the checkpoint holds the LoRA weights only

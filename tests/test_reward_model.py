@@ -7,8 +7,7 @@ import pytest
 import torch
 from conftest import WORDS, save_backbone, tiny_bert
 
-from softprompt.build import make_trainer
-from softprompt.cli import main
+from softprompt.commands.cli import main
 from softprompt.errors import ConfigError, DataError
 from softprompt.experiment import from_dict
 from softprompt.objectives.pairwise import pairwise_loss
@@ -18,6 +17,7 @@ from softprompt.tasks.preferences import (
     split_pairs,
     write_preferences,
 )
+from softprompt.training.assemble import make_trainer
 
 SEED_HEADER = ["context_messages", "policy_response", "reference_response", "human_eval"]
 
@@ -230,7 +230,7 @@ def test_tiny_encoder_learns_a_synthetic_preference(tmp_path, bert_dir):
                           [None, None])
     assert total[0] > total[1] and set(parts) == {"reward_model"}
     # input: the pair (context, completion), the text prompt + completion, or the completion alone
-    from softprompt.reward_model import load_reward_model
+    from softprompt.modeling.reward_model import load_reward_model
 
     rm = load_reward_model(str(run))
     prompts, completions = ["the movie", "a film"], ["was good", "bad"]

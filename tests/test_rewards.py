@@ -114,9 +114,9 @@ def test_embedding_cosine_with_minilm():
 
 
 def test_reference_is_the_initial_prompt_or_no_prompt():
-    from softprompt.generation import GenerationConfig
-    from softprompt.rollout import Policy, Reference, make_rollout
+    from softprompt.modeling.generation import GenerationConfig
     from softprompt.tasks.data import Example
+    from softprompt.training.rollout import Policy, Reference, make_rollout
 
     backbone = tiny_llama()
     model = SoftPromptModel.from_backbone(backbone, PromptTuningConfig(num_virtual_tokens=3, init="random"))

@@ -11,10 +11,9 @@ import torch
 from conftest import save_backbone, tiny_llama
 from helpers import assert_paths_agree, fit_until_killed
 
-from softprompt.build import build_rl
 from softprompt.errors import ConfigError, DataError
 from softprompt.experiment import from_dict
-from softprompt.model import SoftPromptModel
+from softprompt.modeling.model import SoftPromptModel
 from softprompt.objectives.grpo import (
     aggregate,
     clipped_surrogate,
@@ -29,7 +28,8 @@ from softprompt.objectives.ppo import (
     whiten,
 )
 from softprompt.rewards import RewardError, RewardSet
-from softprompt.trainer import Trainer
+from softprompt.training.assemble import build_rl
+from softprompt.training.trainer import Trainer
 
 # -- formulas ----------------------------------------------------------------------------------
 
@@ -219,7 +219,7 @@ def test_ppo_raises_a_learnable_reward_and_trains_the_value_head(tmp_path, name,
 
 
 def test_old_logprobs_from_generation_equal_a_recomputed_forward(tmp_path):
-    from softprompt.rollout import make_rollout
+    from softprompt.training.rollout import make_rollout
 
     cfg = rl_config(tmp_path, {"name": "grpo", "group_size": 3})
     work, data = build_rl(cfg, rewards=[rate_of_great], backbone=tiny_llama())
@@ -234,7 +234,7 @@ def test_old_logprobs_from_generation_equal_a_recomputed_forward(tmp_path):
 def test_truncated_sampling_old_new_and_reference_logprobs(tmp_path, group_size):
     """top-k / top-p: the ratio is 1 before an update (old and new under the same truncated policy),
     the reference is the untruncated softmax, so the KL starts at -log p_ref(set) >= 0, not 0."""
-    from softprompt.rollout import Reference, make_rollout
+    from softprompt.training.rollout import Reference, make_rollout
 
     cfg = rl_config(tmp_path, {"name": "grpo", "group_size": max(group_size, 2), "beta": 0.1},
                     generation={"max_new_tokens": 6, "temperature": 0.8, "top_k": 10, "top_p": 0.9})
@@ -256,7 +256,7 @@ def test_truncated_sampling_old_new_and_reference_logprobs(tmp_path, group_size)
     assert isinstance(work.reference, Reference)
     # after a large update sampled tokens leave the truncation set: still finite, and so are the gradients
     from softprompt.objectives.grpo import GRPO
-    from softprompt.rollout import RLInputs
+    from softprompt.training.rollout import RLInputs
 
     with torch.no_grad():
         model.adapter.embeddings.mul_(-3.0)
@@ -289,7 +289,7 @@ def test_truncated_rl_sampling_is_warned_once_at_build(tmp_path, caplog):
 
 
 def test_non_finite_rewards_never_reach_the_weights(tmp_path):
-    from softprompt.rollout import RLInputs, make_rollout
+    from softprompt.training.rollout import RLInputs, make_rollout
 
     def sometimes_nan(prompts, completions, examples):
         return [float("nan") if i % 3 == 0 else float(i % 2) for i in range(len(completions))]
@@ -336,7 +336,7 @@ def test_reward_set_weights_parts():
 
 
 def test_rl_run_folder_and_exact_resume(tmp_path):
-    from softprompt.build import make_trainer
+    from softprompt.training.assemble import make_trainer
 
     backbone = tiny_llama(vocab_size=50)
     save_backbone(backbone, tmp_path / "model")
@@ -376,8 +376,8 @@ def test_exact_resume_with_a_kl_anchor_keeps_the_reference_of_the_run(tmp_path, 
     rebuilds the run from its config, and the init_from source may have changed since (the SFT
     stage retrained): the checkpoint's reference.safetensors, not the rebuild, is the anchor."""
     from softprompt.adapters import PromptTuningConfig
-    from softprompt.build import make_trainer
-    from softprompt.io import load_tensors
+    from softprompt.storage import load_tensors
+    from softprompt.training.assemble import make_trainer
 
     save_backbone(tiny_llama(vocab_size=50), tmp_path / "model")
 
@@ -449,7 +449,7 @@ def test_grouped_logprobs_equal_the_ungrouped_pass_with_gradients(adapter):
 def test_perplexity_reward_reuses_the_no_prompt_reference_pass(tmp_path):
     from softprompt.rewards import RewardContext, RewardSet
     from softprompt.rewards.models import completion_perplexity
-    from softprompt.rollout import make_rollout
+    from softprompt.training.rollout import make_rollout
 
     backbone = tiny_llama(vocab_size=50)
     cfg = rl_config(tmp_path, {"name": "grpo", "group_size": 3, "beta": 0.1, "reference": "none"},

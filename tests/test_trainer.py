@@ -7,9 +7,9 @@ import torch
 from conftest import save_backbone, tiny_llama
 from helpers import fit_until_killed
 
-from softprompt.build import make_trainer
 from softprompt.errors import ConfigError, DataError
 from softprompt.experiment import from_dict
+from softprompt.training.assemble import make_trainer
 
 POS = ["the movie was great", "i loved it", "really fun and good", "a great story", "so good", "great actors"]
 NEG = ["the movie was awful", "i hated it", "a boring plot", "bad actors", "not very good", "an awful story"]
@@ -113,8 +113,8 @@ def test_unknown_key_and_bad_data_fail_before_any_folder(tmp_path, model_dir):
 
 
 def test_eval_command_on_run_and_base_model(tmp_path, model_dir, capsys):
-    from softprompt.cli import main
-    from softprompt.evaluation import evaluate_tasks
+    from softprompt.commands.cli import main
+    from softprompt.training.evaluation import evaluate_tasks
 
     trainer = make_trainer(from_dict(config(tmp_path, model_dir, method={"name": "mle"},
                                             train={"epochs": 1})), progress=False)
@@ -213,8 +213,8 @@ def test_non_finite_steps_are_skipped_and_counted(tmp_path, model_dir, what):
 
 
 def test_too_many_bad_steps_in_a_row_stop_the_run_and_keep_its_checkpoints(tmp_path, model_dir):
-    from softprompt.checkpoint import find_checkpoint
     from softprompt.errors import TrainingDiverged
+    from softprompt.training.checkpoint import find_checkpoint
 
     raw = config(tmp_path, model_dir, method={"name": "mle"}, train={"epochs": 2, "max_bad_steps": 3})
     trainer = make_trainer(from_dict(raw), progress=False)

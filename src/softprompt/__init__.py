@@ -1,4 +1,11 @@
-"""softprompt: tune soft prompts on frozen language and embedding models."""
+"""softprompt: tune soft prompts on frozen language and embedding models.
+
+The package is arranged in layers, each a folder that imports only the layers below it (docs/concepts.md,
+"Map of the package"): config -> adapters -> modeling -> metrics -> tasks -> objectives -> experiment
+-> runs -> rewards -> training -> commands; ``errors`` and ``storage`` are imported by all.
+"""
+
+from . import _moved
 
 from .adapters import (
     ConditionalPromptConfig,
@@ -9,7 +16,6 @@ from .adapters import (
     save_adapter,
 )
 from .api import TrainResult, run_pipeline, train
-from .backbones import ALIASES, Backbone, load_backbone
 from .errors import (
     AdapterLoadError,
     ConfigError,
@@ -17,8 +23,11 @@ from .errors import (
     ModelLoadError,
     SoftPromptError,
 )
-from .generation import GenerationConfig, GenerationOutput, generate
-from .model import SoftPromptModel
+from .modeling.backbones import ALIASES, Backbone, load_backbone
+from .modeling.generation import GenerationConfig, GenerationOutput, generate
+from .modeling.model import SoftPromptModel
+
+_moved.install()  # old module paths (softprompt.build, softprompt.model, ...) keep working
 
 __version__ = "0.1.0"
 

@@ -22,8 +22,8 @@ def train(config="sentiment_steering", overrides: list[str] | tuple = (), *, rew
     >>> result = train("sentiment_steering", ["train.max_steps=4"], rewards=[my_reward])  # doctest: +SKIP
     >>> result.metrics["eval_reward"], result.run_dir                                    # doctest: +SKIP
     """
-    from .build import make_trainer
     from .experiment import ExperimentConfig, from_dict, resolve
+    from .training.assemble import make_trainer
 
     if isinstance(config, ExperimentConfig):
         from .config import to_dict
@@ -46,6 +46,6 @@ def run_pipeline(config: str, overrides: list[str] | tuple = (), *, preset: str 
     >>> out = run_pipeline("rlpt_cola", ["grpo.train.max_steps=10"], preset=None)   # doctest: +SKIP
     >>> out["glue"]["results"]["grpo"]["cola"]["eval_mcc"]                           # doctest: +SKIP
     """
-    from .pipeline import run_pipeline as run
+    from .commands.stages import run_pipeline as run
 
     return run(str(config), list(overrides), preset, progress=progress)

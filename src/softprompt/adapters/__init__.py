@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..config.registry import Registry
 from ..errors import AdapterLoadError, ConfigError
-from ..io import load_tensors, read_json, save_tensors, write_json
-from ..registry import Registry
+from ..storage import load_tensors, read_json, save_tensors, write_json
 from .base import Adapter, AdapterConfig
 from .conditional import ConditionalPrompt, ConditionalPromptConfig
 from .lora import LoRA, LoRAConfig
@@ -37,7 +37,7 @@ def save_adapter(adapter: Adapter, directory: str | Path, backbone_model=None) -
     """Write ``softprompt_adapter.json`` and ``adapter.safetensors`` (each atomically); with
     ``backbone_model``, the transformer blocks trained in place on it too (``num_layers_unfrozen``):
     ``backbone_layers.safetensors``, their indices recorded in the JSON as ``backbone_layers``."""
-    from ..backbones import layer_params, trained_layers
+    from ..modeling.backbones import layer_params, trained_layers
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -58,7 +58,7 @@ def load_backbone_layers(directory: str | Path, backbone) -> list[int]:
     """Copy the transformer blocks an adapter directory carries (trained with the adapter) into
     ``backbone``, checked to fit it; their indices, [] when it carries none. Directories written
     before the blocks were saved here hold them in ``head.safetensors`` as ``backbone.<name>``."""
-    from ..backbones import load_layer_weights
+    from ..modeling.backbones import load_layer_weights
 
     directory = Path(directory)
     meta = read_adapter_meta(directory)

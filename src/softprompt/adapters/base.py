@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..config.fields import check_instance, field_help, hfield  # noqa: F401  (hfield: re-exported for the adapter configs)
 from ..errors import ConfigError
-from ..fields import check_instance, field_help, hfield  # noqa: F401  (hfield: re-exported for the adapter configs)
 
 log = logging.getLogger(__name__)
 

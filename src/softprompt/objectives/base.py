@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..registry import Registry
+from ..config.registry import Registry
 
 
 @dataclass

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..config.fields import check_instance, hfield
 from ..errors import ConfigError
-from ..fields import check_instance, hfield
 from .base import OBJECTIVES, Objective, ObjectiveOutput, StepInputs
 
 MUTATIONS = ("noise", "shuffle", "drop")

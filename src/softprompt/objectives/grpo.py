@@ -26,8 +26,8 @@ from typing import Literal
 
 import torch
 
+from ..config.fields import check_instance, hfield
 from ..errors import ConfigError
-from ..fields import check_instance, hfield
 from .base import OBJECTIVES, Objective, ObjectiveOutput
 
 STD_EPS = 1e-4

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config.fields import check_instance, hfield
 from ..errors import ConfigError
-from ..fields import check_instance, hfield
 from .base import OBJECTIVES, Objective, ObjectiveOutput, StepInputs
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from ..fields import check_instance, hfield
+from ..config.fields import check_instance, hfield
 from .base import OBJECTIVES, Objective, ObjectiveOutput, StepInputs
 
 

@@ -36,9 +36,9 @@ from typing import Literal
 
 import torch
 
-from ..diversity import distinct_samples, mean_cosine_distance
+from ..config.fields import check_instance, hfield
 from ..errors import ConfigError
-from ..fields import check_instance, hfield
+from ..metrics.diversity import distinct_samples, mean_cosine_distance
 from .base import OBJECTIVES, Objective, ObjectiveOutput
 from .grpo import STD_EPS, clipped_policy_loss
 
@@ -226,7 +226,7 @@ class Polychromic(Objective):
 
     def _similarities(self, texts: list[str], g: int, use: list[bool]) -> dict[int, torch.Tensor]:
         """Cosine similarity matrix of each prompt's samples (only prompts that use diversity)."""
-        from ..diversity import encode
+        from ..metrics.diversity import encode
 
         wanted = [b for b, u in enumerate(use) if u]
         if not wanted or self.config.diversity_weight == 0:

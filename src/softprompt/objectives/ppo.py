@@ -30,7 +30,7 @@ from typing import Literal
 
 import torch
 
-from ..fields import hfield
+from ..config.fields import hfield
 from .base import OBJECTIVES, Objective, ObjectiveOutput
 from .grpo import RLCommon, _masked_mean
 

@@ -16,9 +16,9 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from ..config import build
+from ..config.fields import hfield
+from ..config.registry import Registry
 from ..errors import ConfigError, SoftPromptError, closest
-from ..fields import hfield
-from ..registry import Registry
 
 log = logging.getLogger(__name__)
 

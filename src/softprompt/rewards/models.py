@@ -7,8 +7,8 @@ from typing import Literal
 
 import torch
 
+from ..config.fields import hfield
 from ..errors import ConfigError
-from ..fields import hfield
 from .base import REWARDS, Reward
 
 
@@ -42,7 +42,7 @@ class ClassifierReward(Reward):
         super().__init__(config, context)
         c = config
         if c.run is not None or c.task is not None:
-            from ..build import load_trained_classifier
+            from ..training.assemble import load_trained_classifier
 
             self.clf, self.task, _ = load_trained_classifier(c.run, c.task, model=c.model)
             self.clf.eval()
@@ -51,7 +51,7 @@ class ClassifierReward(Reward):
         else:
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-            from ..backbones import resolve
+            from ..modeling.backbones import resolve
 
             path = resolve(c.model)[0]
             self.tok = AutoTokenizer.from_pretrained(path)
@@ -122,7 +122,7 @@ class RewardModelReward(Reward):
         super().__init__(config, context)
         from ..config import load_yaml
         from ..experiment import from_dict
-        from ..model import resolve_run_path
+        from ..modeling.model import resolve_run_path
 
         path = resolve_run_path(config.run)
         saved = from_dict(load_yaml(path / "config.yaml")) if (path / "config.yaml").exists() else None
@@ -135,7 +135,7 @@ class RewardModelReward(Reward):
             self.pointwise = ClassifierReward(ClassifierRewardConfig(run=config.run, target=config.target,
                                                                      batch_size=config.batch_size), context)
         else:
-            from ..reward_model import load_reward_model
+            from ..modeling.reward_model import load_reward_model
 
             self.rm = load_reward_model(config.run, config=saved).to(context.device)
 
@@ -189,7 +189,7 @@ class EmbeddingCosine(Reward):
 
     def __init__(self, config, context):
         super().__init__(config, context)
-        from ..diversity import sentence_encoder
+        from ..metrics.diversity import sentence_encoder
 
         self.encoder = sentence_encoder(config.model, str(context.device))
 
@@ -231,8 +231,8 @@ class Perplexity(Reward):
 
     def __init__(self, config, context):
         super().__init__(config, context)
-        from ..backbones import load_backbone
-        from ..model import SoftPromptModel
+        from ..modeling.backbones import load_backbone
+        from ..modeling.model import SoftPromptModel
 
         backbone = load_backbone(config.model) if config.model else context.backbone
         if backbone is None or not backbone.is_causal:

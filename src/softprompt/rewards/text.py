@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from ..config.fields import hfield
 from ..errors import ConfigError
-from ..fields import hfield
 from .base import REWARDS, Reward
 
 

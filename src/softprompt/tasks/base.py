@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config.registry import Registry
 from ..errors import ConfigError, DataError, closest
-from ..registry import Registry
+from ..metrics.glue import METRICS
 from .data import Example, read_glue, read_table
-from .metrics import METRICS
 
 _FIELDS = {"text", "text_pair"}
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, DataError, closest
-from . import _files as F
+from . import files as F
 
 
 @dataclass

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
-from . import _files as F
+from . import files as F
 
 SEED_COLUMNS = ("context_messages", "policy_response", "reference_response", "human_eval")
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
@@ -229,7 +229,7 @@ def pairs_from_labels(examples: list, positive: int = 1, seed: int = 0, max_pair
 
 def write_preferences(pairs: list[PreferencePair], path: str | Path) -> Path:
     """Write pairs in the prompt/chosen/rejected layout (.jsonl, .csv or .xlsx), atomically."""
-    from ..io import atomic_write
+    from ..storage import atomic_write
 
     path = Path(path)
     suffix = path.suffix.lower()

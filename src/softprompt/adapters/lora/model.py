@@ -53,6 +53,6 @@ class LoRA(Adapter):
 
     def disabled(self):
         """A context in which the backbone runs without the LoRA update (see backbones.lora_off)."""
-        from ...backbones import lora_off
+        from ...modeling.backbones import lora_off
 
         return lora_off(self._model)

@@ -1,0 +1,366 @@
+"""Experiment configs: one YAML per experiment, dotted ``key=value`` overrides, typed sections.
+
+Resolution: the dataclass defaults, then the YAML (and its ``defaults:`` chain), then the
+command-line overrides; every key is checked, so a typo fails with the closest key. The
+seed's spelling ``method_cfg.x=...`` is accepted for ``method.x``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ..adapters import make_config
+from ..config import (
+    apply_overrides,
+    build,
+    check_folder_name,
+    deep_merge,
+    load_config,
+    parse_override,
+    to_dict,
+)
+from ..config.fields import hfield
+from ..errors import ConfigError
+from ..modeling.generation import GenerationConfig
+from ..objectives import Schedule
+from ..tasks.prompts import PromptsSection
+from .methods import method_config, method_defaults, method_name
+
+ALIASES = {"method_cfg": "method"}
+
+
+def _from_vocab(value: Any) -> str:
+    if not isinstance(value, bool):
+        raise ConfigError(f"config key 'method.initialize_from_vocab'={value!r}: expected true, false or null")
+    return "vocab" if value else "random"
+
+
+#: The source experiments' spellings of adapter keys, accepted under ``method`` and moved to the
+#: key they spell when a config is read (each YAML file, each override list, a run's config.yaml):
+#: seed key -> (the key it spells, how its value maps). A null seed value means "not set".
+SEED_KEYS: dict[str, tuple[str, Any]] = {
+    "method.n_soft_tokens": ("adapter.num_virtual_tokens", None),  # trlx's soft-prompt PPO
+    "method.num_virtual_tokens": ("adapter.num_virtual_tokens", None),  # PTCPRL
+    "method.initialize_from_vocab": ("adapter.init", _from_vocab),  # trlx: true = 'vocab', false = 'random'
+}
+
+
+def seed_aliases(raw: dict, where: str = "config") -> dict:
+    """``raw`` with the seed spellings of :data:`SEED_KEYS` (and a ``method_cfg`` section) moved to
+    the keys they spell. Both spellings in one mapping with different values is an error naming
+    both keys: nothing is overridden silently, and the saved config records what is trained."""
+    raw = dict(raw)
+    if isinstance(raw.get("method_cfg"), dict):
+        if "method" in raw:
+            raise ConfigError(f"{where}: give 'method' or its seed spelling 'method_cfg', not both")
+        raw["method"] = raw.pop("method_cfg")
+    if not isinstance(raw.get("method"), dict):
+        return raw
+    raw["method"] = method = dict(raw["method"])
+    for key, (target, convert) in SEED_KEYS.items():
+        name = key.split(".", 1)[1]
+        if name not in method:
+            continue
+        given = method.pop(name)
+        if given is None:
+            continue
+        value = convert(given) if convert else given
+        section, option = target.split(".")
+        if not isinstance(raw.get(section, {}), dict):
+            continue  # a malformed section: building it says so
+        raw[section] = dict(raw.get(section) or {})
+        if option in raw[section] and raw[section][option] != value:
+            raise ConfigError(f"{where}: {key}={given!r} and {target}={raw[section][option]!r} "
+                              f"disagree ({key} is the seed's spelling of {target}); give one of them")
+        raw[section][option] = value
+    return raw
+
+
+def _seed_alias_overrides(overrides: list[str]) -> list[str]:
+    """The override list with seed keys rewritten to the keys they spell (a null value drops it);
+    the same key set twice, in both spellings, to different values is an error."""
+    out: list[str] = []
+    given: dict[str, tuple[str, Any]] = {}
+    for text in overrides:
+        ov = parse_override(text)
+        key = ov.key
+        for old, new in ALIASES.items():
+            if key.startswith(old + "."):
+                key = new + key[len(old):]
+        if key in SEED_KEYS and ov.mode != "delete":
+            target, convert = SEED_KEYS[key]
+            if ov.value is None:
+                continue
+            value = convert(ov.value) if convert else ov.value
+            text = f"{target}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+        else:
+            target, value = key, ov.value
+        if target in given and given[target][1] != value and any(k in SEED_KEYS for k in (key, given[target][0])):
+            raise ConfigError(f"overrides {given[target][0]}={given[target][1]!r} and {key}={ov.value!r} disagree "
+                              f"(both set {target}); give one of them")
+        given[target] = (key, value)
+        out.append(text)
+    return out
+
+
+@dataclass
+class TaskSection:
+    name: str = hfield("sst2", "task name (sst2, cola, stsb, mrpc, rte, wnli)")
+    data_dir: str | None = hfield("../shared/data/glue", "folder in the GLUE layout (<dir>/SST-2/train.tsv)")
+    train_file: str | None = hfield(None, "CSV/TSV/JSONL training file instead of the GLUE folder")
+    eval_file: str | None = hfield(None, "CSV/TSV/JSONL evaluation file instead of the GLUE folder")
+    text_column: str = hfield("text", "text column of train_file/eval_file")
+    text_pair_column: str | None = hfield(None, "second text column for pair tasks")
+    label_column: str = hfield("label", "label column of train_file/eval_file")
+    train_split: str = hfield("train", "split name of the training data")
+    eval_split: str = hfield("dev", "split name of the evaluation data")
+    max_train_examples: int | None = hfield(None, "use only the first N training examples (after shuffling)", ge=1)
+    max_eval_examples: int | None = hfield(None, "evaluate on the first N examples", ge=1)
+    max_length: int = hfield(128, "truncate prompts to this many tokens (from the left)", ge=1)
+    template: str | None = hfield(None, "override the task's template ({text}, {text_pair})")
+    label_words: list[list[str]] | None = hfield(None, "override the task's label words, a list per class")
+
+
+@dataclass
+class GenerationSection:
+    max_new_tokens: int = hfield(32, "RL: tokens sampled per completion at most", ge=1)
+    temperature: float = hfield(1.0, "RL: sampling temperature (the policy is softmax(logits / T))", gt=0)
+    top_k: int = hfield(0, "RL: sample among the k most likely tokens (0: off); the policy, its stored and "
+                           "recomputed log-probs and the ratio are then the truncated, renormalised distribution, "
+                           "the KL is to the untruncated reference", ge=0)
+    top_p: float = hfield(1.0, "RL: nucleus sampling mass (1.0: off); truncates the policy as top_k does", gt=0, le=1)
+    stop_strings: list[str] = hfield([], "RL: end a completion at any of these strings")
+    chat: bool = hfield(False, "RL: wrap each prompt as a user message in the chat template")
+    max_prompt_tokens: int | None = hfield(None, "RL: keep only the last this-many prompt tokens", ge=1)
+    eval_samples: int = hfield(2, "RL: completions per held-out prompt when evaluating", ge=1)
+
+    def to_generation_config(self, group_size: int = 1, seed: int | None = None) -> GenerationConfig:
+        return GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_k=self.top_k,
+                                top_p=self.top_p, stop_strings=list(self.stop_strings), chat=self.chat,
+                                max_prompt_tokens=self.max_prompt_tokens, group_size=group_size, seed=seed)
+
+
+@dataclass
+class PreferencesSection:
+    file: str | None = hfield(None, "reward_pairwise: preference file (.xlsx, .csv, .jsonl) in the seed's layout "
+                                    "(context_messages, policy_response, reference_response, human_eval) "
+                                    "or prompt/chosen/rejected")
+    eval_file: str | None = hfield(None, "held-out preference file (default: eval_ratio of 'file')")
+    eval_ratio: float = hfield(0.1, "fraction of 'file' held out for pairwise accuracy (seeded)", gt=0, lt=1)
+    from_task: str | None = hfield(None, "instead of a file: pairs from a labelled GLUE task (e.g. sst2), a "
+                                         "positive-class text chosen over another class's of similar length; "
+                                         "train pairs from task.train_split, held-out pairs from task.eval_split")
+    positive_label: int = hfield(1, "from_task: the class whose texts are chosen", ge=0)
+    min_words: int = hfield(4, "from_task: shortest text used, in words", ge=1)
+    max_train_pairs: int | None = hfield(None, "use at most this many training pairs", ge=1)
+    max_length: int = hfield(256, "truncate 'context [SEP] response' to this many tokens (the context's start goes)", ge=1)
+
+    def __post_init__(self):
+        if self.file is not None and self.from_task is not None:
+            raise ConfigError("preferences: give 'file' or 'from_task', not both")
+
+
+@dataclass
+class TrainSection:
+    batch: int = hfield(8, "examples per optimizer step (before accumulation)", ge=1)
+    epochs: int = hfield(1, "passes over the training data", ge=1)
+    shuffle: bool = hfield(True, "shuffle the training data each epoch (seeded); False: file order")
+    max_steps: int | None = hfield(None, "stop after this many optimizer steps", ge=1)
+    lr: float = hfield(3e-2, "learning rate of the adapter (0: the weights stay as they start)", ge=0)
+    head_lr: float | None = hfield(None, "learning rate of a classifier head (default: lr / 10)", ge=0)
+    weight_decay: float = hfield(0.0, "AdamW weight decay", ge=0)
+    warmup_ratio: float = hfield(0.06, "fraction of steps of linear warmup", ge=0, le=1)
+    scheduler: Literal["cosine", "linear", "constant"] = hfield("cosine", "learning-rate schedule after warmup")
+    grad_accum: int = hfield(1, "micro-batches per optimizer step", ge=1)
+    max_grad_norm: float = hfield(1.0, "gradient clipping (0: off)", ge=0)
+    eval_every: int = hfield(0, "evaluate every N optimizer steps (0: at the end of each epoch)", ge=0)
+    eval_batch: int = hfield(32, "evaluation batch size", ge=1)
+    early_stopping_patience: int = hfield(0, "stop after N evaluations without improvement (0: off)", ge=0)
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = hfield(
+        "ddp", "with several processes: ddp (each rank holds the whole frozen backbone), fsdp (PyTorch FSDP2 "
+               "shards the frozen backbone's blocks across the ranks: 1/N of it per rank) or deepspeed (the same "
+               "with DeepSpeed ZeRO stage 3; pip install 'softprompt[deepspeed]'); the adapter is replicated "
+               "either way")
+    max_bad_steps: int = hfield(5, "a step whose loss or gradient is NaN/inf is skipped (weights untouched); "
+                                   "stop the run after this many in a row (0: never stop)", ge=0)
+
+
+@dataclass
+class ConditionSection:
+    """Conditional prompts (``adapter.type: conditional_prompt``): where each input's condition comes
+    from and how it becomes the vector the prompt network reads."""
+
+    field: str | None = hfield(None, "conditional_prompt: the example field holding each input's condition "
+                                     "(e.g. 'condition' from prompts.conditions, or 'topic')")
+    encoder: str = hfield("minilm-l6", "how a condition text becomes a vector: a sentence-transformers model "
+                                       "(alias, directory or hub id), or 'onehot' over 'values'")
+    values: list[str] = hfield([], "onehot: the condition values, in order")
+
+    def __post_init__(self):
+        if self.encoder == "onehot" and not self.values:
+            raise ConfigError("condition.encoder=onehot needs condition.values, e.g. [negative, positive]")
+
+
+@dataclass
+class ExperimentConfig:
+    model: str = hfield("smollm2-135m-instruct", "backbone: alias, directory, .gguf file or hub id")
+    classifier: Literal["auto", "verbalizer", "embedding"] = hfield(
+        "auto", "verbalizer (causal LM + label words) or embedding (pooled encoder + linear head)")
+    pooling: str | None = hfield(None, "embedding classifier pooling: mean, cls, last (default: the model card's)")
+    task: TaskSection = field(default_factory=TaskSection)
+    adapter: dict[str, Any] = hfield({"type": "prompt_tuning", "num_virtual_tokens": 20, "init": "vocab"},
+                                     "adapter type and its options")
+    method: dict[str, Any] = hfield({"name": "mle"}, "method.name (mle, ptcprl, grpo, ppo, ppo_single_step, "
+                                                       "polychromic, reward_pairwise) "
+                                                       "and its options; see softprompt.methods")
+    prompts: PromptsSection = field(default_factory=PromptsSection)
+    preferences: PreferencesSection = field(default_factory=PreferencesSection)
+    generation: GenerationSection = field(default_factory=GenerationSection)
+    rewards: list[Any] = hfield([], "RL: rewards summed with weights, e.g. [{name: lexicon_sentiment, weight: 1}]")
+    judge: dict[str, Any] | None = hfield(None, "RL: a reward config used only to judge (positive rate), "
+                                                "e.g. a classifier run; never trained on")
+    train: TrainSection = field(default_factory=TrainSection)
+    seed: int = hfield(0, "seed for data order, init and sampling", ge=0)
+    init_from: str | None = hfield(None, "start the adapter from this run folder's best checkpoint (or an adapter "
+                                         "directory) instead of its init; a classifier head or value head starts fresh")
+    condition: ConditionSection = field(default_factory=ConditionSection)
+    output_dir: str = hfield("experiments", "root of the run folders")
+    run_id: str | None = hfield(None, "run folder name, a plain name (default: a timestamp)")
+
+    def __post_init__(self) -> None:
+        check_folder_name(self.run_id, "run_id")
+
+    # -- derived ---------------------------------------------------------------------------------
+    def method_config(self):
+        return method_config(self.method)
+
+    @property
+    def method_name(self) -> str:
+        return self.method["name"]
+
+    @property
+    def is_rl(self) -> bool:
+        return self.method_config().kind == "rl"
+
+    @property
+    def is_preference(self) -> bool:
+        return self.method_config().kind == "preference"
+
+    @property
+    def dataset_name(self) -> str:
+        """The run folder's <dataset> part: the task, the prompt source of an RL run, or the
+        preference file (``<task>_pairs`` for pairs built from a task)."""
+        if self.is_rl:
+            return self.prompts.source
+        if self.is_preference:
+            p = self.preferences
+            return Path(p.file).stem if p.file else f"{p.from_task}_pairs"
+        return self.task.name
+
+    def adapter_config(self):
+        options = dict(self.adapter)
+        kind = options.pop("type", None)
+        if not kind:
+            raise ConfigError("adapter.type is required (prompt_tuning, prefix_tuning, conditional_prompt, lora)")
+        return make_config(kind, options)
+
+    def objectives(self) -> dict[str, object]:
+        return self.method_config().objectives()
+
+    def schedule(self) -> Schedule:
+        return self.method_config().schedule()
+
+
+def resolve(name: str | Path, overrides: list[str] = (), preset: str | None = None) -> ExperimentConfig:
+    """Defaults <- YAML <- the preset's overrides <- overrides, then a typed, validated config."""
+    raw = load_config(name, aliases=ALIASES, normalize=seed_aliases)
+    return from_dict(raw, overrides, preset=preset, where=str(name))
+
+
+def preset_overrides(raw: dict, preset: str | None, where: str = "config") -> list[str]:
+    """Pop ``presets`` from ``raw`` and return the named preset's overrides (``key=value`` strings;
+    a mapping of dotted keys to values is accepted too)."""
+    presets = raw.pop("presets", None) or {}
+    if not isinstance(presets, dict):
+        raise ConfigError(f"{where}: 'presets' must map a preset name to a list of key=value overrides")
+    if preset is None:
+        return []
+    if preset not in presets:
+        names = ", ".join(presets) or "none"
+        raise ConfigError(f"{where} has no preset {preset!r} (its presets: {names})")
+    items = presets[preset]
+    if isinstance(items, dict):
+        items = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                 for k, v in items.items()]
+    if not isinstance(items, list) or not all(isinstance(i, str) and "=" in i for i in items):
+        raise ConfigError(f"{where}: presets.{preset} must be a list of key=value strings, got {items!r}")
+    return list(items)
+
+
+def from_dict(raw: dict, overrides: list[str] = (), preset: str | None = None, where: str = "config") -> ExperimentConfig:
+    raw = seed_aliases(raw, where)
+    if "stages" in raw:
+        raise ConfigError(f"{where} is a multi-stage config (it has 'stages'): run it with softprompt train "
+                          f"--config-name {where}, or softprompt.run_pipeline({where!r}) in Python")
+    overrides = _seed_alias_overrides([*preset_overrides(raw, preset, where), *overrides])
+    base = to_dict(ExperimentConfig())
+    merged = deep_merge(base, raw)
+    if "adapter" in raw:  # the YAML's adapter replaces the default one, filled with its type's defaults
+        merged["adapter"] = _with_adapter_defaults(raw["adapter"], base["adapter"]["type"])
+    # likewise the method: its own options, filled with its defaults
+    merged["method"] = _with_method_defaults(raw.get("method", base["method"]))
+    # ``method.name=X`` swaps the whole section, as a Hydra group does: X's defaults, then the
+    # other method.* overrides; options of the YAML's method are dropped
+    name = _method_override(overrides)
+    if name is not None and name != merged["method"].get("name"):
+        merged["method"] = _with_method_defaults({"name": name})
+    merged = apply_overrides(merged, list(overrides), ALIASES)
+    config = build(ExperimentConfig, merged)
+    config.adapter_config()  # validate the adapter options now, not after the run folder exists
+    config.objectives()
+    return config
+
+
+def _with_method_defaults(section: Any) -> dict:
+    return {**method_defaults(method_name(section)), **_legacy(section)}
+
+
+def _legacy(section: dict) -> dict:
+    """Options that older run folders saved and the method never read, dropped so old runs load:
+    every PTCPRL option under an ``mle`` method (before methods had their own options), and
+    ``ppo_single_step``'s ``gamma``/``lam`` at the defaults it inherited from PPO (it has no
+    discount: one action per response). Set to anything else they are refused as unknown keys."""
+    if section.get("name") == "ppo_single_step":
+        stale = {"gamma": 1.0, "lam": 0.95}
+        return {k: v for k, v in section.items() if not (k in stale and v == stale[k])}
+    if section.get("name") != "mle":
+        return section
+    flat = set(method_defaults("ptcprl")) - set(method_defaults("mle"))
+    if not flat & set(section) or not {"phase1_epochs", "alpha", "beta", "gamma"} <= set(section):
+        return section
+    return {k: v for k, v in section.items() if k not in flat}
+
+
+def _method_override(overrides) -> str | None:
+    name = None
+    for text in overrides:
+        key, value, _ = parse_override(text)
+        for old, new in ALIASES.items():  # the seed's method_cfg.name too
+            if key.startswith(old + "."):
+                key = new + key[len(old):]
+        if key == "method.name" and isinstance(value, str):
+            name = value
+    return name
+
+
+def _with_adapter_defaults(section: dict, default_type: str) -> dict:
+    if not isinstance(section, dict):
+        raise ConfigError("config key 'adapter' must be a mapping with a 'type' and its options")
+    kind = section.get("type", default_type)
+    options = {k: v for k, v in section.items() if k != "type"}
+    defaults = make_config(kind, {}).to_dict()
+    return {"type": kind, **defaults, **options}

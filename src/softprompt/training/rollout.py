@@ -1,0 +1,280 @@
+"""Rollouts for RL on soft prompts: the policy (prompt + optional value head), sampling, rewards.
+
+A rollout samples G completions per prompt through the KV-cached soft-prompt generation
+(the prompt is prefilled once per prompt and its cache shared by the G samples), keeps
+the sampled tokens' log-probs from generation as the "old" log-probs (no second forward
+pass), scores the completions with the rewards, and computes reference log-probs only when
+a KL term is on, and old values only when the method has a value head.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..modeling.generation import GenerationConfig, GenerationOutput
+from ..modeling.model import SoftPromptModel
+
+
+class Policy(nn.Module):
+    """A SoftPromptModel with an optional scalar value head on the last hidden state.
+
+    Has the classifier interface the trainer and checkpoints use: ``model``,
+    ``trainable_parameters()``, ``head_parameters()``, ``head_state()``.
+    """
+
+    def __init__(self, model: SoftPromptModel, value_head: bool = False, tune_v_head: bool = True,
+                 unfrozen: list[nn.Parameter] | None = None):
+        super().__init__()
+        self.model = model
+        self.value_head = nn.Linear(model.backbone.hidden_size, 1) if value_head else None
+        if self.value_head is not None:
+            nn.init.normal_(self.value_head.weight, std=1 / (model.backbone.hidden_size + 1))
+            nn.init.zeros_(self.value_head.bias)
+            self.value_head.requires_grad_(tune_v_head)
+            self.value_head.to(model.device)
+        self.unfrozen = list(unfrozen or [])  # backbone blocks trained too (num_layers_unfrozen)
+        from ..modeling.backbones import keep_base_weights
+
+        keep_base_weights(model.model, self.unfrozen)  # the untouched model keeps their values of now
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return self.model.trainable_parameters() + self.head_parameters()
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        head = [p for p in self.value_head.parameters() if p.requires_grad] if self.value_head is not None else []
+        return head + self.unfrozen
+
+    def head_state(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint keeps besides the adapter: the value head. (Unfrozen blocks go with
+        the adapter: save_adapter's ``backbone_layers.safetensors``.)"""
+        return {f"value_head.{k}": v for k, v in self.value_head.state_dict().items()} if self.value_head else {}
+
+    def load_head_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        if self.value_head is not None:
+            self.value_head.load_state_dict({k[len("value_head."):]: v for k, v in tensors.items()
+                                             if k.startswith("value_head.")})
+
+    def logprobs(self, ro: Rollout, with_values: bool = False, truncate: bool = True):
+        """Teacher-forced log-probs (N, T) of the rollout's completions now (and values (N, T)).
+
+        Under the rollout's sampling policy (softmax(logits / T) truncated to its top-k / top-p
+        and renormalised, as generation stored them), or with ``truncate=False`` under the
+        untruncated softmax(logits / T) (the reference's side of the KL).
+        """
+        top_k, top_p = (ro.top_k, ro.top_p) if truncate else (0, 1.0)
+        adapter = self.model.adapter
+        dropout = adapter is not None and adapter.training and getattr(adapter.config, "dropout", 0) > 0
+        from .distributed import in_lockstep
+
+        # each prompt's forward once, shared by its G completions (not with a sharded backbone:
+        # its gradients would flow through a cache that an earlier forward built)
+        if ro.group_size > 1 and not dropout and not in_lockstep():
+            cond = ro.condition[::ro.group_size] if ro.condition is not None else None
+            out = self.model.grouped_logprobs(ro.gen.prompt_ids, ro.gen.prompt_mask, ro.completion_ids,
+                                              ro.completion_mask, ro.group_size, temperature=ro.temperature,
+                                              condition=cond, return_hidden=with_values, top_k=top_k, top_p=top_p)
+        else:
+            out = self.model.sequence_logprobs(ro.prompt_ids, ro.prompt_mask, ro.completion_ids, ro.completion_mask,
+                                               temperature=ro.temperature, condition=ro.condition,
+                                               return_hidden=with_values, top_k=top_k, top_p=top_p)
+        if not with_values:
+            return out, None
+        logp, hidden = out
+        return logp, self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
+
+
+@dataclass
+class Rollout:
+    """N = B * G completions of B prompts, with everything the RL objectives need.
+
+    The policy is the distribution the completions were sampled from: softmax(logits /
+    ``temperature``) truncated to ``top_k`` / ``top_p`` and renormalised (no truncation when
+    those are off, T = 1 and no truncation for greedy decoding). The old log-probs (from
+    generation) and the recomputed ones of the ratio are under it; the reference's log-probs
+    are under its untruncated softmax(logits / T), so the KL is KL(policy || untruncated reference).
+    """
+
+    examples: list  # the B prompt examples
+    gen: GenerationOutput
+    rewards: torch.Tensor  # (N,) total reward; NaN rows are not valid
+    reward_parts: dict[str, torch.Tensor]
+    temperature: float
+    max_new_tokens: int
+    ref_logprobs: torch.Tensor | None = None  # (N, T)
+    old_values: torch.Tensor | None = None  # (N, T)
+    condition: torch.Tensor | None = None
+    memo: dict = field(default_factory=dict)  # advantages etc., fixed across inner updates
+    top_k: int = 0  # the sampling policy's truncation (0 / 1.0: off)
+    top_p: float = 1.0
+
+    def __post_init__(self):
+        self.valid = torch.isfinite(self.rewards)
+        self.prompt_ids, self.prompt_mask = self.gen.expanded_prompts()
+
+    @property
+    def group_size(self) -> int:
+        return self.gen.group_size
+
+    @property
+    def completion_ids(self) -> torch.Tensor:
+        return self.gen.completion_ids
+
+    @property
+    def completion_mask(self) -> torch.Tensor:
+        return self.gen.completion_mask
+
+    @property
+    def old_logprobs(self) -> torch.Tensor:
+        return self.gen.logprobs
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """Tokens that count in the loss: generated, of a sample with a finite reward."""
+        return self.gen.completion_mask * self.valid[:, None].to(self.gen.completion_mask.dtype)
+
+
+@dataclass
+class RLInputs:
+    """One rollout batch for the objectives; the policy's forward is memoised per inner update."""
+
+    rollout: Rollout
+    policy: Policy
+    epoch: int = 0
+    step: int = 0
+    _memo: dict = field(default_factory=dict)
+
+    def fresh(self) -> None:
+        """Forget forward passes (the policy changed); keep the rollout."""
+        self._memo.clear()
+
+    def logprobs(self) -> torch.Tensor:
+        if "logp" not in self._memo:
+            self._memo["logp"], self._memo["values"] = self.policy.logprobs(self.rollout,
+                                                                             self.policy.value_head is not None)
+        return self._memo["logp"]
+
+    def logprobs_and_values(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.policy.value_head is None:
+            from ..errors import ConfigError
+
+            raise ConfigError("this objective needs a value head; the policy has none")
+        self.logprobs()
+        return self._memo["logp"], self._memo["values"]
+
+
+class Reference:
+    """Log-probs under the reference policy, on the untouched backbone (blocks trained in place at
+    their loaded weights): ``initial_prompt`` = the adapter as this run started it (its init, or
+    the ``init_from`` weights); ``none`` = no adapter at all (LoRA's layers off too), the base model.
+
+    Always under the untruncated softmax(logits / T), whatever the rollout's top-k / top-p: a
+    truncated reference would give the policy's tokens outside its own set probability 0 and
+    the KL would be infinite whenever the two sets differ. With truncated sampling the KL is
+    then KL(truncated policy || untruncated reference), which is finite but not 0 at the start:
+    -log p_ref(S) per token, S the truncation set.
+    """
+
+    def __init__(self, policy: Policy, kind: str = "initial_prompt"):
+        self.policy, self.kind = policy, kind
+        adapter = policy.model.adapter
+        self.initial = {k: v.detach().clone() for k, v in adapter.adapter_state_dict().items()} \
+            if adapter is not None else {}
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint keeps so a resumed run has the same reference: the initial adapter
+        state (nothing for ``none``, which is the base model)."""
+        return self.initial if self.kind != "none" else {}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], source: str) -> None:
+        """Take a checkpoint's initial adapter state; refuse one that is not this adapter's."""
+        from ..errors import AdapterLoadError
+
+        if self.kind == "none":
+            return
+        own = self.initial
+        if set(tensors) != set(own) or any(tuple(t.shape) != tuple(own[k].shape) for k, t in tensors.items()):
+            raise AdapterLoadError(f"{source}: the KL reference's tensors do not match this run's adapter "
+                                   f"(expected {sorted(own)[:3]} with their shapes, found {sorted(tensors)[:3]})")
+        self.initial = {k: t.to(device=own[k].device, dtype=own[k].dtype) for k, t in tensors.items()}
+
+    @contextlib.contextmanager
+    def _swapped(self):
+        model = self.policy.model
+        if self.kind == "none":
+            with model.untouched():
+                yield
+            return
+        from ..modeling.backbones import untouched
+
+        adapter = model.adapter
+        current = {k: v.detach().clone() for k, v in adapter.adapter_state_dict().items()} \
+            if adapter is not None else {}
+        with torch.no_grad(), untouched(model.model, lora=False):
+            if adapter is not None:
+                adapter.load_adapter_state_dict(self.initial, "the KL reference")
+            try:
+                yield
+            finally:
+                if adapter is not None:
+                    adapter.load_adapter_state_dict(current, "the policy's adapter")
+
+    @torch.no_grad()
+    def logprobs(self, ro: Rollout) -> torch.Tensor:
+        with self._swapped():
+            return self.policy.logprobs(ro, truncate=False)[0]
+
+
+def score(rewards, examples: list, gen: GenerationOutput) -> tuple[list[str], list, torch.Tensor, dict]:
+    """Rewards of the N samples of ``gen`` (G per example): (prompt per sample, example per
+    sample, total reward (N,), reward parts)."""
+    g = gen.group_size
+    expanded = [examples[i // g] for i in range(len(gen.texts))]
+    prompts = [e.text for e in expanded]
+    total, parts = rewards(prompts, gen.texts, expanded)
+    return prompts, expanded, total, parts
+
+
+@torch.no_grad()
+def make_rollout(policy: Policy, examples: list, gen_config: GenerationConfig, rewards,
+                 reference: Reference | None = None, values: bool = False,
+                 condition: torch.Tensor | None = None) -> Rollout:
+    was_training = policy.training
+    policy.eval()
+    try:
+        gen = policy.model.generate([e.text for e in examples], gen_config, condition=condition)
+        temperature = gen_config.temperature if gen_config.do_sample else 1.0
+        truncation = {"top_k": gen_config.top_k, "top_p": gen_config.top_p} if gen_config.do_sample else {}
+        cond = condition.repeat_interleave(gen.group_size, 0) if condition is not None else None
+        ref = None
+        if reference is not None:
+            pending = Rollout(examples, gen, torch.zeros(len(gen.texts)), {}, temperature,
+                              gen_config.max_new_tokens, condition=cond, **truncation)
+            ref = reference.logprobs(pending)
+            if reference.kind == "none" and temperature == 1.0 and not gen_config.chat \
+                    and gen_config.max_prompt_tokens is None:
+                _share_base_logprobs(rewards, examples, gen, ref)
+        total, parts = score(rewards, examples, gen)[2:]
+        ro = Rollout(examples, gen, total.to(gen.logprobs.device), parts, temperature, gen_config.max_new_tokens,
+                     ref_logprobs=ref, condition=cond, **truncation)
+        if values:
+            ro.old_values = policy.logprobs(ro, with_values=True)[1]
+        return ro
+    finally:
+        policy.train(was_training)
+
+
+def _share_base_logprobs(rewards, examples: list, gen: GenerationOutput, ref: torch.Tensor) -> None:
+    """The no-prompt reference pass already holds log p_base(completion | prompt): hand it to
+    rewards that would otherwise run that same pass (the perplexity reward)."""
+    takers = [p.fn for p in getattr(rewards, "parts", []) if hasattr(p.fn, "share_base_logprobs")]
+    if not takers:
+        return
+    mask = gen.completion_mask.to(ref.dtype)
+    nll, count = -(ref * mask).sum(1).cpu(), mask.sum(1).cpu()
+    prompts = [examples[i // gen.group_size].text for i in range(len(gen.texts))]
+    for fn in takers:
+        fn.share_base_logprobs(prompts, gen.texts, nll, count)
