@@ -11,7 +11,7 @@ from helpers import encode
 from test_rl import rl_config
 
 from softprompt.modeling.model import SoftPromptModel
-from softprompt.rewards.models import completion_nll, completion_perplexity
+from softprompt.modeling.scoring import completion_nll, completion_perplexity
 from softprompt.training.assemble import build_rl
 from softprompt.training.rollout import make_rollout
 from softprompt.training.trainer import Trainer

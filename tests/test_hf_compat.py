@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from softprompt.modeling.hf_compat import cache_kwarg, cache_name, output_cache
+from softprompt.hf_compat import cache_kwarg, cache_name, output_cache
 
 
 class Before:

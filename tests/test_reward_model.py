@@ -230,7 +230,7 @@ def test_tiny_encoder_learns_a_synthetic_preference(tmp_path, bert_dir):
                           [None, None])
     assert total[0] > total[1] and set(parts) == {"reward_model"}
     # input: the pair (context, completion), the text prompt + completion, or the completion alone
-    from softprompt.modeling.reward_model import load_reward_model
+    from softprompt.runs.loading import load_reward_model
 
     rm = load_reward_model(str(run))
     prompts, completions = ["the movie", "a film"], ["was good", "bad"]

@@ -447,8 +447,8 @@ def test_grouped_logprobs_equal_the_ungrouped_pass_with_gradients(adapter):
 
 
 def test_perplexity_reward_reuses_the_no_prompt_reference_pass(tmp_path):
+    from softprompt.modeling.scoring import completion_perplexity
     from softprompt.rewards import RewardContext, RewardSet
-    from softprompt.rewards.models import completion_perplexity
     from softprompt.training.rollout import make_rollout
 
     backbone = tiny_llama(vocab_size=50)

@@ -114,7 +114,7 @@ def test_unknown_key_and_bad_data_fail_before_any_folder(tmp_path, model_dir):
 
 def test_eval_command_on_run_and_base_model(tmp_path, model_dir, capsys):
     from softprompt.commands.cli import main
-    from softprompt.training.evaluation import evaluate_tasks
+    from softprompt.commands.evaluate import evaluate_tasks
 
     trainer = make_trainer(from_dict(config(tmp_path, model_dir, method={"name": "mle"},
                                             train={"epochs": 1})), progress=False)

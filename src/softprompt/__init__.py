@@ -2,11 +2,10 @@
 
 The package is arranged in layers, each a folder that imports only the layers below it (docs/concepts.md,
 "Map of the package"): config -> adapters -> modeling -> metrics -> tasks -> objectives -> experiment
--> runs -> rewards -> training -> commands; ``errors`` and ``storage`` are imported by all.
+-> runs -> rewards -> training -> commands; ``errors``, ``storage`` and ``hf_compat`` are imported by all.
 """
 
 from . import _moved
-
 from .adapters import (
     ConditionalPromptConfig,
     LoRAConfig,

@@ -14,7 +14,6 @@ MOVED = {
     "softprompt.fields": "softprompt.config.fields",
     "softprompt.registry": "softprompt.config.registry",
     "softprompt.backbones": "softprompt.modeling.backbones",
-    "softprompt.hf_compat": "softprompt.modeling.hf_compat",
     "softprompt.placement": "softprompt.modeling.placement",
     "softprompt.kernels": "softprompt.modeling.kernels",
     "softprompt.model": "softprompt.modeling.model",

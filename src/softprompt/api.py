@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .commands.stages import run_pipeline as run
+from .config import to_dict
+from .experiment import ExperimentConfig, from_dict, resolve
+from .training.assemble import make_trainer
+
 
 @dataclass
 class TrainResult:
@@ -22,12 +27,7 @@ def train(config="sentiment_steering", overrides: list[str] | tuple = (), *, rew
     >>> result = train("sentiment_steering", ["train.max_steps=4"], rewards=[my_reward])  # doctest: +SKIP
     >>> result.metrics["eval_reward"], result.run_dir                                    # doctest: +SKIP
     """
-    from .experiment import ExperimentConfig, from_dict, resolve
-    from .training.assemble import make_trainer
-
     if isinstance(config, ExperimentConfig):
-        from .config import to_dict
-
         cfg = from_dict(to_dict(config), list(overrides))
     elif isinstance(config, dict):
         cfg = from_dict(config, list(overrides), preset=preset)
@@ -46,6 +46,4 @@ def run_pipeline(config: str, overrides: list[str] | tuple = (), *, preset: str 
     >>> out = run_pipeline("rlpt_cola", ["grpo.train.max_steps=10"], preset=None)   # doctest: +SKIP
     >>> out["glue"]["results"]["grpo"]["cola"]["eval_mcc"]                           # doctest: +SKIP
     """
-    from .commands.stages import run_pipeline as run
-
     return run(str(config), list(overrides), preset, progress=progress)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..config.registry import Registry
 from ..errors import AdapterLoadError, ConfigError
 from ..storage import load_tensors, read_json, save_tensors, write_json
@@ -33,52 +35,39 @@ def build_adapter(config: AdapterConfig, backbone) -> Adapter:
     return adapter.to(backbone.model.device)
 
 
-def save_adapter(adapter: Adapter, directory: str | Path, backbone_model=None) -> Path:
+def save_adapter(adapter: Adapter, directory: str | Path,
+                 backbone_layers: tuple[list[int], dict[str, torch.Tensor]] | None = None) -> Path:
     """Write ``softprompt_adapter.json`` and ``adapter.safetensors`` (each atomically); with
-    ``backbone_model``, the transformer blocks trained in place on it too (``num_layers_unfrozen``):
-    ``backbone_layers.safetensors``, their indices recorded in the JSON as ``backbone_layers``."""
-    from ..modeling.backbones import layer_params, trained_layers
-
+    ``backbone_layers`` = (block indices, their tensors by name), the transformer blocks trained in
+    place with the adapter too (``num_layers_unfrozen``): ``backbone_layers.safetensors``, their
+    indices recorded in the JSON as ``backbone_layers``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     meta = {"format_version": FORMAT_VERSION, "adapter_type": adapter.config.adapter_type,
             "config": adapter.config.to_dict(), "backbone": adapter.backbone_info}
-    layers = trained_layers(backbone_model) if backbone_model is not None else []
     # weights first: a reader that finds the JSON finds complete weights
-    if layers:
-        save_tensors(directory / LAYERS_FILE, {n: p.detach() for n, p in layer_params(backbone_model, layers).items()})
-        meta["backbone_layers"] = {"file": LAYERS_FILE, "layers": layers}
+    if backbone_layers and backbone_layers[0]:
+        layers, tensors = backbone_layers
+        save_tensors(directory / LAYERS_FILE, {n: t.detach() for n, t in tensors.items()})
+        meta["backbone_layers"] = {"file": LAYERS_FILE, "layers": list(layers)}
     save_tensors(directory / WEIGHTS_FILE, adapter.adapter_state_dict(),
                  metadata={"adapter_type": adapter.config.adapter_type})
     write_json(directory / CONFIG_FILE, meta)
     return directory
 
 
-def load_backbone_layers(directory: str | Path, backbone) -> list[int]:
-    """Copy the transformer blocks an adapter directory carries (trained with the adapter) into
-    ``backbone``, checked to fit it; their indices, [] when it carries none. Directories written
-    before the blocks were saved here hold them in ``head.safetensors`` as ``backbone.<name>``."""
-    from ..modeling.backbones import load_layer_weights
-
+def read_backbone_layers(directory: str | Path) -> tuple[list[int] | None, dict[str, torch.Tensor], Path]:
+    """(the block indices the JSON records, or None; the blocks' tensors by name; the file read) of
+    the transformer blocks an adapter directory carries ({} when none). Directories written before
+    the blocks were saved here hold them in ``head.safetensors`` as ``backbone.<name>``."""
     directory = Path(directory)
-    meta = read_adapter_meta(directory)
-    record = meta.get("backbone_layers")
+    record = read_adapter_meta(directory).get("backbone_layers")
     if record:
-        source = directory / LAYERS_FILE
-        tensors = load_tensors(source)
-    else:
-        source = directory / "head.safetensors"
-        saved = load_tensors(source) if source.exists() else {}
-        tensors = {k[len("backbone."):].replace(".base_layer.", "."): v for k, v in saved.items()
-                   if k.startswith("backbone.")}
-    if not tensors:
-        return []
-    check_fits(meta, backbone, str(directory))
-    layers = load_layer_weights(backbone.model, tensors, str(source))
-    if record and layers != record.get("layers"):
-        raise AdapterLoadError(f"{source}: holds transformer blocks {layers}, {directory / CONFIG_FILE} records "
-                               f"{record.get('layers')}")
-    return layers
+        return record.get("layers"), load_tensors(directory / LAYERS_FILE), directory / LAYERS_FILE
+    source = directory / "head.safetensors"
+    saved = load_tensors(source) if source.exists() else {}
+    return None, {k[len("backbone."):].replace(".base_layer.", "."): v for k, v in saved.items()
+                  if k.startswith("backbone.")}, source
 
 
 def read_adapter_meta(directory: str | Path) -> dict:
@@ -137,5 +126,5 @@ def _no_init(config: AdapterConfig) -> AdapterConfig:
 __all__ = [
     "ADAPTERS", "Adapter", "AdapterConfig", "ConditionalPrompt", "ConditionalPromptConfig", "LoRA", "LoRAConfig",
     "PrefixTuning", "PrefixTuningConfig", "PromptTuning", "PromptTuningConfig", "build_adapter", "load_adapter",
-    "load_backbone_layers", "make_config", "read_saved_adapter", "save_adapter",
+    "read_backbone_layers", "make_config", "read_saved_adapter", "save_adapter",
 ]

@@ -18,8 +18,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..config import build
 from ..config.fields import check_instance, field_help, hfield  # noqa: F401  (hfield: re-exported for the adapter configs)
-from ..errors import ConfigError
+from ..errors import AdapterLoadError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,6 @@ class AdapterConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AdapterConfig:
         """The config from a mapping of options, every key, type and range checked."""
-        from ..config import build
-
         return build(cls, dict(data), where="adapter")
 
     @classmethod
@@ -99,8 +98,6 @@ class Adapter(nn.Module):
         return {k: v.detach() for k, v in self.state_dict().items()}
 
     def load_adapter_state_dict(self, tensors: dict[str, torch.Tensor], source: str = "weights") -> None:
-        from ..errors import AdapterLoadError
-
         own = self.adapter_state_dict()
         missing = sorted(set(own) - set(tensors))
         unexpected = sorted(set(tensors) - set(own))

@@ -7,7 +7,21 @@ import logging
 import sys
 import time
 
+from ..config import load_yaml
 from ..errors import SoftPromptError
+from ..experiment import from_dict, resolve
+from ..modeling.backbones import load_backbone
+from ..modeling.model import SoftPromptModel
+from ..tasks import load_split
+from ..tasks.preferences import pairs_from_labels, write_preferences
+from ..training.assemble import make_trainer
+from .compare import compare
+from .config_reference import reference
+from .convert_weights import convert_weights
+from .eval_gen import eval_gen_run
+from .evaluate import evaluate_tasks
+from .stages import load_pipeline
+from .sweep import sweep
 
 
 def _add_generate(sub) -> None:
@@ -30,9 +44,6 @@ def _add_generate(sub) -> None:
 def cmd_generate(args) -> int:
     from rich.console import Console
     from rich.table import Table
-
-    from ..modeling.backbones import load_backbone
-    from ..modeling.model import SoftPromptModel
 
     console = Console()
     if args.adapter is None and args.model is None:
@@ -109,10 +120,6 @@ def cmd_train(args) -> int:
     if args.num_processes != 1 and "WORLD_SIZE" not in os.environ:
         return _relaunch(args.num_processes, args.argv)
 
-    from ..config import load_yaml
-    from ..experiment import from_dict, resolve
-    from ..training.assemble import make_trainer
-
     console = Console()
     if args.resume:
         if args.overrides or args.config_name:
@@ -121,7 +128,6 @@ def cmd_train(args) -> int:
     else:
         if not args.config_name:
             raise SoftPromptError("give --config-name NAME (see configs/) or --resume RUN_DIR")
-        from .stages import load_pipeline
 
         pipe = load_pipeline(args.config_name, args.overrides, args.preset, console, not args.no_progress)
         if pipe is not None:  # a config with stages: run them all
@@ -184,8 +190,6 @@ def cmd_eval(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ..training.evaluation import evaluate_tasks
-
     console = Console()
     tasks = [t.strip() for t in args.task.split(",") if t.strip()]
     with console.status("evaluating"):
@@ -219,9 +223,6 @@ def _add_make_preferences(sub) -> None:
 
 
 def cmd_make_preferences(args) -> int:
-    from ..tasks import load_split
-    from ..tasks.preferences import pairs_from_labels, write_preferences
-
     examples = load_split(args.task, args.split, data_dir=args.data_dir)
     pairs = pairs_from_labels(examples, args.positive_label, args.seed, args.max_pairs, args.min_words,
                               context=args.prompt)
@@ -259,8 +260,6 @@ def cmd_eval_gen(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .eval_gen import eval_gen_run
-
     if args.n < 1:
         raise SoftPromptError(f"--n {args.n}: expected at least 1 sample per prompt")
     metrics, out = eval_gen_run(args.run, args.prompts, args.n, args.k, args.verifier, args.out, args.base,
@@ -289,8 +288,6 @@ def _add_compare(sub) -> None:
 
 
 def cmd_compare(args) -> int:
-    from .compare import compare
-
     out = compare(args.runs, args.baseline, args.out, args.force)
     print(f"wrote {out}/report.md and {out}/report.html")
     return 0
@@ -314,8 +311,6 @@ def _add_sweep(sub) -> None:
 def cmd_sweep(args) -> int:
     from rich.console import Console
 
-    from .sweep import sweep
-
     console = Console()
     eval_gen = {"n": args.n, "ks": args.k, "verifier": args.verifier} if args.eval_gen else None
     paths, out = sweep(args.config_name, args.overrides, args.name, eval_gen, not args.no_report,
@@ -333,8 +328,6 @@ def _add_convert(sub) -> None:
 
 
 def cmd_convert(args) -> int:
-    from .convert_weights import convert_weights
-
     for path in convert_weights(args.path, args.out):
         print(f"wrote {path}")
     return 0
@@ -347,8 +340,6 @@ def _add_reference(sub) -> None:
 
 
 def cmd_reference(args) -> int:
-    from .config_reference import reference
-
     print(reference(), end="")
     return 0
 

@@ -18,8 +18,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import load_yaml
 from ..errors import SoftPromptError
+from ..runs import RunFolder
 from ..runs.reports import pyplot, running_mean, save_png
+from ..storage import atomic_write
 
 IGNORED_KEYS = {"seed", "run_id", "output_dir"}
 LOWER_IS_BETTER = ("self_bleu", "perplexity", "loss")
@@ -50,8 +53,6 @@ class Run:
 
 
 def load_run(path: str | Path) -> Run:
-    from ..config import load_yaml
-
     p = Path(path)
     if not (p / "config.yaml").exists():
         raise SoftPromptError(f"{p} is not a run folder (no config.yaml)")
@@ -67,7 +68,6 @@ def load_run(path: str | Path) -> Run:
     if gen.exists():
         metrics.update({f"gen_{k}": float(v) for k, v in json.loads(gen.read_text()).items()
                         if _number(v) and not _skipped(k) and k not in GEN_SETTINGS})
-    from ..runs import RunFolder
 
     return Run(p, load_yaml(p / "config.yaml"), metrics, RunFolder(p).read_jsonl("train_log.jsonl"))
 
@@ -220,8 +220,6 @@ def summary(variants: list[Variant], base: Variant) -> list[str]:
 
 
 def _write_md(path: Path, variants, base, rows, plots) -> None:
-    from ..storage import atomic_write
-
     lines = [f"# Comparison against {base.name}", "", "## Summary", "", *summary(variants, base), "",
              "## Every metric", "",
              "Each cell: mean (± std over seeds when several), then [change against the baseline: %, points "
@@ -237,8 +235,6 @@ def _write_md(path: Path, variants, base, rows, plots) -> None:
 
 
 def _write_html(path: Path, variants, base, rows, plots) -> None:
-    from ..storage import atomic_write
-
     esc = html.escape
     head = "".join(f"<th>{esc(h)}</th>" for h in _header(variants, base))
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)

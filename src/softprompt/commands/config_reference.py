@@ -7,7 +7,13 @@ from __future__ import annotations
 import dataclasses
 import typing
 
+from ..adapters import ADAPTERS
 from ..config.fields import field_range
+from ..experiment import ExperimentConfig
+from ..experiment.methods import METHODS
+from ..rewards import REWARDS
+from ..rewards.base import RewardItem
+from .stages import ACTIONS
 
 
 def _type(f: dataclasses.Field) -> str:
@@ -46,12 +52,6 @@ def _doc(obj) -> str:
 
 
 def reference() -> str:
-    from ..adapters import ADAPTERS
-    from ..experiment import ExperimentConfig
-    from ..experiment.methods import METHODS
-    from ..rewards import REWARDS
-    from ..rewards.base import RewardItem
-
     sections = {f.name for f in dataclasses.fields(ExperimentConfig)
                 if dataclasses.is_dataclass(f.default_factory() if f.default_factory is not dataclasses.MISSING
                                             else None)}  # type: ignore[misc]
@@ -88,8 +88,6 @@ def reference() -> str:
 
 def _pipelines() -> list[str]:
     import inspect
-
-    from .stages import ACTIONS
 
     out = ["## Presets", "",
            "A config may hold `presets: {NAME: [key=value, ...]}`; `softprompt train --config-name X --preset NAME`",

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelLoadError
+from ..storage import save_tensors
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
 
@@ -33,8 +34,6 @@ def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _save(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    from ..storage import save_tensors
-
     seen: dict[int, str] = {}
     out = {}
     for name, t in tensors.items():  # tied weights share storage: safetensors wants them separate

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import torch
 
+from ..config import load_yaml
 from ..errors import ConfigError, DataError, SoftPromptError
+from ..experiment import from_dict
 from ..metrics.diversity import (
     distinct_n,
     encode_groups,
@@ -26,6 +28,16 @@ from ..metrics.diversity import (
     pass_at_k,
     set_metrics,
 )
+from ..modeling.generation import GenerationConfig
+from ..modeling.model import SoftPromptModel, resolve_run_path
+from ..rewards import RewardContext, RewardSet
+from ..rewards.base import make_part
+from ..runs.folder import write_predictions
+from ..storage import write_json
+from ..tasks.conditions import conditioner_for
+from ..tasks.data import example_field
+from ..tasks.prompts import load_prompts, read_prompt_file, with_conditions
+from ..training.rollout import score
 
 Verifier = Callable[[object, str, float, "float | None"], bool]
 
@@ -96,8 +108,6 @@ def evaluate_generations(model, examples: list, gen_config, rewards=None, judge=
     """
     from rich.progress import Progress
 
-    from ..training.rollout import score
-
     n = gen_config.group_size
     check, verifier_name = make_verifier(verifier, judge is not None)
     ks = parse_ks(ks, n)
@@ -165,9 +175,6 @@ def _condition(model, conditioner, batch: list):
 def _with_run_conditions(config, examples: list, conditioner) -> list:
     """A prompt file's examples for a conditional run: as they are when they carry the condition
     field, else each one under every condition of ``prompts.conditions`` (as held-out prompts are)."""
-    from ..tasks.data import example_field
-    from ..tasks.prompts import with_conditions
-
     if conditioner is None or not config.prompts.conditions:
         return examples
     if any(example_field(e, conditioner.field) is not None for e in examples):
@@ -182,17 +189,6 @@ def eval_gen_run(run: str, prompts: str | None = None, n: int = 10, ks: str = "1
                  max_embed_per_set: int | None = None) -> tuple[dict, Path]:
     """``softprompt eval-gen``: load a run (its adapter, generation settings, rewards and judge),
     sample, measure, and write ``metrics.json`` and ``generations.jsonl`` to ``out``."""
-    from ..config import load_yaml
-    from ..experiment import from_dict
-    from ..modeling.generation import GenerationConfig
-    from ..modeling.model import SoftPromptModel, resolve_run_path
-    from ..rewards import RewardContext, RewardSet
-    from ..rewards.base import make_part
-    from ..storage import write_json
-    from ..tasks.conditions import conditioner_for
-    from ..tasks.prompts import load_prompts, read_prompt_file
-    from ..training.evaluation import write_predictions
-
     path = resolve_run_path(run)
     if not (path / "config.yaml").exists():
         raise SoftPromptError(f"{path} is not a run folder (no config.yaml)")

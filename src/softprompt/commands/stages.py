@@ -30,9 +30,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import check_folder_name
+from ..config import (
+    REPO_CONFIGS,
+    apply_overrides,
+    check_folder_name,
+    find_config,
+    load_config,
+    load_yaml,
+)
 from ..config.registry import Registry
-from ..errors import ConfigError
+from ..errors import ConfigError, closest
+from ..experiment import ExperimentConfig, preset_overrides, resolve
+from ..modeling.model import SoftPromptModel
+from ..runs import new_run_dir
+from ..storage import atomic_write, read_json, write_json
+from ..training.assemble import train_once
+from .compare import compare
+from .eval_gen import eval_gen_run
+from .evaluate import evaluate_tasks
 
 ACTIONS: Registry[Callable] = Registry("pipeline action")
 _STAGE_KEYS = {"name", "config", "overrides", "init_from", "action"}
@@ -53,8 +68,6 @@ def is_pipeline(raw: dict) -> bool:
 
 
 def parse_stages(raw: dict, where: str) -> list[Stage]:
-    from ..experiment import ExperimentConfig
-
     items = raw.get("stages")
     if not isinstance(items, list) or not items:
         raise ConfigError(f"{where}: 'stages' must be a non-empty list of stages")
@@ -96,8 +109,6 @@ def _action_params(action: str) -> dict:
 
 def _check_action(stage: Stage, where: str) -> None:
     """An action's keys against its function's parameters: unknown or missing keys fail now."""
-    from ..errors import closest
-
     params = _action_params(stage.action)
     for key in stage.options:
         if key not in params:
@@ -127,8 +138,6 @@ def _split_overrides(overrides: list[str], stages: list[Stage]) -> tuple[dict[st
 class Pipeline:
     def __init__(self, name: str, raw: dict, overrides: list[str] = (), preset: str | None = None,
                  console=None, progress: bool = True):
-        from ..experiment import preset_overrides
-
         raw = dict(raw)
         self.name, self.console, self.progress = name, console, progress
         overrides = [*preset_overrides(raw, preset, name), *overrides]
@@ -146,8 +155,6 @@ class Pipeline:
         self.path = Path(self.output_dir) / "pipelines" / name / self.run_id
         self.runs: dict[str, Path] = {}
         self.results: dict[str, dict] = {}
-        from ..config import apply_overrides
-        from ..runs import new_run_dir
 
         for s in self.stages:  # an action's keys take overrides too: glue.max_samples=null
             if s.action is not None and self.per_stage[s.name]:
@@ -164,8 +171,6 @@ class Pipeline:
                 self.planned[s.name] = str(new_run_dir(config).parent / config.run_id)
 
     def _resolve(self, stage: Stage):
-        from ..experiment import resolve
-
         overrides = [self._fill(o, stage) for o in [*stage.overrides, *self.common, *self.per_stage[stage.name]]]
         overrides.append(f"run_id={self.run_id}-{stage.name}")
         if stage.init_from is not None:
@@ -174,8 +179,6 @@ class Pipeline:
             import tempfile
 
             import yaml
-
-            from ..config import REPO_CONFIGS
 
             # an inline config: its defaults are looked up in configs/ as usual
             with tempfile.TemporaryDirectory() as tmp:
@@ -211,8 +214,6 @@ class Pipeline:
             self.console.print(text)
 
     def run(self) -> dict:
-        from ..storage import read_json, write_json
-
         self.path.mkdir(parents=True, exist_ok=True)
         state_file = self.path / "pipeline.json"
         done = read_json(state_file) if state_file.exists() else {}
@@ -235,9 +236,6 @@ class Pipeline:
         return self.results
 
     def _train(self, stage: Stage) -> dict:
-        from ..storage import read_json
-        from ..training.assemble import train_once
-
         path = Path(self.planned[stage.name])
         self.runs[stage.name] = path
         self._say(f"  run folder: {path}")
@@ -255,14 +253,10 @@ class Pipeline:
 
 
 def _find(name: str, repo_configs: Path) -> Path:
-    from ..config import find_config
-
     return find_config(name, [Path.cwd() / "configs", repo_configs])
 
 
 def write_summary(path: Path, name: str, results: dict[str, dict]) -> None:
-    from ..storage import atomic_write
-
     lines = [f"# {name}", "", "| stage | seconds | folder / output | main numbers |", "| --- | ---: | --- | --- |"]
     for stage, r in results.items():
         shown = r.get("summary") or _main_numbers(r.get("metrics", {}))
@@ -288,10 +282,6 @@ def glue_eval(pipe: Pipeline, stage: Stage, runs: list[str], tasks: list[str], b
               max_samples: int | None = None, split: str = "dev", data_dir: str | None = None) -> dict:
     """Score the named stages' prompts on GLUE tasks (each task's template and label words), and
     the base model alone when ``base``: ``<stage>.json`` and a table with the differences to base."""
-    from ..config import load_yaml
-    from ..storage import read_json, write_json
-    from ..training.evaluation import evaluate_tasks
-
     paths = {name: pipe.run_of(name, "glue_eval") for name in runs}
     out = pipe.path / f"{stage.name}.json"
     results = read_json(out) if out.exists() else {}
@@ -337,9 +327,6 @@ def chat(pipe: Pipeline, stage: Stage, run: str, conversations: list[dict], base
     conversation is ``{history: [{role, content}, ...], question: ...}``; writes ``<stage>.jsonl``."""
     import json
 
-    from ..modeling.model import SoftPromptModel
-    from ..storage import atomic_write
-
     path = pipe.run_of(run, "chat")
     if not isinstance(conversations, list) or not all(isinstance(c, dict) and c.get("question")
                                                       for c in conversations):
@@ -373,8 +360,6 @@ def _cell(text: str, limit: int = 200) -> str:
 def eval_gen(pipe: Pipeline, stage: Stage, runs: list[str], n: int = 10, k: str = "1,5,10",
              verifier: str | None = None, max_embed_per_set: int | None = None) -> dict:
     """``softprompt eval-gen`` on each named stage's run (skipped where its output exists)."""
-    from .eval_gen import eval_gen_run
-
     done = []
     for name in runs:
         path = pipe.run_of(name, "eval_gen")
@@ -388,8 +373,6 @@ def eval_gen(pipe: Pipeline, stage: Stage, runs: list[str], n: int = 10, k: str 
 @ACTIONS.register("compare")
 def compare_runs(pipe: Pipeline, stage: Stage, runs: list[str], baseline: str | None = None) -> dict:
     """``softprompt compare`` over the named stages' runs; the report lands in the pipeline folder."""
-    from .compare import compare
-
     paths = [str(pipe.run_of(name, "compare")) for name in runs]
     base = str(pipe.run_of(baseline, "compare")) if baseline else paths[0]
     out = pipe.path / stage.name
@@ -400,8 +383,6 @@ def compare_runs(pipe: Pipeline, stage: Stage, runs: list[str], baseline: str | 
 def load_pipeline(name: str, overrides: list[str] = (), preset: str | None = None, console=None,
                   progress: bool = True) -> Pipeline | None:
     """The Pipeline of config ``name`` when it has ``stages``, else None (a single-run config)."""
-    from ..config import find_config, load_config
-
     raw = load_config(name)
     if not is_pipeline(raw):
         return None

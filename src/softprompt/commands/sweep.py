@@ -15,6 +15,11 @@ import re
 from pathlib import Path
 
 from ..errors import SoftPromptError
+from ..experiment import resolve
+from ..runs import new_run_dir
+from ..training.assemble import make_trainer, resume_point
+from .compare import compare
+from .eval_gen import eval_gen_run
 
 
 def split_override(item: str) -> tuple[str, list[str]]:
@@ -44,10 +49,6 @@ def run_id_of(name: str, combo: list[str]) -> str:
 def sweep(config_name: str, overrides: list[str], name: str | None = None, eval_gen: dict | None = None,
           report: bool = True, progress: bool = True, console=None) -> tuple[list[Path], Path | None]:
     """Run every combination (skipping finished ones), optionally ``eval-gen`` each, then compare."""
-    from ..experiment import resolve
-    from ..runs import new_run_dir
-    from ..training.assemble import make_trainer, resume_point
-
     if any(o.split("=", 1)[0] in ("run_id",) for o in overrides):
         raise SoftPromptError("sweep names its runs itself: drop the run_id override (use --name)")
     name = name or Path(config_name).stem
@@ -69,14 +70,10 @@ def sweep(config_name: str, overrides: list[str], name: str | None = None, eval_
                 _say(console, f"  failed: {e}")
                 continue
         if eval_gen is not None and not (path / "eval_gen" / "metrics.json").exists():
-            from .eval_gen import eval_gen_run
-
             eval_gen_run(str(path), progress=progress, **eval_gen)
         paths.append(path)
     out = None
     if report and len(paths) >= 2:
-        from .compare import compare
-
         out = compare(paths, out=paths[0].parent / f"{name}-report")
     if failed:
         raise SoftPromptError(f"{len(failed)} of {len(combos)} runs failed: " + "; ".join(failed))

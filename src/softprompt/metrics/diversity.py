@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..errors import ConfigError
+from ..modeling.embeddings import encode, sentence_encoder  # noqa: F401  (sentence_encoder: re-exported)
 
 _PUNCT = re.compile(r"[^\w\s]")
 
@@ -138,21 +139,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
         return 1.0
     # 1 - prod_{i=n-c+1}^{n} (1 - k / i): no huge binomials
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
-
-
-@functools.lru_cache(maxsize=2)
-def sentence_encoder(spec: str = "minilm-l6", device: str = "cpu"):
-    """A sentence-transformers model from an alias, directory or hub id (cached: one per process)."""
-    from sentence_transformers import SentenceTransformer
-
-    from ..modeling.backbones import resolve
-
-    return SentenceTransformer(resolve(spec)[0], device=device, model_kwargs={"use_safetensors": True})
-
-
-def encode(texts: Sequence[str], spec: str = "minilm-l6", device: str = "cpu", batch_size: int = 128) -> torch.Tensor:
-    return sentence_encoder(spec, device).encode(list(texts), batch_size=batch_size, convert_to_tensor=True,
-                                                 normalize_embeddings=True).float().cpu()
 
 
 def encode_groups(groups: Sequence[Sequence[str]], spec: str = "minilm-l6", max_per_set: int | None = None,

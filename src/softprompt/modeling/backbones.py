@@ -20,7 +20,6 @@ import importlib.util
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..errors import ModelLoadError, closest
+from ..adapters.lora.model import lora_off
+from ..errors import AdapterLoadError, ModelLoadError, closest
 
 log = logging.getLogger(__name__)
 
@@ -381,8 +381,6 @@ def load_layer_weights(model: nn.Module, tensors: dict[str, torch.Tensor], sourc
     """Copy trained transformer blocks (named as by :func:`layer_params`) into ``model``, keeping
     the loaded values for :func:`untouched`; refuse names or shapes this model does not have.
     Returns the blocks' indices."""
-    from ..errors import AdapterLoadError
-
     layers = transformer_layers(model)
     index = {id(layer): i for i, layer in enumerate(layers)}
     prefixes = {f"{n}.": index[id(m)] for n, m in model.named_modules() if id(m) in index}
@@ -401,30 +399,6 @@ def load_layer_weights(model: nn.Module, tensors: dict[str, torch.Tensor], sourc
         for name, p in own.items():
             p.copy_(tensors[name])
     return indices
-
-
-@contextlib.contextmanager
-def lora_off(model: nn.Module):
-    """Run ``model`` without PEFT's LoRA updates until the block ends; each LoRA layer's on/off
-    state and its weights' ``requires_grad`` come back as they were (so blocks may nest)."""
-    if "peft" in sys.modules:  # no LoRA layer can exist before PEFT is imported
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
-        layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
-    else:
-        layers = []
-    was_off = [m.disable_adapters for m in layers]
-    grads = [(p, p.requires_grad) for m in layers for name in m.adapter_layer_names
-             for p in getattr(m, name).parameters()]
-    for m in layers:
-        m.enable_adapters(False)
-    try:
-        yield
-    finally:
-        for m, off in zip(layers, was_off):
-            m.enable_adapters(not off)
-        for p, grad in grads:
-            p.requires_grad_(grad)
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..storage import load_tensors, save_tensors
 
 log = logging.getLogger(__name__)
 
@@ -183,16 +184,12 @@ class EmbeddingClassifier(Classifier):
 
 
 def save_head(classifier: Classifier, directory: str | Path) -> None:
-    from ..storage import save_tensors
-
     state = classifier.head_state()
     if state:
         save_tensors(Path(directory) / "head.safetensors", state)
 
 
 def load_head(classifier: Classifier, directory: str | Path) -> None:
-    from ..storage import load_tensors
-
     path = Path(directory) / "head.safetensors"
     if classifier.head_state():
         classifier.load_head_state(load_tensors(path))

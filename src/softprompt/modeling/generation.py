@@ -26,8 +26,9 @@ from transformers.cache_utils import Cache, DynamicLayer
 
 from ..config.fields import check_instance, hfield
 from ..errors import ConfigError, closest
-from ..training.distributed import lockstep_any
-from .hf_compat import cache_kwarg
+from ..hf_compat import cache_kwarg
+from .kernels import packed_linears
+from .lockstep import lockstep_any
 
 
 @dataclass
@@ -276,8 +277,6 @@ def generate(model, prompts, config: GenerationConfig | None = None, condition: 
     ``prompts`` is a list of strings or a dict with left-padded ``input_ids`` and
     ``attention_mask``. ``condition`` (B, d) feeds a conditional prompt.
     """
-    from .kernels import packed_linears
-
     config = GenerationConfig.from_kwargs(config, **kwargs)
     if not model.backbone.is_causal:
         raise ConfigError(f"model {model.backbone.spec!r} is an encoder; generation needs a causal LM")

@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .lockstep import in_lockstep
+
 #: pack only matrices at least this big (256 x 256)
 MIN_PACKED_NUMEL = 65536
 
 
 def packing_available(model: nn.Module) -> bool:
-    from ..training.distributed import in_lockstep
-
     p = next(model.parameters(), None)
     return (
         p is not None

@@ -12,16 +12,25 @@ from torch import nn
 from ..adapters import (
     Adapter,
     AdapterConfig,
+    PromptTuning,
     build_adapter,
+    check_fits,
     load_adapter,
-    load_backbone_layers,
     read_adapter_meta,
+    read_backbone_layers,
     save_adapter,
 )
 from ..errors import AdapterLoadError, ConfigError
-from .backbones import Backbone, load_backbone
+from ..hf_compat import cache_kwarg, cache_name, output_cache
+from .backbones import (
+    Backbone,
+    layer_params,
+    load_backbone,
+    load_layer_weights,
+    trained_layers,
+)
 from .backbones import untouched as untouched_backbone
-from .hf_compat import cache_kwarg, cache_name, output_cache
+from .generation import generate, policy_logprobs
 from .placement import insert_virtual, position_ids
 
 
@@ -65,6 +74,26 @@ def resolve_adapter_dir(path: str | Path) -> Path:
     raise AdapterLoadError(f"{path} holds no softprompt adapter (softprompt_adapter.json) nor a run's checkpoint")
 
 
+def save_adapter_and_blocks(adapter: Adapter, directory: str | Path, backbone_model: nn.Module) -> Path:
+    """:func:`softprompt.adapters.save_adapter`, with the transformer blocks trained in place on
+    ``backbone_model`` (``num_layers_unfrozen``), if any: they are part of the trained model."""
+    layers = trained_layers(backbone_model)
+    return save_adapter(adapter, directory, (layers, layer_params(backbone_model, layers)) if layers else None)
+
+
+def load_backbone_layers(directory: str | Path, backbone: Backbone) -> list[int]:
+    """Copy the transformer blocks an adapter directory carries into ``backbone``, checked to fit
+    it; their indices, [] when it carries none."""
+    recorded, tensors, source = read_backbone_layers(directory)
+    if not tensors:
+        return []
+    check_fits(read_adapter_meta(directory), backbone, str(directory))
+    layers = load_layer_weights(backbone.model, tensors, str(source))
+    if recorded is not None and layers != recorded:
+        raise AdapterLoadError(f"{source}: holds transformer blocks {layers}, its adapter's JSON records {recorded}")
+    return layers
+
+
 class SoftPromptModel(nn.Module):
     """A frozen backbone with a trainable adapter (or none: the untouched base model)."""
 
@@ -100,10 +129,10 @@ class SoftPromptModel(nn.Module):
         return model
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write the adapter, and the backbone blocks trained with it if any (see save_adapter)."""
+        """Write the adapter, and the backbone blocks trained with it if any (see save_adapter_and_blocks)."""
         if self.adapter is None:
             raise AdapterLoadError("this model has no adapter to save")
-        return save_adapter(self.adapter, directory, backbone_model=self.model)
+        return save_adapter_and_blocks(self.adapter, directory, self.model)
 
     @contextlib.contextmanager
     def untouched(self):
@@ -157,8 +186,6 @@ class SoftPromptModel(nn.Module):
         once (batch 1) and repeated in the KV cache instead of recomputed per row: the
         same numbers as in-sequence placement at a fraction of the cost.
         """
-        from ..adapters import PromptTuning
-
         adapter = self.adapter
         return (self.share_prompt and self.backbone.is_causal and isinstance(adapter, PromptTuning)
                 and not (adapter.training and adapter.config.dropout > 0))
@@ -346,8 +373,6 @@ class SoftPromptModel(nn.Module):
         equal what generation stored with the same settings. Entries where ``completion_mask``
         is 0 are set to 0.
         """
-        from .generation import policy_logprobs
-
         ids = torch.cat([prompt_ids, completion_ids], 1)
         mask = torch.cat([prompt_mask, completion_mask], 1)
         t = completion_ids.shape[1]
@@ -381,8 +406,6 @@ class SoftPromptModel(nn.Module):
         """
         from transformers import DynamicCache
 
-        from .generation import policy_logprobs
-
         g = group_size
         if not self.backbone.is_causal:
             raise ConfigError(f"{self.backbone.spec!r} is an encoder: grouped log-probs need a causal LM")
@@ -412,8 +435,6 @@ class SoftPromptModel(nn.Module):
     # -- generation ----------------------------------------------------------------------------
     def generate(self, prompts, config=None, **kwargs):
         """Generate with the KV cache; see :func:`softprompt.generation.generate`."""
-        from .generation import generate
-
         return generate(self, prompts, config, **kwargs)
 
     def generate_response(self, asked_question: str, conversation_history: list[dict] | None = None,

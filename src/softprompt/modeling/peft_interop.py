@@ -14,6 +14,8 @@ from pathlib import Path
 from ..adapters import PromptTuning, PromptTuningConfig, build_adapter
 from ..errors import AdapterLoadError
 from ..storage import load_tensors, read_json, save_tensors, write_json
+from .backbones import trained_layers
+from .model import SoftPromptModel
 
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
@@ -25,7 +27,6 @@ def export_peft(model, directory: str | Path) -> Path:
     if not isinstance(adapter, PromptTuning):
         kind = adapter.config.adapter_type if adapter is not None else "no adapter"
         raise AdapterLoadError(f"PEFT export supports prompt_tuning adapters, this model has {kind}")
-    from .backbones import trained_layers
 
     if layers := trained_layers(model.model):
         raise AdapterLoadError(f"PEFT export writes the prompt alone; this model also trained transformer blocks "
@@ -56,8 +57,6 @@ def export_peft(model, directory: str | Path) -> Path:
 
 def import_peft(directory: str | Path, backbone):
     """Load a PEFT prompt-tuning adapter onto ``backbone``; returns a SoftPromptModel."""
-    from .model import SoftPromptModel
-
     directory = Path(directory)
     meta = read_json(directory / PEFT_CONFIG, "PEFT adapter config")
     if meta.get("peft_type") != "PROMPT_TUNING":

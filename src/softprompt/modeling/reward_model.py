@@ -8,11 +8,8 @@ can then be named as a ``reward_model`` reward in any RL config.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from ..errors import ConfigError
 from .classifiers import EmbeddingClassifier
 
 
@@ -40,28 +37,3 @@ class PairwiseRewardModel(EmbeddingClassifier):
             batch = self.batch(contexts[b:b + batch_size], responses[b:b + batch_size])
             out.append(self.scores(batch).squeeze(-1).float().cpu())
         return torch.cat(out) if out else torch.zeros(0)
-
-
-def build_reward_model(config, model) -> PairwiseRewardModel:
-    """Pooling: ``config.pooling``, else the model card's, else last token (decoders) or mean."""
-    return PairwiseRewardModel(model, pooling=config.pooling, max_length=config.preferences.max_length)
-
-
-def load_reward_model(run: str | Path, model: str | None = None, config=None) -> PairwiseRewardModel:
-    """A trained reward model from its run folder (best checkpoint) or adapter directory;
-    ``config``: the run's config when the caller has already read it."""
-    from ..config import load_yaml
-    from ..experiment import from_dict
-    from .classifiers import load_head
-    from .model import SoftPromptModel, resolve_adapter_dir, resolve_run_path
-
-    path = resolve_run_path(run)
-    if config is None:
-        if not (path / "config.yaml").exists():
-            raise ConfigError(f"{path} is not a reward-model run folder (no config.yaml)")
-        config = from_dict(load_yaml(path / "config.yaml"))
-    if not config.is_preference:
-        raise ConfigError(f"{path} is a {config.method_name!r} run, not a reward model (reward_pairwise)")
-    rm = build_reward_model(config, SoftPromptModel.from_pretrained(path, backbone=model))
-    load_head(rm, resolve_adapter_dir(path))
-    return rm.eval()

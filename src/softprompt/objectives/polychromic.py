@@ -37,8 +37,10 @@ from typing import Literal
 import torch
 
 from ..config.fields import check_instance, hfield
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..metrics.diversity import distinct_samples, mean_cosine_distance
+from ..modeling.embeddings import encode
+from ..modeling.scoring import right_pad
 from .base import OBJECTIVES, Objective, ObjectiveOutput
 from .grpo import STD_EPS, clipped_policy_loss
 
@@ -226,8 +228,6 @@ class Polychromic(Objective):
 
     def _similarities(self, texts: list[str], g: int, use: list[bool]) -> dict[int, torch.Tensor]:
         """Cosine similarity matrix of each prompt's samples (only prompts that use diversity)."""
-        from ..metrics.diversity import encode
-
         wanted = [b for b, u in enumerate(use) if u]
         if not wanted or self.config.diversity_weight == 0:
             return {}
@@ -273,8 +273,6 @@ class ResponseMLE(Objective):
         return ObjectiveOutput(loss, {"response_tokens": float(mask.sum())})
 
     def _tokenize(self, model, examples) -> tuple[torch.Tensor, torch.Tensor]:
-        from ..rewards.models import right_pad
-
         tok = model.tokenizer
         eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
         return right_pad(tok, [tok(reference_response(e, self.config.response_field), add_special_tokens=False)
@@ -283,8 +281,6 @@ class ResponseMLE(Objective):
 
 def reference_response(example, field: str, where: str = "the rollout") -> str:
     """The example's reference response (its prompt file's ``field`` column), or a DataError naming the prompt."""
-    from ..errors import DataError
-
     extra = getattr(example, "extra", None) or {}
     value = extra.get(field)
     if not isinstance(value, str) or not value.strip():

@@ -7,8 +7,16 @@ from typing import Literal
 
 import torch
 
+from ..config import load_yaml
 from ..config.fields import hfield
 from ..errors import ConfigError
+from ..experiment import from_dict
+from ..modeling.backbones import load_backbone, resolve
+from ..modeling.embeddings import sentence_encoder
+from ..modeling.model import SoftPromptModel, resolve_run_path
+from ..modeling.scoring import completion_perplexity
+from ..runs.loading import load_reward_model, load_trained_classifier
+from ..tasks.data import Example, example_field
 from .base import REWARDS, Reward
 
 
@@ -42,16 +50,12 @@ class ClassifierReward(Reward):
         super().__init__(config, context)
         c = config
         if c.run is not None or c.task is not None:
-            from ..training.assemble import load_trained_classifier
-
             self.clf, self.task, _ = load_trained_classifier(c.run, c.task, model=c.model)
             self.clf.eval()
             names = self.task.label_names
             self.hf = None
         else:
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-            from ..modeling.backbones import resolve
 
             path = resolve(c.model)[0]
             self.tok = AutoTokenizer.from_pretrained(path)
@@ -69,8 +73,6 @@ class ClassifierReward(Reward):
         for b in range(0, len(texts), self.config.batch_size):
             chunk = texts[b:b + self.config.batch_size]
             if self.hf is None:
-                from ..tasks.data import Example
-
                 batch = self.clf.tokenize([self.task.format(Example(text=t, label=None)) for t in chunk],
                                           self.config.max_length)
                 probs = self.clf.scores(batch).float().softmax(-1)
@@ -120,9 +122,6 @@ class RewardModelReward(Reward):
 
     def __init__(self, config, context):
         super().__init__(config, context)
-        from ..config import load_yaml
-        from ..experiment import from_dict
-        from ..modeling.model import resolve_run_path
 
         path = resolve_run_path(config.run)
         saved = from_dict(load_yaml(path / "config.yaml")) if (path / "config.yaml").exists() else None
@@ -135,8 +134,6 @@ class RewardModelReward(Reward):
             self.pointwise = ClassifierReward(ClassifierRewardConfig(run=config.run, target=config.target,
                                                                      batch_size=config.batch_size), context)
         else:
-            from ..modeling.reward_model import load_reward_model
-
             self.rm = load_reward_model(config.run, config=saved).to(context.device)
 
     @property
@@ -189,7 +186,6 @@ class EmbeddingCosine(Reward):
 
     def __init__(self, config, context):
         super().__init__(config, context)
-        from ..metrics.diversity import sentence_encoder
 
         self.encoder = sentence_encoder(config.model, str(context.device))
 
@@ -207,8 +203,6 @@ class EmbeddingCosine(Reward):
 
 
 def _field(example, name: str):
-    from ..tasks.data import example_field
-
     value = example_field(example, name)
     if value is None:
         raise ConfigError(f"reward needs field {name!r} on every prompt example; {example!r} has none")
@@ -231,8 +225,6 @@ class Perplexity(Reward):
 
     def __init__(self, config, context):
         super().__init__(config, context)
-        from ..modeling.backbones import load_backbone
-        from ..modeling.model import SoftPromptModel
 
         backbone = load_backbone(config.model) if config.model else context.backbone
         if backbone is None or not backbone.is_causal:
@@ -261,45 +253,3 @@ class Perplexity(Reward):
         if self.config.zscore and len(score) > 1:
             score = (score - score.mean()) / (score.std() + 1e-6)
         return score
-
-
-@torch.no_grad()
-def completion_nll(lm, prompts: list[str], completions: list[str], batch_size: int = 16):
-    """(summed NLL (N,), token count (N,)) of each completion given its prompt under ``lm`` (a SoftPromptModel)."""
-    tok = lm.tokenizer
-    nll, count = [], []
-    for b in range(0, len(prompts), batch_size):
-        p_ids, p_mask = _left_pad(tok, [tok(p, add_special_tokens=False)["input_ids"] for p in prompts[b:b + batch_size]])
-        ids, mask = right_pad(tok, [tok(c, add_special_tokens=False)["input_ids"] or [tok.eos_token_id]
-                                    for c in completions[b:b + batch_size]])
-        dev = lm.device
-        logp = lm.sequence_logprobs(p_ids.to(dev), p_mask.to(dev), ids.to(dev), mask.to(dev)).cpu()
-        nll.append(-logp.sum(1))
-        count.append(mask.sum(1))
-    if not nll:
-        return torch.zeros(0), torch.zeros(0)
-    return torch.cat(nll), torch.cat(count)
-
-
-def completion_perplexity(lm, prompts: list[str], completions: list[str]) -> torch.Tensor:
-    """exp(mean NLL of each completion's tokens given its prompt), (N,)."""
-    nll, count = completion_nll(lm, prompts, completions)
-    return torch.exp(nll / count.clamp(min=1))
-
-
-def right_pad(tok, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token id lists as a right-padded (ids, mask) pair, for completions scored after their prompts."""
-    width = max(len(s) for s in seqs)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
-    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
-    return ids, mask
-
-
-def _left_pad(tok, seqs: list[list[int]]):
-    seqs = [s or [tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id] for s in seqs]
-    width = max(len(s) for s in seqs)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs])
-    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs])
-    return ids, mask

@@ -106,8 +106,6 @@ class RunFolder:
         write_json(self.path / "metrics.json", metrics)
 
     def write_predictions(self, rows: list[dict], name: str = "predictions.jsonl") -> None:
-        from ..training.evaluation import write_predictions
-
         write_predictions(rows, self.path / name)
 
     def close(self) -> None:
@@ -119,3 +117,9 @@ def _fmt(value: float) -> str:
     if isinstance(value, int):
         return str(value)
     return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
+
+
+def write_predictions(rows: list[dict], path: Path) -> None:
+    """One JSON object per line, written atomically."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                                                for r in rows)))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
+from ..modeling.embeddings import sentence_encoder
+from .data import example_field
 
 
 class Conditioner:
@@ -24,16 +26,12 @@ class Conditioner:
         if self.encoder_spec == "onehot":
             self.dim = len(self.values)
         else:
-            from ..metrics.diversity import sentence_encoder
-
             self._encoder = sentence_encoder(self.encoder_spec, str(device))
             dim = getattr(self._encoder, "get_embedding_dimension", None) or \
                 self._encoder.get_sentence_embedding_dimension  # sentence-transformers < 6
             self.dim = dim()
 
     def text_of(self, example) -> str:
-        from .data import example_field
-
         value = example_field(example, self.field)
         if value is None:
             raise ConfigError(f"condition.field={self.field!r}: example {getattr(example, 'index', '?')} "

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
+from ..storage import atomic_write
 from . import files as F
+from .data import detokenize
 
 SEED_COLUMNS = ("context_messages", "policy_response", "reference_response", "human_eval")
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
@@ -198,8 +200,6 @@ def pairs_from_labels(examples: list, positive: int = 1, seed: int = 0, max_pair
     """Pairs of a ``positive``-class text (chosen) and another class's text (rejected) of
     similar length (the nearest word count), so length tells the reward model nothing.
     ``detok`` undoes the GLUE files' PTB tokenization (``it 's`` -> ``It's``)."""
-    from .data import detokenize
-
     if detok:
         examples = [dataclasses.replace(e, text=detokenize(e.text)) for e in examples]
     rng = random.Random(seed)
@@ -229,8 +229,6 @@ def pairs_from_labels(examples: list, positive: int = 1, seed: int = 0, max_pair
 
 def write_preferences(pairs: list[PreferencePair], path: str | Path) -> Path:
     """Write pairs in the prompt/chosen/rejected layout (.jsonl, .csv or .xlsx), atomically."""
-    from ..storage import atomic_write
-
     path = Path(path)
     suffix = path.suffix.lower()
     rows = [{"prompt": p.context, "chosen": p.chosen, "rejected": p.rejected} for p in pairs]

@@ -26,7 +26,9 @@ from pathlib import Path
 from ..config.fields import hfield
 from ..config.registry import Registry
 from ..errors import ConfigError, DataError
+from . import get_task, load_split
 from .data import Example, detokenize
+from .files import get_text, read_json_lines, read_rows, read_text, table_records
 
 PROMPT_SOURCES: Registry = Registry("prompt source")
 
@@ -138,8 +140,6 @@ def review_openings(s: PromptsSection, seed: int):
     rng = random.Random(seed)
     glue = Path(s.data_dir) / "SST-2" if s.data_dir else None
     if glue is not None and (glue / "train.tsv").exists() and (glue / "dev.tsv").exists():
-        from . import load_split
-
         # the dev split holds whole sentences (train also holds phrases cut from them): its
         # openings are split into disjoint training and evaluation prompts
         items = _openings([e.text for e in load_split("sst2", "dev", data_dir=s.data_dir)], s, rng)
@@ -184,8 +184,6 @@ def sentence_splits(s: PromptsSection, seed: int, tokenizer):
         n_eval = min(s.num_eval, len(scored) // 4) or 1
         parts = {"train": scored[:-n_eval], "eval": scored[-n_eval:]}
     else:
-        from . import get_task, load_split
-
         task = get_task(s.task)
         if len(s.label_scores) != max(task.num_labels, 1):
             raise ConfigError(f"prompts.label_scores={s.label_scores}: expected one score per class of "
@@ -245,8 +243,6 @@ def from_file(s: PromptsSection, seed: int):
 def read_prompt_file(path: Path, column: str = "prompt") -> list[Example]:
     """Prompts of a .txt (one per line), .jsonl or .csv/.tsv file (column ``column``; other columns in ``extra``)."""
     import csv
-
-    from .files import get_text, read_json_lines, read_rows, read_text, table_records
 
     text = read_text(path, "prompt file")
     if path.suffix == ".txt":

@@ -7,36 +7,40 @@ runs before the run folder is created, so a failed start leaves nothing behind t
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import ConfigError
-from ..modeling.backbones import load_backbone
-from ..modeling.classifiers import EmbeddingClassifier, VerbalizerClassifier
+from ..errors import ConfigError, SoftPromptError
+from ..modeling.backbones import load_backbone, unfreeze_top_layers
 from ..modeling.model import SoftPromptModel
+from ..objectives.polychromic import reference_response
+from ..rewards import RewardContext, RewardSet
+from ..rewards.base import make_part
 from ..runs import RunFolder
+from ..runs.loading import (  # noqa: F401  (load_trained_classifier, build_classifier_for: re-exported)
+    adapter_model,
+    build_classifier,
+    build_classifier_for,
+    build_reward_model,
+    load_trained_classifier,
+    task_of,
+)
 from ..tasks import get_task, load_split
-from .trainer import Data, Trainer
+from ..tasks.preferences import pairs_from_labels, read_preferences, split_pairs
+from ..tasks.prompts import held_out_info, load_prompts
+from .distributed import SHARDED, check_shardable
+from .rollout import Policy, Reference
+from .trainer import Data, Trainer, strategy_of
+from .workloads import ClassificationWork, PreferenceWork, RLWork, count_overlong
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def task_of(config):
-    task = get_task(config.task.name)
-    changes = {}
-    if config.task.template:
-        changes["template"] = config.task.template
-    if config.task.label_words:
-        changes["label_words"] = config.task.label_words
-    return dataclasses.replace(task, **changes) if changes else task
 
 
 def load_data(config, task) -> Data:
@@ -63,8 +67,6 @@ def load_data(config, task) -> Data:
 def load_preference_data(config) -> tuple[Data, dict]:
     """(Data of PreferencePair, a summary: files, pair counts, rows skipped) for a reward model."""
     import logging
-
-    from ..tasks.preferences import pairs_from_labels, read_preferences, split_pairs
 
     p, seed = config.preferences, config.seed
     info: dict = {}
@@ -100,88 +102,6 @@ def load_preference_data(config) -> tuple[Data, dict]:
     return Data(train, evaluation), info
 
 
-def classifier_kind(config, backbone) -> str:
-    if config.classifier != "auto":
-        return config.classifier
-    return "verbalizer" if backbone.is_causal and backbone.pooling is None else "embedding"
-
-
-def adapter_model(config, backbone) -> SoftPromptModel:
-    """The backbone with the config's adapter: freshly initialised, or from ``config.init_from``."""
-    model = SoftPromptModel.from_backbone(backbone, config.adapter_config())
-    if config.init_from:
-        init_adapter_from(model.adapter, config.init_from, backbone)
-    return model
-
-
-def init_adapter_from(adapter, source: str, backbone) -> None:
-    """Copy the adapter weights of run folder / adapter directory ``source`` into ``adapter``
-    (same adapter type and size), e.g. an SFT stage's prompt as the start of an RL stage."""
-    from ..adapters import read_saved_adapter
-    from ..errors import AdapterLoadError
-    from ..modeling.model import resolve_adapter_dir
-
-    meta, weights = read_saved_adapter(resolve_adapter_dir(source), backbone)  # checks it fits this backbone
-    if meta["adapter_type"] != adapter.config.adapter_type:
-        raise AdapterLoadError(f"init_from={source}: it holds a {meta['adapter_type']} adapter, this run "
-                               f"trains a {adapter.config.adapter_type} one")
-    adapter.load_adapter_state_dict(weights, f"init_from={source}")
-    if meta.get("backbone_layers"):
-        import logging
-
-        logging.getLogger("softprompt").warning(
-            "init_from=%s also holds trained transformer blocks %s: only its adapter is loaded, the blocks start "
-            "from the backbone's weights", source, meta["backbone_layers"].get("layers"))
-
-
-def build_classifier(config, task, backbone=None):
-    backbone = backbone or load_backbone(config.model)
-    return build_classifier_for(config, task, adapter_model(config, backbone))
-
-
-def build_classifier_for(config, task, model: SoftPromptModel):
-    """The classifier the config asks for, around an existing SoftPromptModel."""
-    kind = classifier_kind(config, model.backbone)
-    if kind == "verbalizer":
-        if task.regression:
-            values = [float(v) for v in range(6)]
-            return VerbalizerClassifier(model, [[str(int(v))] for v in values], values=values)
-        return VerbalizerClassifier(model, task.label_words)
-    return EmbeddingClassifier(model, max(task.num_labels, 1), pooling=config.pooling, regression=task.regression)
-
-
-def load_trained_classifier(adapter: str | Path | None, task_name: str | None = None, model: str | None = None,
-                            sp_model: SoftPromptModel | None = None):
-    """(classifier, task, config) from a run folder or adapter directory, or the base ``model`` alone.
-
-    A run folder brings its config: the task's template and label words, and the embedding
-    classifier's head. ``task_name`` (default: the run's task) picks the task to score.
-    """
-    from ..config import load_yaml
-    from ..errors import SoftPromptError
-    from ..experiment import ExperimentConfig, from_dict
-    from ..modeling.classifiers import load_head
-    from ..modeling.model import resolve_adapter_dir, resolve_run_path
-
-    adapter = resolve_run_path(adapter) if adapter is not None else None
-    config = ExperimentConfig()
-    if adapter is not None and (Path(adapter) / "config.yaml").exists():
-        config = from_dict(load_yaml(Path(adapter) / "config.yaml"))
-    if sp_model is None:
-        sp_model = (SoftPromptModel.from_pretrained(adapter, backbone=model) if adapter is not None
-                    else SoftPromptModel(load_backbone(model or config.model)))
-    task = get_task(task_name or config.task.name)
-    if task.name == config.task.name:
-        task = task_of(config)  # the run's own template and label words
-    classifier = build_classifier_for(config, task, sp_model)
-    if classifier.head_state():
-        if adapter is None or task.name != config.task.name:
-            raise SoftPromptError(f"an embedding classifier's head was trained for {config.task.name!r}; "
-                                  f"it cannot score {task.name!r}")
-        load_head(classifier, resolve_adapter_dir(adapter))
-    return classifier, task, config
-
-
 def warn_truncated_sampling(config) -> None:
     """One warning when an RL config samples with top-k / top-p, saying what the policy then is."""
     import logging
@@ -207,13 +127,6 @@ def build_rl(config, rewards=None, backbone=None):
     ``f(prompts, completions, examples) -> list[float]``) instead of ``config.rewards``, and a
     loaded ``backbone``.
     """
-    from ..modeling.backbones import unfreeze_top_layers
-    from ..rewards import RewardContext, RewardSet
-    from ..rewards.base import make_part
-    from ..tasks.prompts import held_out_info, load_prompts
-    from .rollout import Policy, Reference
-    from .workloads import RLWork
-
     method = config.method_config()
     warn_truncated_sampling(config)
     loaded = [backbone]
@@ -224,8 +137,6 @@ def build_rl(config, rewards=None, backbone=None):
     train, evaluation = load_prompts(config.prompts, config.seed, tokenizer)  # bad prompts fail before the model loads
     backbone = loaded[0]
     if getattr(method, "alpha", 0) > 0 and hasattr(method, "response_field"):
-        from ..objectives.polychromic import reference_response
-
         for e in train:  # MLE on reference responses needs one per training prompt
             reference_response(e, method.response_field, config.prompts.file or config.prompts.source)
     backbone = backbone or load_backbone(config.model)
@@ -250,7 +161,6 @@ def build_rl(config, rewards=None, backbone=None):
                       **held_out_info(train, evaluation, config.prompts.file or config.prompts.source)}
     limit = config.generation.max_prompt_tokens
     if limit:  # prompts are cut to their last `limit` tokens: say how many
-        from .workloads import count_overlong
 
         work.data_info.update(count_overlong(backbone.tokenizer, {"train": [e.text for e in train],
                                                                   "eval": [e.text for e in evaluation]},
@@ -261,15 +171,10 @@ def build_rl(config, rewards=None, backbone=None):
 def make_trainer(config, resume: str | Path | None = None, progress: bool = True, rewards=None) -> Trainer:
     """The trainer for ``config`` (its run folder created, or ``resume``d). ``rewards``: Python
     reward functions for an RL method instead of ``config.rewards``."""
-    from .workloads import ClassificationWork
-
     seed_everything(config.seed)
     if config.is_rl:
         work, data = build_rl(config, rewards=rewards)
     elif config.is_preference:
-        from ..modeling.reward_model import build_reward_model
-        from .workloads import PreferenceWork
-
         data, info = load_preference_data(config)  # bad files fail here, before any folder exists
         model = adapter_model(config, load_backbone(config.model))
         work = PreferenceWork(config, build_reward_model(config, model), info)
@@ -279,8 +184,6 @@ def make_trainer(config, resume: str | Path | None = None, progress: bool = True
         data = load_data(config, task)  # bad data fails here, before any folder exists
         work = ClassificationWork(config, task, build_classifier(config, task))
         work.count_overlong(data.train, data.eval)
-    from .distributed import SHARDED, check_shardable
-    from .trainer import strategy_of
 
     if (strategy := strategy_of(config.train)) in SHARDED:  # before the run folder exists
         check_shardable(work.module.model.model, strategy)
@@ -297,8 +200,6 @@ def make_trainer(config, resume: str | Path | None = None, progress: bool = True
 def resume_point(path: Path) -> Path | None:
     """``path`` when a run cut off there resumes from its ``checkpoints/last``, None for a new run;
     a folder that exists without that checkpoint is refused rather than overwritten."""
-    from ..errors import SoftPromptError
-
     if (path / "checkpoints" / "last").exists():
         return path
     if path.exists():

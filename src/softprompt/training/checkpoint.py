@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..adapters import load_backbone_layers, save_adapter
 from ..errors import AdapterLoadError
+from ..modeling.classifiers import load_head, save_head
+from ..modeling.model import load_backbone_layers, save_adapter_and_blocks
 from ..storage import load_tensors, read_json, save_tensors, write_json
 
 STATE_FILE = "trainer_state.json"
@@ -83,13 +84,11 @@ def save_checkpoint(directory: Path, classifier, optimizer, scheduler, counters:
                     reference: dict[str, torch.Tensor] | None = None) -> None:
     """Write a complete checkpoint to ``directory`` atomically (swap of folders); ``reference``:
     the KL reference's weights (rollout.Reference.state), when it has any."""
-    from ..modeling.classifiers import save_head
-
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:
-        save_adapter(classifier.model.adapter, tmp, backbone_model=classifier.model.model)
+        save_adapter_and_blocks(classifier.model.adapter, tmp, classifier.model.model)
         save_head(classifier, tmp)
         if reference:
             save_tensors(tmp / REFERENCE_FILE, reference)
@@ -121,8 +120,6 @@ def find_checkpoint(directory: Path) -> Path | None:
 
 def load_checkpoint(directory: Path, classifier, optimizer, scheduler) -> dict:
     """Restore weights, optimizer, scheduler and RNG state; return the saved counters."""
-    from ..modeling.classifiers import load_head
-
     found = find_checkpoint(directory)
     if found is None:
         raise AdapterLoadError(f"no complete checkpoint in {directory}")

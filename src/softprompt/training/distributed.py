@@ -31,21 +31,15 @@ import time
 
 import torch
 
-_LOCKSTEP: Dist | None = None  # set while a sharded backbone needs every rank in every forward
-
-
-def lockstep_any(flag: bool) -> bool:
-    """``flag`` on any rank when the backbone is sharded (the ranks must forward together), else ``flag``."""
-    return _LOCKSTEP.any(flag) if _LOCKSTEP is not None else flag
-
+from ..errors import ConfigError
+from ..modeling.backbones import transformer_layers
+from ..modeling.lockstep import lockstep_group, set_lockstep
 
 SHARDED = ("fsdp", "deepspeed")  # strategies that shard the frozen backbone
 
 
 def check_shardable(model: torch.nn.Module, strategy: str = "fsdp") -> None:
     """fsdp and deepspeed here shard a frozen backbone: refuse one with trainable weights (LoRA, unfrozen blocks)."""
-    from ..errors import ConfigError
-
     if strategy == "deepspeed":
         import importlib.util
 
@@ -57,10 +51,6 @@ def check_shardable(model: torch.nn.Module, strategy: str = "fsdp") -> None:
         raise ConfigError(f"train.strategy={strategy} shards a frozen backbone, but {len(trainable)} of its "
                           f"parameters train ({trainable[0]}, ...: LoRA or num_layers_unfrozen); "
                           "use train.strategy=ddp")
-
-
-def in_lockstep() -> bool:
-    return _LOCKSTEP is not None
 
 
 def _local_numel(p: torch.nn.Parameter) -> int:
@@ -89,13 +79,11 @@ class Dist:
     @property
     def lockstep(self) -> bool:
         """True once this process group's backbone is sharded (fsdp or deepspeed)."""
-        return _LOCKSTEP is self
+        return lockstep_group() is self
 
     def shard_backbone(self, model: torch.nn.Module, strategy: str = "fsdp") -> None:
         """Shard a frozen HF model across the ranks (``fsdp`` or ``deepspeed``); the input embeddings
         and the output embeddings (often tied to them) stay whole on each rank."""
-        global _LOCKSTEP
-
         check_shardable(model, strategy)
         if not self.enabled:
             return
@@ -103,7 +91,7 @@ class Dist:
             self._zero3(model)
         else:
             self._fsdp(model)
-        _LOCKSTEP = self
+        set_lockstep(self)
         # what each rank holds, counted now: after a forward FSDP2 leaves the root's own parameters
         # (the final norm) gathered until the next backward, so a later count would vary
         self.backbone_local_numel = sum(_local_numel(p) for p in model.parameters())
@@ -111,8 +99,6 @@ class Dist:
     def _fsdp(self, model: torch.nn.Module) -> None:
         """FSDP2: every transformer block, then the body as the root."""
         from torch.distributed.fsdp import fully_shard
-
-        from ..modeling.backbones import transformer_layers
 
         keep = set(model.get_input_embeddings().parameters())
         out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -153,9 +139,8 @@ class Dist:
                 model.set_output_embeddings(out)
 
     def release(self) -> None:
-        global _LOCKSTEP
-        if _LOCKSTEP is self:
-            _LOCKSTEP = None
+        if lockstep_group() is self:
+            set_lockstep(None)
 
     def broadcast_params(self, params: list[torch.nn.Parameter]) -> None:
         """Rank 0's values of ``params`` on every rank (after rank 0 alone loaded a checkpoint)."""

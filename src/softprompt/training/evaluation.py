@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 import torch
 
 from ..errors import SoftPromptError
+from ..modeling.kernels import packed_linears
 from ..objectives import OBJECTIVES, StepInputs
 from ..objectives.mle import MLEConfig
 
@@ -29,8 +29,6 @@ def make_batch(classifier, task, examples: list, max_length: int | None) -> dict
 def evaluate(classifier, task, examples: list, batch_size: int = 32, max_length: int | None = 128,
              mle: MLEConfig | None = None) -> tuple[dict, list[dict]]:
     """(metrics, prediction rows). Batches are formed by length so little compute goes to padding."""
-    from ..modeling.kernels import packed_linears
-
     if not examples:
         raise SoftPromptError(f"no examples to evaluate for task {task.name!r}")
     was_training = classifier.training
@@ -58,40 +56,3 @@ def evaluate(classifier, task, examples: list, batch_size: int = 32, max_length:
     rows = [{"index": e.index, "text": texts[i], "gold": e.label, "predicted": predicted[i], "scores": scores[i]}
             for i, e in enumerate(examples)]
     return metrics, rows
-
-
-def write_predictions(rows: list[dict], path: Path) -> None:
-    import json
-
-    from ..storage import atomic_write
-
-    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n"
-                                                                for r in rows)))
-
-
-def evaluate_tasks(tasks: list[str], adapter: str | None = None, model: str | None = None,
-                   data_dir: str | None = None, split: str = "dev", max_samples: int | None = None,
-                   batch_size: int = 32, save_predictions: str | None = None) -> dict[str, dict]:
-    """Evaluate a trained adapter (or run folder), or the base model alone, on several tasks."""
-    from ..tasks import load_split
-    from .assemble import load_trained_classifier
-
-    if adapter is None and model is None:
-        raise SoftPromptError("give a run folder / adapter directory, or --model for the base model alone")
-    results, sp_model = {}, None
-    for name in tasks:
-        classifier, task, config = load_trained_classifier(adapter, name, model=model, sp_model=sp_model)
-        sp_model = classifier.model
-        data_dir = data_dir or config.task.data_dir
-        examples = load_split(task.name, split, data_dir=data_dir)
-        if max_samples:
-            examples = examples[:max_samples]
-        metrics, rows = evaluate(classifier, task, examples, batch_size, config.task.max_length)
-        results[task.name] = metrics
-        if save_predictions:
-            write_predictions(rows, Path(save_predictions) / f"{task.name}.jsonl")
-    if save_predictions:
-        from ..storage import write_json
-
-        write_json(Path(save_predictions) / "metrics.json", results)
-    return results

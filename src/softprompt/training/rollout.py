@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..errors import AdapterLoadError, ConfigError
+from ..modeling.backbones import keep_base_weights, untouched
 from ..modeling.generation import GenerationConfig, GenerationOutput
+from ..modeling.lockstep import in_lockstep
 from ..modeling.model import SoftPromptModel
 
 
@@ -37,7 +40,6 @@ class Policy(nn.Module):
             self.value_head.requires_grad_(tune_v_head)
             self.value_head.to(model.device)
         self.unfrozen = list(unfrozen or [])  # backbone blocks trained too (num_layers_unfrozen)
-        from ..modeling.backbones import keep_base_weights
 
         keep_base_weights(model.model, self.unfrozen)  # the untouched model keeps their values of now
 
@@ -68,7 +70,6 @@ class Policy(nn.Module):
         top_k, top_p = (ro.top_k, ro.top_p) if truncate else (0, 1.0)
         adapter = self.model.adapter
         dropout = adapter is not None and adapter.training and getattr(adapter.config, "dropout", 0) > 0
-        from .distributed import in_lockstep
 
         # each prompt's forward once, shared by its G completions (not with a sharded backbone:
         # its gradients would flow through a cache that an earlier forward built)
@@ -159,8 +160,6 @@ class RLInputs:
 
     def logprobs_and_values(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.policy.value_head is None:
-            from ..errors import ConfigError
-
             raise ConfigError("this objective needs a value head; the policy has none")
         self.logprobs()
         return self._memo["logp"], self._memo["values"]
@@ -191,8 +190,6 @@ class Reference:
 
     def load_state(self, tensors: dict[str, torch.Tensor], source: str) -> None:
         """Take a checkpoint's initial adapter state; refuse one that is not this adapter's."""
-        from ..errors import AdapterLoadError
-
         if self.kind == "none":
             return
         own = self.initial
@@ -208,7 +205,6 @@ class Reference:
             with model.untouched():
                 yield
             return
-        from ..modeling.backbones import untouched
 
         adapter = model.adapter
         current = {k: v.detach().clone() for k, v in adapter.adapter_state_dict().items()} \

@@ -20,15 +20,17 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, SoftPromptError, TrainingDiverged, TrainingInterrupted
 from ..objectives import OBJECTIVES
 from ..runs import RunFolder
+from ..storage import write_json
 from .checkpoint import (
     find_checkpoint,
     load_checkpoint,
     load_reference,
     save_checkpoint,
 )
+from .distributed import SHARDED, Dist, full_numel
 
 
 @dataclass
@@ -69,8 +71,6 @@ class Trainer:
     def __init__(self, config, work, data: Data, run: RunFolder | None, run_path=None):
         from accelerate import Accelerator
         from transformers import get_scheduler
-
-        from .distributed import SHARDED, Dist
 
         self.config, self.work, self.data, self.run = config, work, data, run
         self.run_path = run.path if run is not None else run_path  # every rank knows it; rank 0 writes it
@@ -117,8 +117,6 @@ class Trainer:
 
         last = find_checkpoint(Path(self.run_path) / "checkpoints" / "last")
         if last is None:
-            from ..errors import SoftPromptError
-
             raise SoftPromptError(f"{self.run_path} has no complete checkpoint to resume from (checkpoints/last)")
         self.counters = load_checkpoint(last, self.clf, self.optimizer, self.scheduler)
         if getattr(self.work, "reference", None) is not None:
@@ -261,8 +259,6 @@ class Trainer:
             signal.signal(signal.SIGINT, previous)
 
     def _stop_on_ctrl_c(self) -> None:
-        from ..errors import TrainingInterrupted
-
         c = self.counters
         self._save("last")
         where = f"; resume with: softprompt train --resume {self.run.path}" if self.run else ""
@@ -286,8 +282,6 @@ class Trainer:
             self.run.log_line("skip", {"step": c["global_step"] + 1, "epoch": c["epoch"], "loss": loss,
                                        "grad_norm": norm, "skipped_steps": c["skipped_steps"]})
         if limit and c["bad_steps_in_a_row"] >= limit:
-            from ..errors import TrainingDiverged
-
             where = f"; checkpoints in {self.run.checkpoints} are intact" if self.run else ""
             raise TrainingDiverged(f"{c['bad_steps_in_a_row']} steps in a row had a non-finite loss or gradient "
                                    f"(last: {what}) after {c['global_step']} good steps; stopping (lower train.lr, "
@@ -335,14 +329,10 @@ class Trainer:
     def _check_ranks_agree(self) -> None:
         import logging
 
-        from .distributed import full_numel
-
         sums = self.dist.checksums(self.clf.trainable_parameters())
         full = full_numel(self.clf.model.model)
         held = self.dist.gather(self.dist.backbone_local_numel or full)  # all of it unless sharded
         if self.run:
-            from ..storage import write_json
-
             write_json(self.run.path / "distributed.json",
                        {"world_size": self.dist.world, "backend": str(self.accelerator.distributed_type),
                         "strategy": self.strategy, "backbone_parameters": full,

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import contextlib
+import sys
+
 import torch
+from torch import nn
 
 from ...errors import ConfigError
 from ..base import Adapter
@@ -52,7 +56,29 @@ class LoRA(Adapter):
                 p.copy_(tensors[name])
 
     def disabled(self):
-        """A context in which the backbone runs without the LoRA update (see backbones.lora_off)."""
-        from ...modeling.backbones import lora_off
-
+        """A context in which the backbone runs without the LoRA update (see :func:`lora_off`)."""
         return lora_off(self._model)
+
+
+@contextlib.contextmanager
+def lora_off(model: nn.Module):
+    """Run ``model`` without PEFT's LoRA updates until the block ends; each LoRA layer's on/off
+    state and its weights' ``requires_grad`` come back as they were (so blocks may nest)."""
+    if "peft" in sys.modules:  # no LoRA layer can exist before PEFT is imported
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    else:
+        layers = []
+    was_off = [m.disable_adapters for m in layers]
+    grads = [(p, p.requires_grad) for m in layers for name in m.adapter_layer_names
+             for p in getattr(m, name).parameters()]
+    for m in layers:
+        m.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for m, off in zip(layers, was_off):
+            m.enable_adapters(not off)
+        for p, grad in grads:
+            p.requires_grad_(grad)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...modeling.hf_compat import cache_kwarg
+from ...hf_compat import cache_kwarg
 from ..base import (
     Adapter,
     embed_ids,

@@ -1,0 +1,15 @@
+"""What the one trainer trains on: labelled examples (classification), preference pairs
+(reward models) or prompts (RL).
+
+A workload turns a batch of examples into the objectives' inputs, evaluates, and writes its
+reports. The trainer's loop (optimizer, schedule, checkpoints, early stopping) is the same.
+"""
+
+from __future__ import annotations
+
+from .base import count_overlong
+from .classification import ClassificationWork
+from .preference import PreferenceWork
+from .rl import RLWork
+
+__all__ = ["ClassificationWork", "PreferenceWork", "RLWork", "count_overlong"]
