@@ -28,15 +28,15 @@ def _write(path, text):
 
 def test_seed_spellings_move_to_the_adapter_and_the_saved_config_says_what_is_trained(tmp_path):
     cfg = resolve("softprompt_ppo_sentiment", ["method.n_soft_tokens=10"])
-    assert cfg.adapter["num_virtual_tokens"] == 10 and cfg.adapter_config().num_virtual_tokens == 10
+    assert cfg.adapter.num_virtual_tokens == 10 and cfg.adapter_config().num_virtual_tokens == 10
     assert "n_soft_tokens" not in cfg.method and "initialize_from_vocab" not in cfg.method
     dump_yaml(to_dict(cfg), tmp_path / "config.yaml")  # what a run folder saves
     saved = load_yaml(tmp_path / "config.yaml")
     assert saved["adapter"]["num_virtual_tokens"] == 10 and "n_soft_tokens" not in saved["method"]
     assert from_dict(saved).adapter_config().num_virtual_tokens == 10
-    assert resolve("softprompt_ppo_sentiment", ["method.initialize_from_vocab=true"]).adapter["init"] == "vocab"
-    assert resolve("softprompt_ppo_sentiment", ["method_cfg.initialize_from_vocab=false"]).adapter["init"] == "random"
-    assert resolve("ptcprl_sst2", ["method_cfg.num_virtual_tokens=7"]).adapter["num_virtual_tokens"] == 7
+    assert resolve("softprompt_ppo_sentiment", ["method.initialize_from_vocab=true"]).adapter.init == "vocab"
+    assert resolve("softprompt_ppo_sentiment", ["method_cfg.initialize_from_vocab=false"]).adapter.init == "random"
+    assert resolve("ptcprl_sst2", ["method_cfg.num_virtual_tokens=7"]).adapter.num_virtual_tokens == 7
 
 
 def test_conflicting_spellings_are_an_error_naming_both_keys(tmp_path):
@@ -53,8 +53,8 @@ def test_conflicting_spellings_are_an_error_naming_both_keys(tmp_path):
                    "method": {"name": "ppo", "initialize_from_vocab": True}})
     # a later layer overrides an earlier one, in either spelling
     child = _write(tmp_path / "child.yaml", "defaults: softprompt_ppo_sentiment\nadapter:\n  num_virtual_tokens: 6\n")
-    assert resolve(str(child)).adapter["num_virtual_tokens"] == 6
-    assert resolve(str(child), ["method.n_soft_tokens=9"]).adapter["num_virtual_tokens"] == 9
+    assert resolve(str(child)).adapter.num_virtual_tokens == 6
+    assert resolve(str(child), ["method.n_soft_tokens=9"]).adapter.num_virtual_tokens == 9
 
 
 def test_keys_a_method_never_reads_are_refused():

@@ -31,8 +31,8 @@ REWARDS = torch.tensor([1.0, 0.0, 1.0, 0.0])
 
 
 def hand_advantages(weight: float, mode: str = "multiplicative") -> torch.Tensor:
-    config = PolychromicConfig(n_generations=4, set_size=2, num_sets=6, diversity_weight=weight, mode=mode,
-                               scale="none")
+    config = PolychromicConfig(num_generations=4, set_size=2, num_sets=6, diversity_weight=weight, mode=mode,
+                               scale_rewards="none")
     from softprompt.metrics.diversity import distinct_samples
 
     adv, _ = polychromic_advantages(REWARDS, torch.ones(4, dtype=torch.bool), 4, config,
@@ -58,7 +58,7 @@ def test_polychromic_advantages_on_four_samples_by_hand():
     # ... and scale=group divides by their std: GRPO's group-normalised advantages
     from softprompt.objectives.grpo import group_advantages
 
-    config = PolychromicConfig(n_generations=4, set_size=2, num_sets=6, diversity_weight=0.0)
+    config = PolychromicConfig(num_generations=4, set_size=2, num_sets=6, diversity_weight=0.0)
     adv, _ = polychromic_advantages(REWARDS, torch.ones(4, dtype=torch.bool), 4, config, None, [True],
                                     torch.Generator())
     torch.testing.assert_close(adv, group_advantages(REWARDS, torch.ones(4, dtype=torch.bool), 4, "group"),
@@ -211,11 +211,11 @@ def test_the_quality_weighted_config_resolves():
 
 def test_bad_polychromic_config():
     with pytest.raises(ConfigError, match="set_size=5: expected <= n_generations"):
-        PolychromicConfig(n_generations=4, set_size=5)
+        PolychromicConfig(num_generations=4, set_size=5)
     with pytest.raises(ConfigError, match=r"'method.diversity_weight'=-1: expected a number >= 0"):
         PolychromicConfig(diversity_weight=-1)
     with pytest.raises(ConfigError, match=r"'method.n_generations'=1: expected an integer >= 2"):
-        PolychromicConfig(n_generations=1, set_size=1)
+        PolychromicConfig(num_generations=1, set_size=1)
 
 
 @pytest.mark.parametrize("method", [{"name": "polychromic", "n_generations": 4, "set_size": 2},

@@ -96,7 +96,7 @@ def test_ppo_losses_by_hand():
     logp = torch.log(torch.tensor([[1.5, 0.9]]))
     adv = torch.tensor([[1.0, -1.0]])
     mask = torch.ones(1, 2)
-    pg, frac = policy_loss(logp, old, adv, mask, cliprange=0.2)
+    pg, frac = policy_loss(logp, old, adv, mask, epsilon=0.2)
     # token 1: max(-1.5, -1.2) = -1.2 (clipped); token 2: max(0.9, 0.9) = 0.9
     assert pg.item() == pytest.approx((-1.2 + 0.9) / 2)
     assert frac == pytest.approx(0.5)
@@ -120,7 +120,7 @@ def test_single_step_ppo_by_hand():
     logp = torch.tensor([[-0.8, -1.0], [-2.1, 0.0]], requires_grad=True)
     values = torch.tensor([[0.7, 9.0], [0.1, 9.0]], requires_grad=True)
     inputs = SimpleNamespace(rollout=ro, logprobs_and_values=lambda: (logp, values))
-    config = SingleStepPPOConfig(kl_coef=0.1, cliprange=0.2, cliprange_value=0.2, vf_coef=0.5,
+    config = SingleStepPPOConfig(beta=0.1, epsilon=0.2, cliprange_value=0.2, vf_coef=0.5,
                                  whiten_advantages=False)
     out = SingleStepPPO(config)(inputs)
     # one action per response: sequence log-probs old (-2, -2), reference (-2.5, -2), now (-1.8, -2.1)
@@ -166,7 +166,7 @@ def run_rl(tmp_path, method: dict, epochs: int = 30, seed: int = 0):
     each step. ``seed`` sets the prompt's init, the data order and the sampling noise."""
     cfg = rl_config(tmp_path, method, seed=seed)
     cfg.train.epochs = epochs
-    cfg.adapter["init_seed"] = seed
+    cfg.adapter.init_seed = seed
     backbone = tiny_llama(vocab_size=50)  # the same model for every seed; every token decodes to a word
     torch.manual_seed(seed)
     frozen = {n: p.detach().clone() for n, p in backbone.model.named_parameters()}

@@ -43,7 +43,12 @@ class AdapterConfig:
         if not ok:
             raise ConfigError(f"{self.adapter_type}.{key}={getattr(self, key)!r}: expected {expected}")
 
+    def config_tag(self) -> tuple[str, str]:
+        """The key and value that name this adapter in a saved config: ``type: lora``."""
+        return "type", self.adapter_type
+
     def to_dict(self) -> dict[str, Any]:
+        """The options, without the type (as ``softprompt_adapter.json`` stores them)."""
         return dataclasses.asdict(self)
 
     @classmethod

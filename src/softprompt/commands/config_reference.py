@@ -10,6 +10,7 @@ import typing
 from ..adapters import ADAPTERS
 from ..config.fields import field_range
 from ..experiment import ExperimentConfig
+from ..experiment.aliases import METHOD_KEYS, SEED_KEYS
 from ..experiment.methods import METHODS
 from ..rewards import REWARDS
 from ..rewards.base import RewardItem
@@ -28,6 +29,8 @@ def _default(f: dataclasses.Field) -> str:
         value = f.default_factory()  # type: ignore[misc]
     else:
         return "(required)"
+    if hasattr(value, "config_tag"):  # a registered component (adapter, method): its name
+        value = dict([value.config_tag()])
     text = repr(value) if not isinstance(value, bool) else str(value).lower()
     return "`" + text.replace("|", "\\|") + "`"
 
@@ -52,9 +55,9 @@ def _doc(obj) -> str:
 
 
 def reference() -> str:
-    sections = {f.name for f in dataclasses.fields(ExperimentConfig)
-                if dataclasses.is_dataclass(f.default_factory() if f.default_factory is not dataclasses.MISSING
-                                            else None)}  # type: ignore[misc]
+    sections = {f.name for f in dataclasses.fields(ExperimentConfig)  # adapter and method have chapters below
+                if f.name not in ("adapter", "method") and dataclasses.is_dataclass(
+                    f.default_factory() if f.default_factory is not dataclasses.MISSING else None)}  # type: ignore[misc]
     out = ["# Configuration reference", "",
            "Generated from the config dataclasses' help by `softprompt config-reference`; do not edit by hand.",
            "Every key can be set in a config YAML or overridden on the command line as `key=value`.", "",
@@ -70,9 +73,15 @@ def reference() -> str:
         cls = ADAPTERS.get(name).config_class
         out += [f"### `adapter.type: {name}`", "", _doc(cls), ""] + table(cls, "adapter.", skip=("type",)) + [""]
     out += ["## `method`: `method.name` and its options", ""]
+    out += ["Older spellings are accepted and read as the key they spell (a saved `config.yaml` holds the "
+            "key): `method_cfg.*` is `method.*`; "
+            + ", ".join(f"`{old}` is `{new}`" for old, (new, _) in SEED_KEYS.items()) + ".", ""]
     for name in METHODS.names():
         cls = METHODS.get(name)
         out += [f"### `method.name: {name}`", "", _doc(cls), ""] + table(cls, "method.") + [""]
+        if METHOD_KEYS.get(name):
+            out += ["Older spellings, accepted: " + ", ".join(f"`method.{old}` (`method.{new}`)"
+                                                            for old, new in METHOD_KEYS[name].items()) + ".", ""]
     out += ["## `rewards` (and `judge`): a list of `{name: ..., weight: ..., options}`", "",
             "Every item takes these keys, then its reward's own options (below):", ""]
     out += table(RewardItem) + [""]

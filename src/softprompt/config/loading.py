@@ -115,14 +115,15 @@ def _load_tree(path: Path, search: list[Path], stack: tuple[Path, ...], normaliz
         found = local.resolve() if local.suffix in (".yaml", ".yml") and local.is_file() else \
             find_config(name, [path.parent, *search])
         merged = deep_merge(merged, _load_tree(found, search, (*stack, path), normalize))
-    return deep_merge(merged, normalize(data, str(path)) if normalize is not None else data)
+    return deep_merge(merged, normalize(data, str(path), merged) if normalize is not None else data)
 
 
 def load_config(name: str | Path, overrides: Iterable[str] = (), aliases: dict[str, str] | None = None,
                 search: Sequence[str | Path] | None = None,
-                normalize: Callable[[dict, str], dict] | None = None) -> dict:
+                normalize: Callable[[dict, str, dict], dict] | None = None) -> dict:
     """Find a config, resolve its ``defaults`` chain, then apply the overrides. ``normalize(data,
-    where)`` rewrites each file's mapping before it is merged (e.g. old spellings of keys)."""
+    where, inherited)`` rewrites each file's mapping before it is merged into what its defaults
+    gave (``inherited``), e.g. older spellings of keys."""
     dirs = _dirs(search)
     data = _load_tree(find_config(str(name), dirs), dirs, (), normalize)
     return apply_overrides(data, list(overrides), aliases)

@@ -142,9 +142,12 @@ def build(cls: type, data: dict, where: str = "") -> Any:
 
 
 def to_dict(obj: Any) -> Any:
-    """A dataclass (or dict) as plain nested dicts/lists/scalars (paths as strings, tuples as lists)."""
+    """A dataclass (or dict) as plain nested dicts/lists/scalars (paths as strings, tuples as lists);
+    a dataclass with a ``config_tag()`` (adapters, methods) leads with the key that names it."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        out = {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        tag = getattr(obj, "config_tag", None)  # a registered component: its name first (type: lora)
+        return {**dict([tag()]), **out} if tag is not None else out
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -1,9 +1,9 @@
 """An experiment's config: its typed sections and how a YAML file, presets and overrides resolve
-into one (``config``); methods, each a set of objectives in phases (``methods``)."""
+into one (``config``); the other spellings keys are accepted in (``aliases``); methods, each a set
+of objectives in phases with its declared capabilities (``methods``)."""
 
+from .aliases import ALIASES, METHOD_KEYS, SEED_KEYS, seed_aliases
 from .config import (
-    ALIASES,
-    SEED_KEYS,
     ConditionSection,
     ExperimentConfig,
     GenerationSection,
@@ -13,10 +13,11 @@ from .config import (
     from_dict,
     preset_overrides,
     resolve,
-    seed_aliases,
 )
+from .methods import METHODS, Method
 
 __all__ = [
-    "ALIASES", "SEED_KEYS", "ConditionSection", "ExperimentConfig", "GenerationSection", "PreferencesSection",
-    "TaskSection", "TrainSection", "from_dict", "preset_overrides", "resolve", "seed_aliases",
+    "ALIASES", "METHODS", "METHOD_KEYS", "SEED_KEYS", "ConditionSection", "ExperimentConfig", "GenerationSection",
+    "Method", "PreferencesSection", "TaskSection", "TrainSection", "from_dict", "preset_overrides", "resolve",
+    "seed_aliases",
 ]

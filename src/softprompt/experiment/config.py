@@ -1,8 +1,9 @@
 """Experiment configs: one YAML per experiment, dotted ``key=value`` overrides, typed sections.
 
-Resolution: the dataclass defaults, then the YAML (and its ``defaults:`` chain), then the
-command-line overrides; every key is checked, so a typo fails with the closest key. The
-seed's spelling ``method_cfg.x=...`` is accepted for ``method.x``.
+Resolution: the dataclass defaults, then the YAML (and its ``defaults:`` chain), then a preset's
+and the command line's overrides; older spellings of keys are moved to their keys on the way in
+(:mod:`.aliases`), and every key is checked, so a typo fails with the closest key. The result is
+typed throughout: ``config.adapter`` is the adapter's config and ``config.method`` the method.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
-from ..adapters import make_config
+from ..adapters import AdapterConfig, PromptTuningConfig, make_config
 from ..config import (
     apply_overrides,
     build,
@@ -28,83 +29,20 @@ from ..errors import ConfigError
 from ..modeling.generation import GenerationConfig
 from ..objectives import Schedule
 from ..tasks.prompts import PromptsSection
-from .methods import method_config, method_defaults, method_name
-
-ALIASES = {"method_cfg": "method"}
-
-
-def _from_vocab(value: Any) -> str:
-    if not isinstance(value, bool):
-        raise ConfigError(f"config key 'method.initialize_from_vocab'={value!r}: expected true, false or null")
-    return "vocab" if value else "random"
-
-
-#: The source experiments' spellings of adapter keys, accepted under ``method`` and moved to the
-#: key they spell when a config is read (each YAML file, each override list, a run's config.yaml):
-#: seed key -> (the key it spells, how its value maps). A null seed value means "not set".
-SEED_KEYS: dict[str, tuple[str, Any]] = {
-    "method.n_soft_tokens": ("adapter.num_virtual_tokens", None),  # trlx's soft-prompt PPO
-    "method.num_virtual_tokens": ("adapter.num_virtual_tokens", None),  # PTCPRL
-    "method.initialize_from_vocab": ("adapter.init", _from_vocab),  # trlx: true = 'vocab', false = 'random'
-}
-
-
-def seed_aliases(raw: dict, where: str = "config") -> dict:
-    """``raw`` with the seed spellings of :data:`SEED_KEYS` (and a ``method_cfg`` section) moved to
-    the keys they spell. Both spellings in one mapping with different values is an error naming
-    both keys: nothing is overridden silently, and the saved config records what is trained."""
-    raw = dict(raw)
-    if isinstance(raw.get("method_cfg"), dict):
-        if "method" in raw:
-            raise ConfigError(f"{where}: give 'method' or its seed spelling 'method_cfg', not both")
-        raw["method"] = raw.pop("method_cfg")
-    if not isinstance(raw.get("method"), dict):
-        return raw
-    raw["method"] = method = dict(raw["method"])
-    for key, (target, convert) in SEED_KEYS.items():
-        name = key.split(".", 1)[1]
-        if name not in method:
-            continue
-        given = method.pop(name)
-        if given is None:
-            continue
-        value = convert(given) if convert else given
-        section, option = target.split(".")
-        if not isinstance(raw.get(section, {}), dict):
-            continue  # a malformed section: building it says so
-        raw[section] = dict(raw.get(section) or {})
-        if option in raw[section] and raw[section][option] != value:
-            raise ConfigError(f"{where}: {key}={given!r} and {target}={raw[section][option]!r} "
-                              f"disagree ({key} is the seed's spelling of {target}); give one of them")
-        raw[section][option] = value
-    return raw
-
-
-def _seed_alias_overrides(overrides: list[str]) -> list[str]:
-    """The override list with seed keys rewritten to the keys they spell (a null value drops it);
-    the same key set twice, in both spellings, to different values is an error."""
-    out: list[str] = []
-    given: dict[str, tuple[str, Any]] = {}
-    for text in overrides:
-        ov = parse_override(text)
-        key = ov.key
-        for old, new in ALIASES.items():
-            if key.startswith(old + "."):
-                key = new + key[len(old):]
-        if key in SEED_KEYS and ov.mode != "delete":
-            target, convert = SEED_KEYS[key]
-            if ov.value is None:
-                continue
-            value = convert(ov.value) if convert else ov.value
-            text = f"{target}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
-        else:
-            target, value = key, ov.value
-        if target in given and given[target][1] != value and any(k in SEED_KEYS for k in (key, given[target][0])):
-            raise ConfigError(f"overrides {given[target][0]}={given[target][1]!r} and {key}={ov.value!r} disagree "
-                              f"(both set {target}); give one of them")
-        given[target] = (key, value)
-        out.append(text)
-    return out
+from .aliases import (
+    ALIASES,
+    alias_overrides,
+    canonical_key,
+    canonical_method,
+    seed_aliases,
+)
+from .methods import (
+    Method,
+    MLEMethod,
+    method_config,
+    method_defaults,
+    method_name,
+)
 
 
 @dataclass
@@ -212,11 +150,10 @@ class ExperimentConfig:
         "auto", "verbalizer (causal LM + label words) or embedding (pooled encoder + linear head)")
     pooling: str | None = hfield(None, "embedding classifier pooling: mean, cls, last (default: the model card's)")
     task: TaskSection = field(default_factory=TaskSection)
-    adapter: dict[str, Any] = hfield({"type": "prompt_tuning", "num_virtual_tokens": 20, "init": "vocab"},
-                                     "adapter type and its options")
-    method: dict[str, Any] = hfield({"name": "mle"}, "method.name (mle, ptcprl, grpo, ppo, ppo_single_step, "
-                                                       "polychromic, reward_pairwise) "
-                                                       "and its options; see softprompt.methods")
+    adapter: AdapterConfig = field(default_factory=PromptTuningConfig, metadata={
+        "help": "adapter.type (prompt_tuning, prefix_tuning, conditional_prompt, lora) and its options"})
+    method: Method = field(default_factory=MLEMethod, metadata={
+        "help": "method.name (mle, ptcprl, grpo, ppo, ppo_single_step, polychromic, reward_pairwise) and its options"})
     prompts: PromptsSection = field(default_factory=PromptsSection)
     preferences: PreferencesSection = field(default_factory=PreferencesSection)
     generation: GenerationSection = field(default_factory=GenerationSection)
@@ -235,20 +172,20 @@ class ExperimentConfig:
         check_folder_name(self.run_id, "run_id")
 
     # -- derived ---------------------------------------------------------------------------------
-    def method_config(self):
-        return method_config(self.method)
+    def method_config(self) -> Method:
+        return self.method
 
     @property
     def method_name(self) -> str:
-        return self.method["name"]
+        return self.method.name
 
     @property
     def is_rl(self) -> bool:
-        return self.method_config().kind == "rl"
+        return self.method.kind == "rl"
 
     @property
     def is_preference(self) -> bool:
-        return self.method_config().kind == "preference"
+        return self.method.kind == "preference"
 
     @property
     def dataset_name(self) -> str:
@@ -261,23 +198,19 @@ class ExperimentConfig:
             return Path(p.file).stem if p.file else f"{p.from_task}_pairs"
         return self.task.name
 
-    def adapter_config(self):
-        options = dict(self.adapter)
-        kind = options.pop("type", None)
-        if not kind:
-            raise ConfigError("adapter.type is required (prompt_tuning, prefix_tuning, conditional_prompt, lora)")
-        return make_config(kind, options)
+    def adapter_config(self) -> AdapterConfig:
+        return self.adapter
 
     def objectives(self) -> dict[str, object]:
-        return self.method_config().objectives()
+        return self.method.objectives()
 
     def schedule(self) -> Schedule:
-        return self.method_config().schedule()
+        return self.method.schedule()
 
 
 def resolve(name: str | Path, overrides: list[str] = (), preset: str | None = None) -> ExperimentConfig:
     """Defaults <- YAML <- the preset's overrides <- overrides, then a typed, validated config."""
-    raw = load_config(name, aliases=ALIASES, normalize=seed_aliases)
+    raw = load_config(name, normalize=seed_aliases)
     return from_dict(raw, overrides, preset=preset, where=str(name))
 
 
@@ -302,31 +235,37 @@ def preset_overrides(raw: dict, preset: str | None, where: str = "config") -> li
 
 
 def from_dict(raw: dict, overrides: list[str] = (), preset: str | None = None, where: str = "config") -> ExperimentConfig:
+    """The typed config of ``raw`` (a config's mapping, e.g. a run folder's ``config.yaml``) with a
+    preset's and then ``overrides`` applied; every key, type and range checked."""
     raw = seed_aliases(raw, where)
     if "stages" in raw:
         raise ConfigError(f"{where} is a multi-stage config (it has 'stages'): run it with softprompt train "
                           f"--config-name {where}, or softprompt.run_pipeline({where!r}) in Python")
-    overrides = _seed_alias_overrides([*preset_overrides(raw, preset, where), *overrides])
+    overrides = [*preset_overrides(raw, preset, where), *overrides]
     base = to_dict(ExperimentConfig())
     merged = deep_merge(base, raw)
     if "adapter" in raw:  # the YAML's adapter replaces the default one, filled with its type's defaults
         merged["adapter"] = _with_adapter_defaults(raw["adapter"], base["adapter"]["type"])
-    # likewise the method: its own options, filled with its defaults
-    merged["method"] = _with_method_defaults(raw.get("method", base["method"]))
-    # ``method.name=X`` swaps the whole section, as a Hydra group does: X's defaults, then the
-    # other method.* overrides; options of the YAML's method are dropped
+    # likewise the method: its own options, filled with its defaults. ``method.name=X`` swaps the
+    # whole section, as a Hydra group does: X's defaults, then the other method.* overrides
+    section = raw.get("method", base["method"])
     name = _method_override(overrides)
-    if name is not None and name != merged["method"].get("name"):
-        merged["method"] = _with_method_defaults({"name": name})
-    merged = apply_overrides(merged, list(overrides), ALIASES)
-    config = build(ExperimentConfig, merged)
-    config.adapter_config()  # validate the adapter options now, not after the run folder exists
-    config.objectives()
-    return config
+    if name is not None and name != (section.get("name") if isinstance(section, dict) else None):
+        section = {"name": name}
+    merged["method"] = _with_method_defaults(section, where)
+    merged = apply_overrides(merged, alias_overrides(overrides, merged["method"]["name"]), ALIASES)
+    adapter, method = dict(merged["adapter"]), dict(merged["method"])
+    if not isinstance(adapter.get("type"), str):
+        raise ConfigError("config key 'adapter.type' is required (prompt_tuning, prefix_tuning, conditional_prompt, "
+                          "lora)")
+    merged["adapter"] = make_config(adapter.pop("type"), adapter)  # typed now: bad options fail before any run
+    merged["method"] = method_config(method)
+    return build(ExperimentConfig, merged)
 
 
-def _with_method_defaults(section: Any) -> dict:
-    return {**method_defaults(method_name(section)), **_legacy(section)}
+def _with_method_defaults(section: Any, where: str = "config") -> dict:
+    name = method_name(section)
+    return {**method_defaults(name), **_legacy(canonical_method(section, where, name))}
 
 
 def _legacy(section: dict) -> dict:
@@ -339,8 +278,8 @@ def _legacy(section: dict) -> dict:
         return {k: v for k, v in section.items() if not (k in stale and v == stale[k])}
     if section.get("name") != "mle":
         return section
-    flat = set(method_defaults("ptcprl")) - set(method_defaults("mle"))
-    if not flat & set(section) or not {"phase1_epochs", "alpha", "beta", "gamma"} <= set(section):
+    flat = set(method_defaults("ptcprl")) - set(method_defaults("mle")) | {"alpha", "beta", "gamma", "temperature"}
+    if not {"phase1_epochs", "alpha", "beta", "gamma"} <= set(section):
         return section
     return {k: v for k, v in section.items() if k not in flat}
 
@@ -349,9 +288,7 @@ def _method_override(overrides) -> str | None:
     name = None
     for text in overrides:
         key, value, _ = parse_override(text)
-        for old, new in ALIASES.items():  # the seed's method_cfg.name too
-            if key.startswith(old + "."):
-                key = new + key[len(old):]
+        key = canonical_key(key)  # the seed's method_cfg.name too
         if key == "method.name" and isinstance(value, str):
             name = value
     return name
@@ -362,5 +299,5 @@ def _with_adapter_defaults(section: dict, default_type: str) -> dict:
         raise ConfigError("config key 'adapter' must be a mapping with a 'type' and its options")
     kind = section.get("type", default_type)
     options = {k: v for k, v in section.items() if k != "type"}
-    defaults = make_config(kind, {}).to_dict()
+    defaults = make_config(kind, {}).to_dict() if isinstance(kind, str) else {}
     return {"type": kind, **defaults, **options}

@@ -27,6 +27,65 @@ from ..objectives.ppo import PPOConfig, SingleStepPPOConfig
 METHODS: Registry[type] = Registry("method")
 
 
+@dataclass
+class Method:
+    """What a method declares, read by the trainer and the assembly of a run (never probed):
+    the kind of data it trains on, the objectives it runs in which phases, and its capabilities."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "classification"  # classification | preference | rl
+    value_head: ClassVar[bool] = False  # the policy carries a scalar value head (PPO)
+
+    def config_tag(self) -> tuple[str, str]:
+        """The key and value that name this method in a saved config: ``name: grpo``."""
+        return "name", self.name
+
+    @property
+    def samples_per_prompt(self) -> int:
+        return 1
+
+    @property
+    def inner_updates(self) -> int:
+        """Optimizer steps on each batch (an RL rollout is reused this many times)."""
+        return 1
+
+    @property
+    def layers_unfrozen(self) -> int:
+        """Transformer blocks of the backbone trained too (0: the backbone stays frozen)."""
+        return 0
+
+    @property
+    def tunes_value_head(self) -> bool:
+        return False
+
+    @property
+    def reference_responses(self) -> str | None:
+        """The prompt field holding reference responses this method trains on (MLE), or None."""
+        return None
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether a KL reference policy is computed."""
+        return False
+
+    def check_rewards(self, rewards) -> None:
+        """Refuse rewards this method cannot use, before the run starts (default: any)."""
+
+    def objectives(self) -> dict[str, object]:
+        raise NotImplementedError
+
+    def schedule(self) -> Schedule:
+        raise NotImplementedError
+
+
+def register(name: str):
+    """Register a method class under ``name`` (also its ``name``)."""
+    def deco(cls):
+        cls.name = name
+        return METHODS.register(name)(cls)
+    return deco
+
+
 def method_name(section) -> str:
     """The ``name`` of a method section, or a ConfigError saying what a method section is."""
     if not isinstance(section, dict) or "name" not in section:
@@ -34,8 +93,8 @@ def method_name(section) -> str:
     return section["name"]
 
 
-def method_config(section: dict):
-    """The typed config of ``section`` (``{name: ..., options...}``), every key checked."""
+def method_config(section: dict) -> Method:
+    """The typed method of ``section`` (``{name: ..., options...}``), every key checked."""
     options = {k: v for k, v in section.items() if k != "name"}
     return build(METHODS.get(method_name(section)), options, where="method")
 
@@ -45,16 +104,14 @@ def method_defaults(name: str) -> dict:
     return {"name": name, **{f.name: getattr(cls(), f.name) for f in fields(cls)}}
 
 
-@METHODS.register("mle")
+@register("mle")
 @dataclass
-class MLEMethod:
+class MLEMethod(Method):
     """Cross-entropy on the label words (or the head's classes)."""
 
-    kind: ClassVar[str] = "classification"
     label_smoothing: float = hfield(0.0, "mle: label smoothing", ge=0, lt=1)
     class_weights: str | list[float] | None = hfield(
-        None, "mle: per-class loss weights, a list or 'balanced' (from the training labels' counts)",
-        ge=0)
+        None, "mle: per-class loss weights, a list or 'balanced' (from the training labels' counts)", ge=0)
 
     def mle(self) -> MLEConfig:
         return MLEConfig(label_smoothing=self.label_smoothing, class_weights=self.class_weights)
@@ -66,17 +123,18 @@ class MLEMethod:
         return Schedule([Phase({"mle": 1.0})])
 
 
-@METHODS.register("ptcprl")
+@register("ptcprl")
 @dataclass
 class PTCPRLMethod(MLEMethod):
-    """PTCPRL: MLE for ``phase1_epochs``, then alpha*MLE + beta*contrastive + gamma*RL."""
+    """PTCPRL: MLE for ``phase1_epochs``, then mle_weight * MLE + contrastive_weight * contrastive
+    + rl_weight * RL (the seed's alpha, beta, gamma)."""
 
     phase1_epochs: int = hfield(1, "epochs of MLE only before the combined phase", ge=0)
-    alpha: float = hfield(1.0, "weight of MLE in the combined phase", ge=0)
-    beta: float = hfield(0.1, "weight of the contrastive term", ge=0)
-    gamma: float = hfield(0.1, "weight of the RL term (label_reinforce)", ge=0)
+    mle_weight: float = hfield(1.0, "weight of MLE in the combined phase (the seed's alpha)", ge=0)
+    contrastive_weight: float = hfield(0.1, "weight of the contrastive term (the seed's beta)", ge=0)
+    rl_weight: float = hfield(0.1, "weight of the RL term, label_reinforce (the seed's gamma)", ge=0)
     k_negatives: int = hfield(4, "contrastive: mutated prompts per example", ge=1)
-    temperature: float = hfield(0.1, "contrastive: InfoNCE temperature", gt=0)
+    contrastive_temperature: float = hfield(0.1, "contrastive: InfoNCE temperature tau", gt=0)
     contrastive_dropout: float = hfield(0.1, "contrastive: dropout on the prompt for the positive view", ge=0, lt=1)
     mutations: list[str] = hfield(["noise", "shuffle", "drop"], "contrastive: mutations used for negatives")
     noise_std: float = hfield(1.0, "contrastive: noise std relative to the prompt's std", ge=0)
@@ -87,19 +145,33 @@ class PTCPRLMethod(MLEMethod):
         return {
             "mle": self.mle(),
             "contrastive": ContrastiveConfig(
-                k_negatives=self.k_negatives, temperature=self.temperature, dropout=self.contrastive_dropout,
-                mutations=list(self.mutations), noise_std=self.noise_std, drop_fraction=self.drop_fraction),
+                k_negatives=self.k_negatives, temperature=self.contrastive_temperature,
+                dropout=self.contrastive_dropout, mutations=list(self.mutations), noise_std=self.noise_std,
+                drop_fraction=self.drop_fraction),
             "label_reinforce": LabelReinforceConfig(rl_subset_size=self.rl_subset_size),
         }
 
     def schedule(self) -> Schedule:
         return Schedule([Phase({"mle": 1.0}, epochs=self.phase1_epochs),
-                         Phase({"mle": self.alpha, "contrastive": self.beta, "label_reinforce": self.gamma})])
+                         Phase({"mle": self.mle_weight, "contrastive": self.contrastive_weight,
+                                "label_reinforce": self.rl_weight})])
 
 
-class _RLMethod:
+@dataclass
+class RLMethod(Method):
+    """An RL method: one objective on rollouts of ``num_generations`` samples per prompt. Listed
+    after the objective's config in a method's bases, so the config's own properties come first."""
+
     kind: ClassVar[str] = "rl"
     objective: ClassVar[str] = ""
+
+    @property
+    def samples_per_prompt(self) -> int:
+        return self.num_generations
+
+    @property
+    def inner_updates(self) -> int:
+        return self.num_iterations
 
     def objectives(self) -> dict[str, object]:
         return {self.objective: self}
@@ -108,52 +180,70 @@ class _RLMethod:
         return Schedule([Phase({self.objective: 1.0})])
 
 
-@METHODS.register("grpo")
+@register("grpo")
 @dataclass
-class GRPOMethod(_RLMethod, GRPOConfig):
+class GRPOMethod(GRPOConfig, RLMethod):
     """GRPO: G samples per prompt, group-normalised advantages, clipped ratio, optional k3 KL."""
 
     objective: ClassVar[str] = "grpo"
 
 
-@METHODS.register("ppo")
+class _ValueHead:
+    """PPO's capabilities: a value head (trained unless tune_v_head is off) and unfrozen blocks."""
+
+    value_head: ClassVar[bool] = True
+
+    @property
+    def layers_unfrozen(self) -> int:
+        return self.num_layers_unfrozen
+
+    @property
+    def tunes_value_head(self) -> bool:
+        return self.tune_v_head
+
+
+@register("ppo")
 @dataclass
-class PPOMethod(_RLMethod, PPOConfig):
+class PPOMethod(PPOConfig, _ValueHead, RLMethod):
     """Token-level PPO with a value head, KL penalty folded into the rewards, GAE."""
 
     objective: ClassVar[str] = "ppo"
 
 
-@METHODS.register("ppo_single_step")
+@register("ppo_single_step")
 @dataclass
-class SingleStepPPOMethod(_RLMethod, SingleStepPPOConfig):
+class SingleStepPPOMethod(SingleStepPPOConfig, _ValueHead, RLMethod):
     """Single-step PPO (hardPrompt2softPrompt): one action = the whole response, A = r - V(context)."""
 
     objective: ClassVar[str] = "ppo_single_step"
 
 
-@METHODS.register("polychromic")
+@register("polychromic")
 @dataclass
-class PolychromicMethod(_RLMethod, PolychromicConfig):
+class PolychromicMethod(PolychromicConfig, RLMethod):
     """Polychromic RL: sets of samples scored by quality x diversity, the set score in every
-    sample's advantage; optionally alpha * MLE on reference responses (the seed's SFT + diversity)."""
+    sample's advantage; optionally mle_weight * MLE on reference responses (the seed's SFT + diversity)."""
 
     objective: ClassVar[str] = "polychromic"
 
+    @property
+    def reference_responses(self) -> str | None:
+        return self.response_field if self.mle_weight > 0 else None
+
     def objectives(self) -> dict[str, object]:
         out: dict[str, object] = {"polychromic": self}
-        if self.alpha > 0:
+        if self.mle_weight > 0:
             out["response_mle"] = ResponseMLEConfig(response_field=self.response_field)
         return out
 
     def schedule(self) -> Schedule:
-        weights = {"polychromic": 1.0, **({"response_mle": self.alpha} if self.alpha > 0 else {})}
+        weights = {"polychromic": 1.0, **({"response_mle": self.mle_weight} if self.mle_weight > 0 else {})}
         return Schedule([Phase(weights)])
 
 
-@METHODS.register("reward_pairwise")
+@register("reward_pairwise")
 @dataclass
-class PairwiseRewardMethod(PairwiseConfig):
+class PairwiseRewardMethod(PairwiseConfig, Method):
     """A comparative reward model: encoder + its own soft prefix + scalar head on
     ``context [SEP] response``, trained with -log sigmoid(s_chosen - s_rejected - margin)."""
 

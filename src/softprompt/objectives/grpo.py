@@ -34,11 +34,16 @@ STD_EPS = 1e-4
 
 
 @dataclass
-class RLCommon:
-    """What every RL method shares: sampling, inner updates, the reference."""
+class RLConfig:
+    """What every RL method shares, spelled as TRL's GRPOConfig spells it: samples per prompt,
+    inner updates, the clip of the policy ratio, the KL coefficient and its reference."""
 
-    group_size: int = hfield(4, "completions sampled per prompt (G)", ge=2)
+    num_generations: int = hfield(4, "completions sampled per prompt (G)", ge=2)
     num_iterations: int = hfield(1, "optimizer steps on each rollout batch (inner updates)", ge=1)
+    epsilon: float = hfield(0.2, "clip of the policy ratio: 1 - epsilon below", gt=0, lt=1)
+    epsilon_high: float | None = hfield(None, "clip of the policy ratio above: 1 + epsilon_high (default: epsilon)",
+                                        gt=0)
+    beta: float = hfield(0.0, "KL coefficient: weight of the KL to the reference (0: off, no reference pass)", ge=0)
     reference: Literal["initial_prompt", "none"] = hfield(
         "initial_prompt", "reference policy for KL: the frozen backbone with the initial prompt, or with no prompt")
 
@@ -47,23 +52,20 @@ class RLCommon:
 
     @property
     def needs_reference(self) -> bool:
-        return False
+        return self.beta > 0
+
+    @property
+    def clip_high(self) -> float:
+        return self.epsilon_high if self.epsilon_high is not None else self.epsilon
 
     def check_rewards(self, rewards) -> None:
         """Refuse rewards this method cannot use, before the run starts (default: any)."""
 
 
 @dataclass
-class GRPOConfig(RLCommon):
-    epsilon: float = hfield(0.2, "lower clip of the ratio: 1 - epsilon", gt=0, lt=1)
-    epsilon_high: float | None = hfield(None, "upper clip of the ratio: 1 + epsilon_high (default: epsilon)", gt=0)
-    beta: float = hfield(0.0, "weight of the k3 KL to the reference (0: off, no reference pass)", ge=0)
+class GRPOConfig(RLConfig):
     loss_type: Literal["grpo", "dapo", "dr_grpo"] = hfield("dapo", "loss aggregation: grpo, dapo or dr_grpo")
     scale_rewards: Literal["group", "batch", "none"] = hfield("group", "advantage scale: group std, batch std, none")
-
-    @property
-    def needs_reference(self) -> bool:
-        return self.beta > 0
 
 
 def group_advantages(rewards: torch.Tensor, valid: torch.Tensor, group_size: int,
@@ -135,8 +137,7 @@ def clipped_policy_loss(inputs, advantages: torch.Tensor, c, extra: dict | None 
     k3 KL (``c.beta``), aggregated by ``c.loss_type``. Polychromic RL uses it with its own advantages."""
     ro = inputs.rollout
     logp = inputs.logprobs()
-    per_token, clipped = clipped_surrogate(logp, ro.old_logprobs, advantages.to(logp.device), c.epsilon,
-                                           c.epsilon_high if c.epsilon_high is not None else c.epsilon)
+    per_token, clipped = clipped_surrogate(logp, ro.old_logprobs, advantages.to(logp.device), c.epsilon, c.clip_high)
     metrics = {**(extra or {}), "clip_fraction": _masked_mean(clipped.float(), ro.mask)}
     if c.beta > 0:
         kl = k3_kl(logp, ro.ref_logprobs)

@@ -1,6 +1,6 @@
 """Polychromic RL (Hamid et al., 2025; docs/design.md "Polychromic"), read top to bottom.
 
-For each prompt, N = ``n_generations`` samples y_1..y_N with rewards r_1..r_N are split into
+For each prompt, N = ``num_generations`` samples y_1..y_N with rewards r_1..r_N are split into
 M sets S_1..S_M of n = ``set_size`` samples each (every n-subset when there are at most
 ``num_sets`` of them, else random partitions of the N samples until M sets):
 
@@ -13,17 +13,18 @@ M sets S_1..S_M of n = ``set_size`` samples each (every n-subset when there are 
                = q(S) + lambda * d(S)                      mode=additive
                = z(q)(S) + lambda * z(d)(S)                mode=additive, normalize (z: over the prompt's sets)
     A_i        = mean_{S contains i} f(S)  -  mean_S f(S)                         each sample's advantage
-               (divided by the std of the prompt's A_i + 1e-4 when scale=group, as GRPO does)
+               (divided by the std of the prompt's A_i + 1e-4 when scale_rewards=group, or of the
+                batch's when scale_rewards=batch, as GRPO does)
 
 and the clipped policy loss of GRPO with these advantages (optional k3 KL, ``loss_type``).
 lambda = ``diversity_weight``; lambda = 0 is the plain objective: with every n-subset as a set,
-A_i = (N-n)/(n(N-1)) (r_i - mean r), so scale=group gives GRPO's advantages exactly. The diversity is
+A_i = (N-n)/(n(N-1)) (r_i - mean r), so scale_rewards=group gives GRPO's advantages exactly. The diversity is
 measured without gradient but enters every sample's advantage, so it moves the weights; a
 loss ``CE - lambda * D`` with D detached would not.
 
 The seed's knobs: diversity is used for the first ``max_examples_for_diversity`` prompts of a
 batch and on every ``compute_every_n_steps``-th step; other prompts and steps use lambda = 0.
-Mixed with MLE on reference responses (the seed's SFT + diversity): ``alpha * mle + polychromic``.
+Mixed with MLE on reference responses (the seed's SFT + diversity): ``mle_weight * mle + polychromic``.
 """
 
 from __future__ import annotations
@@ -42,12 +43,14 @@ from ..metrics.diversity import distinct_samples, mean_cosine_distance
 from ..modeling.embeddings import encode
 from ..modeling.scoring import right_pad
 from .base import OBJECTIVES, Objective, ObjectiveOutput
-from .grpo import STD_EPS, clipped_policy_loss
+from .grpo import STD_EPS, GRPOConfig, clipped_policy_loss
 
 
 @dataclass
-class PolychromicConfig:
-    n_generations: int = hfield(8, "samples per prompt (N)", ge=2)
+class PolychromicConfig(GRPOConfig):
+    """GRPO's sampling, clip, KL and loss (every key of :class:`GRPOConfig`), with set advantages."""
+
+    num_generations: int = hfield(8, "samples per prompt (N)", ge=2)
     set_size: int = hfield(4, "samples per set (n)", ge=2)
     num_sets: int = hfield(70, "sets per prompt (M); all n-subsets when there are at most this many", ge=1)
     diversity_weight: float = hfield(1.0, "lambda: exponent of the diversity (multiplicative) or its weight "
@@ -65,15 +68,8 @@ class PolychromicConfig:
     max_examples_for_diversity: int | None = hfield(None, "prompts per batch whose sets use diversity (None: all)",
                                                      ge=0)
     compute_every_n_steps: int = hfield(1, "use diversity on every n-th step (others: lambda = 0)", ge=1)
-    scale: Literal["group", "none"] = hfield("group", "divide each prompt's advantages by their std (as GRPO)")
-    epsilon: float = hfield(0.2, "lower clip of the ratio: 1 - epsilon", gt=0, lt=1)
-    epsilon_high: float | None = hfield(None, "upper clip of the ratio (default: epsilon)", gt=0)
-    beta: float = hfield(0.0, "weight of the k3 KL to the reference (0: off)", ge=0)
-    reference: Literal["initial_prompt", "none"] = hfield("initial_prompt", "KL reference: initial prompt or none")
-    loss_type: Literal["grpo", "dapo", "dr_grpo"] = hfield("dapo", "loss aggregation")
-    num_iterations: int = hfield(1, "optimizer steps on each rollout batch", ge=1)
-    alpha: float = hfield(0.0, "weight of MLE on the prompts' reference responses (0: off)", ge=0)
-    response_field: str = hfield("response", "alpha > 0: the prompt file's column with the reference response")
+    mle_weight: float = hfield(0.0, "weight of MLE on the prompts' reference responses (0: off)", ge=0)
+    response_field: str = hfield("response", "mle_weight > 0: the prompt file's column with the reference response")
 
     def __post_init__(self) -> None:
         def need(ok: bool, key: str, expected: str) -> None:
@@ -81,7 +77,7 @@ class PolychromicConfig:
                 raise ConfigError(f"method.{key}={getattr(self, key)!r}: expected {expected}")
 
         check_instance(self, "method")  # each option's declared range
-        need(self.set_size <= self.n_generations, "set_size", f"<= n_generations ({self.n_generations})")
+        need(self.set_size <= self.num_generations, "set_size", f"<= num_generations ({self.num_generations})")
         need(self.diversity_weighting == "uniform" or self.diversity == "embedding", "diversity_weighting",
              "uniform with diversity=distinct (quality weights pairs of embeddings)")
 
@@ -100,14 +96,6 @@ class PolychromicConfig:
                               f"d**lambda: a negative q turns more diversity into a lower score), and these can be "
                               f"negative: {parts}; give each such reward item `transform: sigmoid` or `transform: "
                               f"threshold`, or use mode=additive")
-
-    @property
-    def group_size(self) -> int:
-        return self.n_generations
-
-    @property
-    def needs_reference(self) -> bool:
-        return self.beta > 0
 
 
 def make_sets(n_samples: int, set_size: int, num_sets: int, generator: torch.Generator) -> list[tuple[int, ...]]:
@@ -159,6 +147,7 @@ def polychromic_advantages(rewards: torch.Tensor, valid: torch.Tensor, group_siz
     is not finite join no set and get advantage 0.
     """
     adv = torch.zeros(len(rewards))
+    in_sets = torch.zeros(len(rewards), dtype=torch.bool)
     div_seen, q_seen, f_seen = [], [], []
     for b in range(len(rewards) // group_size):
         base = b * group_size
@@ -171,14 +160,17 @@ def polychromic_advantages(rewards: torch.Tensor, valid: torch.Tensor, group_siz
         d = [set_diversity(b, list(s)) for s in sets] if weight > 0 else [1.0] * len(sets)
         f = set_scores(q, d, weight, config.mode, config.normalize)
         a = sample_advantages(group_size, sets, f)
-        if config.scale == "group":  # as GRPO: unit spread of the prompt's advantages
+        if config.scale_rewards == "group":  # as GRPO: unit spread of the prompt's advantages
             members = torch.tensor(ok)
             a = a / (a[members].std() + STD_EPS)
         adv[base:base + group_size] = a
+        in_sets[base:base + group_size] = torch.tensor([i in ok for i in range(group_size)])
         q_seen += q
         f_seen += f.tolist()
         if weight > 0:
             div_seen += d
+    if config.scale_rewards == "batch" and int(in_sets.sum()) > 1:  # as GRPO: one spread for the whole batch
+        adv = adv / (adv[in_sets].std() + STD_EPS)
     metrics = {"set_quality": _mean(q_seen), "f_poly": _mean(f_seen)}
     if div_seen:
         metrics["diversity_score"] = _mean(div_seen)
@@ -285,5 +277,5 @@ def reference_response(example, field: str, where: str = "the rollout") -> str:
     value = extra.get(field)
     if not isinstance(value, str) or not value.strip():
         raise DataError(f"prompts from {where!r}: prompt {example.index} ({example.text[:40]!r}) has no {field!r} "
-                        f"(method.alpha > 0 trains on reference responses; columns: {sorted(extra)})")
+                        f"(method.mle_weight > 0 trains on reference responses; columns: {sorted(extra)})")
     return value

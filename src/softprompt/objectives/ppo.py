@@ -3,7 +3,7 @@
 Token-level PPO (trlx-style). At rollout time, without gradient, for each completion token t:
 
     kl_t     = logp_old_t - ref_t                     per-token KL estimate to the reference
-    r_t      = -kl_coef * kl_t  (+ score on the last token)
+    r_t      = -beta * kl_t  (+ score on the last token)       beta: the KL coefficient (trlx's kl_coef)
     V_t      = v_head(h_t)                            h_t: the last hidden state that predicts token t
     delta_t  = r_t + gamma * V_{t+1} - V_t            (V after the last token = 0)
     A_t      = delta_t + gamma * lam * A_{t+1}        GAE
@@ -12,7 +12,7 @@ Token-level PPO (trlx-style). At rollout time, without gradient, for each comple
 Update (``num_iterations`` times per rollout):
 
     ratio_t  = exp(logp_t - logp_old_t)
-    L_pg     = mean_t max(-A_t * ratio_t, -A_t * clip(ratio_t, 1 - cliprange, 1 + cliprange))
+    L_pg     = mean_t max(-A_t * ratio_t, -A_t * clip(ratio_t, 1 - epsilon, 1 + epsilon_high))   (trlx's cliprange)
     V'_t     = V_old_t + clip(V_t - V_old_t, -cliprange_value, cliprange_value)
     L_v      = mean_t 0.5 * max((V_t - R_t)^2, (V'_t - R_t)^2)
     loss     = L_pg + vf_coef * L_v
@@ -32,25 +32,22 @@ import torch
 
 from ..config.fields import hfield
 from .base import OBJECTIVES, Objective, ObjectiveOutput
-from .grpo import RLCommon, _masked_mean
+from .grpo import RLConfig, _masked_mean
 
 
 @dataclass
-class ValueHeadPPOConfig(RLCommon):
+class ValueHeadPPOConfig(RLConfig):
     """What token-level and single-step PPO share: a value head, clipped ratio and value, a KL penalty."""
 
-    group_size: int = hfield(1, "completions sampled per prompt", ge=1)
-    kl_coef: float = hfield(0.05, "per-token KL penalty folded into the rewards (trlx init_kl_coef)", ge=0)
-    cliprange: float = hfield(0.2, "clip of the policy ratio", gt=0, lt=1)
+    num_generations: int = hfield(1, "completions sampled per prompt", ge=1)
+    beta: float = hfield(0.05, "KL coefficient: per-token KL penalty folded into the rewards (trlx's init_kl_coef)",
+                         ge=0)
     cliprange_value: float = hfield(0.2, "clip of the value change (0: off)", ge=0)
     vf_coef: float = hfield(0.5, "weight of the value loss", ge=0)
     whiten_advantages: bool = hfield(True, "normalise advantages over the batch's tokens")
     tune_v_head: bool = hfield(True, "train the value head (else it stays at its initial weights)")
     num_layers_unfrozen: int = hfield(0, "also train the top N transformer blocks (0: backbone frozen)", ge=0)
 
-    @property
-    def needs_reference(self) -> bool:
-        return self.kl_coef > 0
 
 
 @dataclass
@@ -63,15 +60,16 @@ class PPOConfig(ValueHeadPPOConfig):
 class SingleStepPPOConfig(ValueHeadPPOConfig):
     """One action per response: no discount nor GAE (no gamma, lam)."""
 
-    kl_coef: float = hfield(0.0, "KL penalty (sequence log-ratio to the reference) subtracted from the reward", ge=0)
+    beta: float = hfield(0.0, "KL coefficient: the sequence log-ratio to the reference, subtracted from the reward",
+                         ge=0)
     reference: Literal["initial_prompt", "none"] = hfield("none", "reference for the KL penalty: initial_prompt or none")
 
 
 def token_rewards(score: torch.Tensor, logp_old: torch.Tensor, ref: torch.Tensor | None, mask: torch.Tensor,
-                  kl_coef: float) -> torch.Tensor:
-    """r_t = -kl_coef * (logp_old_t - ref_t), plus the score on each row's last real token."""
+                  beta: float) -> torch.Tensor:
+    """r_t = -beta * (logp_old_t - ref_t), plus the score on each row's last real token."""
     mask = mask.float()
-    r = -kl_coef * (logp_old - ref) * mask if ref is not None and kl_coef else torch.zeros_like(logp_old)
+    r = -beta * (logp_old - ref) * mask if ref is not None and beta else torch.zeros_like(logp_old)
     last = (mask.sum(1).long() - 1).clamp(min=0)
     return r.scatter_add(1, last[:, None], (score * (mask.sum(1) > 0))[:, None].to(r.dtype))
 
@@ -98,10 +96,12 @@ def whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x - mean) * torch.rsqrt(var + 1e-8) * mask
 
 
-def policy_loss(logp, old_logp, adv, mask, cliprange: float):
+def policy_loss(logp, old_logp, adv, mask, epsilon: float, epsilon_high: float | None = None):
+    """mean over ``mask`` of max(-A ratio, -A clip(ratio, 1 - epsilon, 1 + epsilon_high)), and the clip fraction."""
     ratio = torch.exp(logp - old_logp)
-    losses = torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - cliprange, 1 + cliprange))
-    clipped = (-adv * torch.clamp(ratio, 1 - cliprange, 1 + cliprange) > -adv * ratio).float()
+    clamped = torch.clamp(ratio, 1 - epsilon, 1 + (epsilon if epsilon_high is None else epsilon_high))
+    losses = torch.max(-adv * ratio, -adv * clamped)
+    clipped = (-adv * clamped > -adv * ratio).float()
     m = mask.float()
     return (losses * m).sum() / m.sum().clamp(min=1), _masked_mean(clipped, m)
 
@@ -125,12 +125,12 @@ class PPO(Objective):
         mask = ro.mask
         if "advantages" not in ro.memo:
             r = token_rewards(torch.where(ro.valid, ro.rewards, 0.0), ro.old_logprobs, ro.ref_logprobs, mask,
-                              c.kl_coef)
+                              c.beta)
             adv, ret = gae(r, ro.old_values, mask, c.gamma, c.lam)
             ro.memo["advantages"] = whiten(adv, mask) if c.whiten_advantages else adv
             ro.memo["returns"] = ret
         logp, values = inputs.logprobs_and_values()
-        pg, clip_frac = policy_loss(logp, ro.old_logprobs, ro.memo["advantages"], mask, c.cliprange)
+        pg, clip_frac = policy_loss(logp, ro.old_logprobs, ro.memo["advantages"], mask, c.epsilon, c.clip_high)
         vf = value_loss(values, ro.old_values, ro.memo["returns"], mask, c.cliprange_value)
         metrics = {"policy_loss": pg.item(), "value_loss": vf.item(), "clip_fraction": clip_frac,
                    "value_mean": _masked_mean(values.detach(), mask)}
@@ -150,14 +150,14 @@ class SingleStepPPO(Objective):
         old_seq = (ro.old_logprobs * mask).sum(1)
         if "advantages" not in ro.memo:
             reward = torch.where(ro.valid, ro.rewards, 0.0)
-            if ro.ref_logprobs is not None and c.kl_coef:
-                reward = reward - c.kl_coef * (old_seq - (ro.ref_logprobs * mask).sum(1))
+            if ro.ref_logprobs is not None and c.beta:
+                reward = reward - c.beta * (old_seq - (ro.ref_logprobs * mask).sum(1))
             ro.memo["returns"] = reward
             adv = reward - ro.old_values[:, 0]
             ro.memo["advantages"] = whiten(adv, rows) if c.whiten_advantages and len(adv) > 1 else adv * rows
         logp, values = inputs.logprobs_and_values()
         seq = (logp * mask).sum(1)
-        pg, clip_frac = policy_loss(seq, old_seq, ro.memo["advantages"], rows, c.cliprange)
+        pg, clip_frac = policy_loss(seq, old_seq, ro.memo["advantages"], rows, c.epsilon, c.clip_high)
         vf = value_loss(values[:, 0], ro.old_values[:, 0], ro.memo["returns"], rows, c.cliprange_value)
         return ObjectiveOutput(pg + c.vf_coef * vf, {"policy_loss": pg.item(), "value_loss": vf.item(),
                                                      "clip_fraction": clip_frac,

@@ -110,7 +110,7 @@ def warn_truncated_sampling(config) -> None:
     if not (g.top_k or g.top_p < 1.0):
         return
     kl = ""
-    if config.method_config().needs_reference:
+    if config.method.needs_reference:
         kl = (" The KL term is KL(truncated policy || untruncated reference softmax(ref logits / T)): finite, "
               "but not 0 at the start: -log of the reference's mass inside the truncation set, per token.")
     logging.getLogger("softprompt").warning(
@@ -127,7 +127,7 @@ def build_rl(config, rewards=None, backbone=None):
     ``f(prompts, completions, examples) -> list[float]``) instead of ``config.rewards``, and a
     loaded ``backbone``.
     """
-    method = config.method_config()
+    method = config.method
     warn_truncated_sampling(config)
     loaded = [backbone]
 
@@ -136,17 +136,15 @@ def build_rl(config, rewards=None, backbone=None):
         return loaded[0].tokenizer
     train, evaluation = load_prompts(config.prompts, config.seed, tokenizer)  # bad prompts fail before the model loads
     backbone = loaded[0]
-    if getattr(method, "alpha", 0) > 0 and hasattr(method, "response_field"):
+    if method.reference_responses is not None:
         for e in train:  # MLE on reference responses needs one per training prompt
-            reference_response(e, method.response_field, config.prompts.file or config.prompts.source)
+            reference_response(e, method.reference_responses, config.prompts.file or config.prompts.source)
     backbone = backbone or load_backbone(config.model)
     if not backbone.is_causal:
         raise ConfigError(f"RL method {config.method_name!r} needs a causal LM; {config.model!r} is an encoder")
-    n_unfrozen = getattr(method, "num_layers_unfrozen", 0)
-    unfrozen = unfreeze_top_layers(backbone.model, n_unfrozen) if n_unfrozen else []
+    unfrozen = unfreeze_top_layers(backbone.model, method.layers_unfrozen) if method.layers_unfrozen else []
     model = adapter_model(config, backbone)
-    value_head = method.objective in ("ppo", "ppo_single_step")
-    policy = Policy(model, value_head=value_head, tune_v_head=getattr(method, "tune_v_head", True), unfrozen=unfrozen)
+    policy = Policy(model, value_head=method.value_head, tune_v_head=method.tunes_value_head, unfrozen=unfrozen)
     reference = Reference(policy, method.reference) if method.needs_reference else None
     context = RewardContext(backbone=backbone, device=model.device)
     if rewards is None:

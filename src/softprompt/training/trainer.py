@@ -87,7 +87,7 @@ class Trainer:
         self.objectives = {name: OBJECTIVES.get(name)(cfg) for name, cfg in config.objectives().items()}
         work.prepare(self.objectives, data.train)
         self.schedule = config.schedule()
-        self.inner_updates = max(getattr(cfg, "num_iterations", 1) for cfg in config.objectives().values())
+        self.inner_updates = config.method.inner_updates
         if self.inner_updates > 1 and tr.grad_accum > 1:
             raise ConfigError("method.num_iterations > 1 needs train.grad_accum = 1 (each inner update is a step)")
         groups = [{"params": self.clf.model.trainable_parameters(), "lr": tr.lr}]

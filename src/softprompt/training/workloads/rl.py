@@ -25,7 +25,7 @@ class RLWork:
         self.config, self.module, self.rewards = config, policy, rewards
         self.method = config.method_config()
         self.reference, self.judge, self.base_lm = reference, judge, base_lm
-        self.gen = config.generation.to_generation_config(group_size=self.method.group_size)
+        self.gen = config.generation.to_generation_config(group_size=self.method.samples_per_prompt)
         self.values = policy.value_head is not None
 
         self.conditioner = conditioner_for(config, policy.model.adapter)
