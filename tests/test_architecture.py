@@ -113,3 +113,21 @@ def test_no_import_circle():
         if m not in index:
             visit(m)
     assert not circles, f"modules that import each other in a circle: {circles}"
+
+
+def test_import_paths_from_before_the_layers_still_work():
+    """Every module that moved answers at its old path (softprompt._moved), and the names the docs
+    import from the old paths are there."""
+    import importlib
+
+    from softprompt._moved import MOVED
+
+    for old, new in MOVED.items():
+        assert importlib.import_module(old) is importlib.import_module(new), old
+    from softprompt.build import build_classifier_for, build_rl, load_trained_classifier, task_of  # noqa: F401
+    from softprompt.diversity import distinct_n, embedding_diversity, encode, pass_at_k, self_bleu  # noqa: F401
+    from softprompt.evaluation import evaluate, make_batch  # noqa: F401
+    from softprompt.experiment import from_dict, resolve  # noqa: F401
+    from softprompt.peft_interop import export_peft, import_peft  # noqa: F401
+    from softprompt.prompts import PromptsSection, load_prompts  # noqa: F401
+    from softprompt.trainer import Trainer  # noqa: F401

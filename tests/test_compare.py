@@ -97,7 +97,8 @@ def test_compare_and_eval_gen_refuse_bad_input(sweep_runs, tmp_path, capsys):
 
 
 def test_sweep_expands_comma_lists_but_not_quoted_or_yaml_values():
-    from softprompt.commands.sweep import expand, run_id_of
+    from softprompt.commands.sweep import run_id_of
+    from softprompt.config import expand_sweeps as expand  # the one sweep grammar
 
     overrides = ["method.diversity_weight=0,1.0", "seed=3", "'adapter.init=\"text:A, B\"'"[1:-1], "x=[1,2]"]
     combos = expand(overrides)

@@ -73,7 +73,8 @@ def test_every_numeric_key_declares_a_range_and_its_default_lies_in_it():
     ("adapter.num_virtual_tokens=0", "'adapter.num_virtual_tokens'=0: expected an integer >= 1"),
     ("adapter.dropout=1.0", "'adapter.dropout'=1.0: expected a number in [0, 1)"),
     ("method.mle_weight=-1", "'method.mle_weight'=-1.0: expected a number >= 0"),
-    ("method.temperature=0", "'method.temperature'=0.0: expected a number > 0"),
+    ("method.contrastive_temperature=0", "'method.contrastive_temperature'=0.0: expected a number > 0"),
+    ("method.temperature=0", "'method.contrastive_temperature'=0.0: expected a number > 0"),  # the older spelling
     ("method.k_negatives=0", "'method.k_negatives'=0: expected an integer >= 1"),
     ("seed=-1", "'seed'=-1: expected an integer >= 0"),
 ])
@@ -84,7 +85,8 @@ def test_bad_numbers_in_a_classification_config(override, message):
 
 
 @pytest.mark.parametrize("config, override, message", [
-    ("sentiment_steering", "method.group_size=1", "'method.group_size'=1: expected an integer >= 2"),
+    ("sentiment_steering", "method.num_generations=1", "'method.num_generations'=1: expected an integer >= 2"),
+    ("sentiment_steering", "method.group_size=1", "'method.num_generations'=1: expected an integer >= 2"),
     ("sentiment_steering", "method.epsilon=0", "'method.epsilon'=0.0: expected a number in (0, 1)"),
     ("sentiment_steering", "method.beta=-0.1", "'method.beta'=-0.1: expected a number >= 0"),
     ("sentiment_steering", "method.num_iterations=0", "'method.num_iterations'=0: expected an integer >= 1"),
@@ -92,7 +94,7 @@ def test_bad_numbers_in_a_classification_config(override, message):
     ("softprompt_ppo_sentiment", "method.lam=1.5", "'method.lam'=1.5: expected a number in [0, 1]"),
     ("softprompt_ppo_sentiment", "method.num_layers_unfrozen=-1",
      "'method.num_layers_unfrozen'=-1: expected an integer >= 0"),
-    ("polychromic_baseline", "method.n_generations=1", "'method.n_generations'=1: expected an integer >= 2"),
+    ("polychromic_baseline", "method.n_generations=1", "'method.num_generations'=1: expected an integer >= 2"),
     ("polychromic_baseline", "method.diversity_weight=-1", "'method.diversity_weight'=-1.0: expected a number >= 0"),
     ("polychromic_baseline", "prompts.num_eval=0", "'prompts.num_eval'=0: expected an integer >= 1"),
     ("sentiment_steering", "rewards=[{name: lexicon_sentiment, weight: .inf}]",

@@ -7,11 +7,10 @@ import logging
 import sys
 import time
 
-from ..config import load_yaml
 from ..errors import SoftPromptError
-from ..experiment import from_dict, resolve
 from ..modeling.backbones import load_backbone
 from ..modeling.model import SoftPromptModel
+from ..runs import RunFolder
 from ..tasks import load_split
 from ..tasks.preferences import pairs_from_labels, write_preferences
 from ..training.assemble import make_trainer
@@ -20,7 +19,7 @@ from .config_reference import reference
 from .convert_weights import convert_weights
 from .eval_gen import eval_gen_run
 from .evaluate import evaluate_tasks
-from .stages import load_pipeline
+from .stages import Pipeline, load_source
 from .sweep import sweep
 
 
@@ -124,13 +123,13 @@ def cmd_train(args) -> int:
     if args.resume:
         if args.overrides or args.config_name:
             raise SoftPromptError("--resume takes the run's own config.yaml; drop --config-name and overrides")
-        config = from_dict(load_yaml(f"{args.resume}/config.yaml"))
+        config = RunFolder(args.resume).read_config()
     else:
         if not args.config_name:
             raise SoftPromptError("give --config-name NAME (see configs/) or --resume RUN_DIR")
-
-        pipe = load_pipeline(args.config_name, args.overrides, args.preset, console, not args.no_progress)
-        if pipe is not None:  # a config with stages: run them all
+        # the config is read once: a run's config, or a pipeline of stages
+        config = pipe = load_source(args.config_name, args.overrides, args.preset, console, not args.no_progress)
+        if isinstance(pipe, Pipeline):  # a config with stages: run them all
             if args.num_processes != 1:
                 raise SoftPromptError("--num-processes applies to one training run; a pipeline runs its stages "
                                       "in this process")
@@ -138,7 +137,6 @@ def cmd_train(args) -> int:
             pipe.run()
             console.print((pipe.path / "summary.md").read_text())
             return 0
-        config = resolve(args.config_name, args.overrides, preset=args.preset)
     trainer = make_trainer(config, resume=args.resume, progress=not args.no_progress)
     code = _fit_and_report(trainer, console, args)
     _close_process_group()  # after a clean finish only: a rank that failed must not wait for the others

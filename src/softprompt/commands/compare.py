@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import load_yaml
+from ..config import to_dict
 from ..errors import SoftPromptError
 from ..runs import RunFolder
 from ..runs.reports import pyplot, running_mean, save_png
@@ -54,8 +54,7 @@ class Run:
 
 def load_run(path: str | Path) -> Run:
     p = Path(path)
-    if not (p / "config.yaml").exists():
-        raise SoftPromptError(f"{p} is not a run folder (no config.yaml)")
+    config = to_dict(RunFolder(p).read_config())  # older spellings read as today's keys
     if not (p / "metrics.json").exists():
         raise SoftPromptError(f"{p}: no metrics.json; the run has not finished (resume it with "
                               f"softprompt train --resume {p})")
@@ -69,7 +68,7 @@ def load_run(path: str | Path) -> Run:
         metrics.update({f"gen_{k}": float(v) for k, v in json.loads(gen.read_text()).items()
                         if _number(v) and not _skipped(k) and k not in GEN_SETTINGS})
 
-    return Run(p, load_yaml(p / "config.yaml"), metrics, RunFolder(p).read_jsonl("train_log.jsonl"))
+    return Run(p, config, metrics, RunFolder(p).read_jsonl("train_log.jsonl"))
 
 
 def _number(v) -> bool:

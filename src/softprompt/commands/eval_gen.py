@@ -18,9 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import load_yaml
 from ..errors import ConfigError, DataError, SoftPromptError
-from ..experiment import from_dict
 from ..metrics.diversity import (
     distinct_n,
     encode_groups,
@@ -32,7 +30,7 @@ from ..modeling.generation import GenerationConfig
 from ..modeling.model import SoftPromptModel, resolve_run_path
 from ..rewards import RewardContext, RewardSet
 from ..rewards.base import make_part
-from ..runs.folder import write_predictions
+from ..runs.folder import RunFolder, write_predictions
 from ..storage import write_json
 from ..tasks.conditions import conditioner_for
 from ..tasks.data import example_field
@@ -190,9 +188,7 @@ def eval_gen_run(run: str, prompts: str | None = None, n: int = 10, ks: str = "1
     """``softprompt eval-gen``: load a run (its adapter, generation settings, rewards and judge),
     sample, measure, and write ``metrics.json`` and ``generations.jsonl`` to ``out``."""
     path = resolve_run_path(run)
-    if not (path / "config.yaml").exists():
-        raise SoftPromptError(f"{path} is not a run folder (no config.yaml)")
-    config = from_dict(load_yaml(path / "config.yaml"))
+    config = RunFolder(path).read_config()
     if not config.is_rl:
         raise SoftPromptError(f"{path}: eval-gen samples text; this run trained {config.method_name!r} "
                               "(not a generation method)")

@@ -36,13 +36,18 @@ from ..config import (
     check_folder_name,
     find_config,
     load_config,
-    load_yaml,
 )
 from ..config.registry import Registry
 from ..errors import ConfigError, closest
-from ..experiment import ExperimentConfig, preset_overrides, resolve
+from ..experiment import (
+    ExperimentConfig,
+    from_dict,
+    preset_overrides,
+    resolve,
+    seed_aliases,
+)
 from ..modeling.model import SoftPromptModel
-from ..runs import new_run_dir
+from ..runs import RunFolder, new_run_dir
 from ..storage import atomic_write, read_json, write_json
 from ..training.assemble import train_once
 from .compare import compare
@@ -286,10 +291,10 @@ def glue_eval(pipe: Pipeline, stage: Stage, runs: list[str], tasks: list[str], b
     out = pipe.path / f"{stage.name}.json"
     results = read_json(out) if out.exists() else {}
     skipped = bool(results) and all(name in results for name in runs) and ("base" in results or not base)
-    first = load_yaml(next(iter(paths.values())) / "config.yaml")
-    data_dir = data_dir or first.get("task", {}).get("data_dir")
+    first = RunFolder(next(iter(paths.values()))).read_config()
+    data_dir = data_dir or first.task.data_dir
     if base and "base" not in results:
-        model = first["model"]
+        model = first.model
         pipe._say(f"  base model {model}: {', '.join(tasks)}")
         results["base"] = evaluate_tasks(list(tasks), None, model, data_dir, split, max_samples)
         write_json(out, results)
@@ -378,6 +383,16 @@ def compare_runs(pipe: Pipeline, stage: Stage, runs: list[str], baseline: str | 
     out = pipe.path / stage.name
     compare(paths, baseline=base, out=str(out))
     return {"out": str(out / "report.md"), "summary": f"{len(paths)} runs against {Path(base).name}"}
+
+
+def load_source(name: str, overrides: list[str] = (), preset: str | None = None, console=None,
+                progress: bool = True) -> Pipeline | ExperimentConfig:
+    """Config ``name`` read once: the Pipeline of a config with ``stages``, else its resolved
+    ExperimentConfig (with the preset and overrides applied)."""
+    raw = load_config(name, normalize=seed_aliases)
+    if is_pipeline(raw):
+        return Pipeline(Path(find_config(str(name))).stem, raw, list(overrides), preset, console, progress)
+    return from_dict(raw, list(overrides), preset=preset, where=str(name))
 
 
 def load_pipeline(name: str, overrides: list[str] = (), preset: str | None = None, console=None,

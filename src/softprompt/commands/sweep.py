@@ -3,40 +3,25 @@
     softprompt sweep --config-name polychromic_baseline method.diversity_weight=0,1.0,2.0 seed=1,2,3
 
 Every override whose value is a comma-separated list (not quoted, not a YAML list or mapping)
-is swept; the runs are the Cartesian product, run one after another in this process. Each
+is swept, in the config engine's one grammar (:func:`softprompt.config.expand_sweeps`); the runs
+are the Cartesian product, run one after another in this process through the same path as
+``softprompt train`` (:func:`softprompt.training.assemble.train_once`). Each
 run's id names its plain (unquoted, scalar) override values (``<name>-diversity_weight=1.0-seed=2``), so a sweep started again
 skips the runs that finished and resumes the one that was cut off.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
 from pathlib import Path
 
+from ..config import expand_sweeps
 from ..errors import SoftPromptError
 from ..experiment import resolve
 from ..runs import new_run_dir
-from ..training.assemble import make_trainer, resume_point
+from ..training.assemble import resume_point, train_once
 from .compare import compare
 from .eval_gen import eval_gen_run
-
-
-def split_override(item: str) -> tuple[str, list[str]]:
-    """'a.b=1,2' -> ('a.b', ['1', '2']); quoted values and YAML lists/mappings are one value."""
-    if "=" not in item:
-        raise SoftPromptError(f"override {item!r}: expected key=value")
-    key, value = item.split("=", 1)
-    v = value.strip()
-    if not v or v[0] in "\"'[{" or "," not in v:
-        return key, [value]
-    return key, [x.strip() for x in v.split(",") if x.strip()]
-
-
-def expand(overrides: list[str]) -> list[list[str]]:
-    """The Cartesian product of the swept overrides, each as a full list of key=value overrides."""
-    axes = [[f"{k}={v}" for v in values] for k, values in map(split_override, overrides)]
-    return [list(combo) for combo in itertools.product(*axes)]
 
 
 def run_id_of(name: str, combo: list[str]) -> str:
@@ -52,7 +37,7 @@ def sweep(config_name: str, overrides: list[str], name: str | None = None, eval_
     if any(o.split("=", 1)[0] in ("run_id",) for o in overrides):
         raise SoftPromptError("sweep names its runs itself: drop the run_id override (use --name)")
     name = name or Path(config_name).stem
-    combos = expand(overrides)
+    combos = expand_sweeps(overrides)
     paths, failed = [], []
     for i, combo in enumerate(combos, 1):
         run_id = run_id_of(name, combo)
@@ -62,9 +47,9 @@ def sweep(config_name: str, overrides: list[str], name: str | None = None, eval_
         if (path / "metrics.json").exists():
             _say(console, "  finished before: kept")
         else:
-            resume = resume_point(path)  # a folder without a checkpoint stops the sweep, not just this run
+            resume_point(path)  # a folder without a checkpoint stops the sweep, not just this run
             try:
-                make_trainer(config, resume=resume, progress=progress).fit(progress=progress)
+                train_once(config, path, progress=progress)
             except SoftPromptError as e:
                 failed.append(f"{run_id}: {e}")
                 _say(console, f"  failed: {e}")

@@ -7,14 +7,13 @@ from typing import Literal
 
 import torch
 
-from ..config import load_yaml
 from ..config.fields import hfield
 from ..errors import ConfigError
-from ..experiment import from_dict
 from ..modeling.backbones import load_backbone, resolve
 from ..modeling.embeddings import sentence_encoder
 from ..modeling.model import SoftPromptModel, resolve_run_path
 from ..modeling.scoring import completion_perplexity
+from ..runs import RunFolder
 from ..runs.loading import load_reward_model, load_trained_classifier
 from ..tasks.data import Example, example_field
 from .base import REWARDS, Reward
@@ -124,7 +123,8 @@ class RewardModelReward(Reward):
         super().__init__(config, context)
 
         path = resolve_run_path(config.run)
-        saved = from_dict(load_yaml(path / "config.yaml")) if (path / "config.yaml").exists() else None
+        run = RunFolder(path)
+        saved = run.read_config() if run.has_config else None
         kind = saved.method_config().kind if saved is not None else None
         if kind not in (None, "classification", "preference"):
             raise ConfigError(f"reward_model reward: {path} is a {saved.method_name!r} run, not a reward model "

@@ -12,8 +12,12 @@ import re
 import time
 from pathlib import Path
 
-from ..config import dump_yaml, to_dict
+from ..config import dump_yaml, load_yaml, to_dict
+from ..errors import SoftPromptError
+from ..experiment import ExperimentConfig, from_dict
 from ..storage import atomic_write, write_json
+
+CONFIG_FILE = "config.yaml"
 
 
 def model_name(spec: str) -> str:
@@ -21,9 +25,14 @@ def model_name(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name.removesuffix(".gguf")) or "model"
 
 
+def run_root(config) -> Path:
+    """``<output_dir>/<model>/<dataset>/<method>``: where the config's run folders go."""
+    return Path(config.output_dir) / model_name(config.model) / config.dataset_name / config.method_name
+
+
 def new_run_dir(config) -> Path:
     run_id = config.run_id or time.strftime("%Y%m%d-%H%M%S")
-    root = Path(config.output_dir) / model_name(config.model) / config.dataset_name / config.method_name
+    root = run_root(config)
     path = root / run_id
     suffix = 1
     while path.exists():  # never reuse a folder: a second run in the same second gets -2, -3, ...
@@ -41,8 +50,20 @@ class RunFolder:
     def create(cls, config) -> RunFolder:
         run = cls(new_run_dir(config))
         run.path.mkdir(parents=True)
-        dump_yaml(to_dict(config), run.path / "config.yaml")
+        dump_yaml(to_dict(config), run.path / CONFIG_FILE)
         return run
+
+    @property
+    def has_config(self) -> bool:
+        return (self.path / CONFIG_FILE).is_file()
+
+    def read_config(self, raw: bool = False) -> ExperimentConfig | dict:
+        """The config this run was trained with (``raw``: the saved mapping as it is), read back
+        through the same resolution as any config, so older spellings still load."""
+        if not self.has_config:
+            raise SoftPromptError(f"{self.path} is not a run folder (no {CONFIG_FILE})")
+        data = load_yaml(self.path / CONFIG_FILE)
+        return data if raw else from_dict(data, where=str(self.path / CONFIG_FILE))
 
     @property
     def checkpoints(self) -> Path:

@@ -8,14 +8,14 @@ import dataclasses
 from pathlib import Path
 
 from ..adapters import read_saved_adapter
-from ..config import load_yaml
 from ..errors import AdapterLoadError, ConfigError, SoftPromptError
-from ..experiment import ExperimentConfig, from_dict
+from ..experiment import ExperimentConfig
 from ..modeling.backbones import load_backbone
 from ..modeling.classifiers import EmbeddingClassifier, VerbalizerClassifier, load_head
 from ..modeling.model import SoftPromptModel, resolve_adapter_dir, resolve_run_path
 from ..modeling.reward_model import PairwiseRewardModel
 from ..tasks import get_task
+from .folder import RunFolder
 
 
 def task_of(config):
@@ -82,9 +82,8 @@ def load_trained_classifier(adapter: str | Path | None, task_name: str | None = 
     classifier's head. ``task_name`` (default: the run's task) picks the task to score.
     """
     adapter = resolve_run_path(adapter) if adapter is not None else None
-    config = ExperimentConfig()
-    if adapter is not None and (Path(adapter) / "config.yaml").exists():
-        config = from_dict(load_yaml(Path(adapter) / "config.yaml"))
+    run = RunFolder(adapter) if adapter is not None else None
+    config = run.read_config() if run is not None and run.has_config else ExperimentConfig()
     if sp_model is None:
         sp_model = (SoftPromptModel.from_pretrained(adapter, backbone=model) if adapter is not None
                     else SoftPromptModel(load_backbone(model or config.model)))
@@ -109,10 +108,7 @@ def load_reward_model(run: str | Path, model: str | None = None, config=None) ->
     """A trained reward model from its run folder (best checkpoint) or adapter directory;
     ``config``: the run's config when the caller has already read it."""
     path = resolve_run_path(run)
-    if config is None:
-        if not (path / "config.yaml").exists():
-            raise ConfigError(f"{path} is not a reward-model run folder (no config.yaml)")
-        config = from_dict(load_yaml(path / "config.yaml"))
+    config = config if config is not None else RunFolder(path).read_config()
     if not config.is_preference:
         raise ConfigError(f"{path} is a {config.method_name!r} run, not a reward model (reward_pairwise)")
     rm = build_reward_model(config, SoftPromptModel.from_pretrained(path, backbone=model))
