@@ -42,7 +42,7 @@ def test_sweep_runs_every_combination_and_reports(sweep_runs, capsys):
     assert names == ["poly-diversity_weight=0-seed=1", "poly-diversity_weight=0-seed=2",
                      "poly-diversity_weight=1.0-seed=1", "poly-diversity_weight=1.0-seed=2"]
     report = (root / "poly-report" / "report.md").read_text()
-    assert "diversity_weight=0 (baseline)" in report and "| diversity_weight=1.0 |" in report
+    assert "diversity_weight=0.0 (baseline)" in report and "| diversity_weight=1.0 |" in report
     assert "± " in report and "(n=2)" in report  # two seeds per variant
     assert "gen_pass@1" in report and "gen_self_bleu" in report and "%" in report
     for png in ("curves.png", "tradeoff.png"):

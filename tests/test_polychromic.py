@@ -210,11 +210,11 @@ def test_the_quality_weighted_config_resolves():
 
 
 def test_bad_polychromic_config():
-    with pytest.raises(ConfigError, match="set_size=5: expected <= n_generations"):
+    with pytest.raises(ConfigError, match="set_size=5: expected <= num_generations"):
         PolychromicConfig(num_generations=4, set_size=5)
     with pytest.raises(ConfigError, match=r"'method.diversity_weight'=-1: expected a number >= 0"):
         PolychromicConfig(diversity_weight=-1)
-    with pytest.raises(ConfigError, match=r"'method.n_generations'=1: expected an integer >= 2"):
+    with pytest.raises(ConfigError, match=r"'method.num_generations'=1: expected an integer >= 2"):
         PolychromicConfig(num_generations=1, set_size=1)
 
 

@@ -80,7 +80,7 @@ def test_gae_and_token_rewards_by_hand():
     logp_old = torch.tensor([[-1.0, -2.0, -1.0]])
     ref = torch.tensor([[-1.5, -1.0, -1.0]])
     mask = torch.tensor([[1, 1, 0]])  # two real tokens
-    r = token_rewards(torch.tensor([3.0]), logp_old, ref, mask, kl_coef=0.1)
+    r = token_rewards(torch.tensor([3.0]), logp_old, ref, mask, beta=0.1)
     # r_t = -0.1 * (old - ref) = -0.05, +0.1; the score lands on the last real token
     torch.testing.assert_close(r, torch.tensor([[-0.05, 0.1 + 3.0, 0.0]]))
     values = torch.tensor([[0.5, 1.0, 9.0]])  # the padded position's value must not leak in
@@ -124,7 +124,7 @@ def test_single_step_ppo_by_hand():
                                  whiten_advantages=False)
     out = SingleStepPPO(config)(inputs)
     # one action per response: sequence log-probs old (-2, -2), reference (-2.5, -2), now (-1.8, -2.1)
-    # reward - kl_coef * (old - ref): 1 - 0.1 * 0.5 = 0.95 and 0; A = reward - V_old(context) = 0.45, -0.2
+    # reward - beta * (old - ref): 1 - 0.1 * 0.5 = 0.95 and 0; A = reward - V_old(context) = 0.45, -0.2
     ratio = torch.exp(torch.tensor([0.2, -0.1]))
     pg = (max(-0.45 * ratio[0], -0.45 * 1.2) + max(0.2 * ratio[1], 0.2 * ratio[1])) / 2  # row 0 clipped at 1.2
     # values at the context (column 0): 0.7 (old 0.5, clip keeps 0.7), 0.1 (old 0.2); returns 0.95, 0
@@ -313,7 +313,7 @@ def test_non_finite_rewards_never_reach_the_weights(tmp_path):
 def test_bad_rl_input_fails_before_training(tmp_path):
     with pytest.raises(ConfigError, match="registered: .*lexicon_sentiment"):
         build_rl(rl_config(tmp_path, {"name": "grpo"}, rewards=[{"name": "sentimnet"}]), backbone=tiny_llama())
-    with pytest.raises(ConfigError, match="'method.group_size'=1: expected an integer >= 2"):
+    with pytest.raises(ConfigError, match="'method.num_generations'=1: expected an integer >= 2"):
         rl_config(tmp_path, {"name": "grpo", "group_size": 1})
     with pytest.raises(RewardError, match="returned 1 values for 2 completions"):
         build_rl(rl_config(tmp_path, {"name": "grpo"}), rewards=[lambda p, c, e: [0.0]], backbone=tiny_llama())
