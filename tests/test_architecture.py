@@ -124,10 +124,22 @@ def test_import_paths_from_before_the_layers_still_work():
 
     for old, new in MOVED.items():
         assert importlib.import_module(old) is importlib.import_module(new), old
-    from softprompt.build import build_classifier_for, build_rl, load_trained_classifier, task_of  # noqa: F401
-    from softprompt.diversity import distinct_n, embedding_diversity, encode, pass_at_k, self_bleu  # noqa: F401
+    from softprompt.build import (  # noqa: F401
+        build_classifier_for,
+        build_rl,
+        load_trained_classifier,
+        task_of,
+    )
+    from softprompt.diversity import (  # noqa: F401
+        distinct_n,
+        embedding_diversity,
+        encode,
+        pass_at_k,
+        self_bleu,
+    )
     from softprompt.evaluation import evaluate, make_batch  # noqa: F401
-    from softprompt.experiment import from_dict, resolve  # noqa: F401
     from softprompt.peft_interop import export_peft, import_peft  # noqa: F401
     from softprompt.prompts import PromptsSection, load_prompts  # noqa: F401
     from softprompt.trainer import Trainer  # noqa: F401
+
+    from softprompt.experiment import from_dict, resolve  # noqa: F401
