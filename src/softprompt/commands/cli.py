@@ -34,7 +34,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--num-samples", type=int, default=1, help="samples per prompt (shares the prompt's cache)")
+    p.add_argument("--num-generations", "--num-samples", dest="num_samples", type=int, default=1,
+                   help="samples per prompt (shares the prompt's cache); --num-samples is the older spelling")
     p.add_argument("--stop", nargs="*", default=[], help="stop strings")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_generate)
@@ -237,7 +238,7 @@ def _add_eval_gen(sub) -> None:
     p.add_argument("--prompts", default=None,
                    help=".txt/.jsonl/.csv prompt file (default: the run's held-out prompts); on a conditional run, "
                         "a file without the condition field has each prompt sampled under every prompts.conditions")
-    p.add_argument("--n", type=int, default=10, help="samples per prompt")
+    p.add_argument("--num-generations", "--n", dest="n", type=int, default=10, help="samples per prompt (or --n)")
     p.add_argument("--k", default="1,5,10", help="comma-separated k for Pass@k (each <= n)")
     p.add_argument("--verifier", default=None,
                    help="exact[:FIELD], regex:PATTERN, judge>=T or reward>=T (default: judge>=0.5 if the run has one)")
@@ -298,7 +299,8 @@ def _add_sweep(sub) -> None:
     p.add_argument("overrides", nargs="*", help="key=value or key=v1,v2,v3 (swept)")
     p.add_argument("--name", default=None, help="prefix of the run ids (default: the config's name)")
     p.add_argument("--eval-gen", action="store_true", help="run eval-gen on each run before the report")
-    p.add_argument("--n", type=int, default=10, help="eval-gen: samples per prompt")
+    p.add_argument("--num-generations", "--n", dest="n", type=int, default=10,
+                   help="eval-gen: samples per prompt (or --n)")
     p.add_argument("--k", default="1,5,10", help="eval-gen: Pass@k")
     p.add_argument("--verifier", default=None, help="eval-gen: verifier (see eval-gen --help)")
     p.add_argument("--no-report", action="store_true", help="skip the compare report")
