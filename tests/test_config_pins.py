@@ -1,4 +1,4 @@
-"""What each shipped config trains, pinned: every config in configs/ (each stage of a multi-stage
+"""What each shipped config trains, pinned: every config in src/softprompt/configs/ (each stage of a multi-stage
 one, and each preset) resolves to the values in tests/golden/configs.json. A refactoring that
 changes an experiment fails here; a deliberate change regenerates the file:
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "configs.json"
+SHIPPED = ROOT / "src" / "softprompt" / "configs"  # package data since issue 19 (configs/ at the root before)
 #: keys added since the pins were written, per method, with the value that keeps the pinned behaviour
 ADDED: dict[str, dict[str, object]] = {
     "ppo": {"method.epsilon_high": None},  # PPO's clip takes GRPO's upper bound too; None: symmetric, as before
@@ -35,7 +36,7 @@ def resolved_configs() -> dict[str, dict]:
     from softprompt.experiment import resolve
 
     out = {}
-    for path in sorted((ROOT / "configs").glob("*.yaml")):
+    for path in sorted(SHIPPED.glob("*.yaml")):
         raw = load_config(path)
         presets = [None, *sorted(raw.get("presets") or {})]
         for preset in presets:
