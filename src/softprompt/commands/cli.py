@@ -179,7 +179,8 @@ def _add_eval(sub) -> None:
     p.add_argument("run", nargs="?", default=None, help="run folder or adapter directory (omit with --model)")
     p.add_argument("--task", required=True, help="comma-separated tasks: cola,sst2,stsb,mrpc,rte,wnli")
     p.add_argument("--model", default=None, help="backbone spec (default: the adapter's); alone: the base model")
-    p.add_argument("--data-dir", default=None, help="GLUE-layout folder (default: the run's)")
+    p.add_argument("--data-dir", default=None, help="GLUE-layout folder (default: the run's task.data_dir, else "
+                                                    "$SOFTPROMPT_DATA, else the hub's nyu-mll/glue)")
     p.add_argument("--split", default="dev")
     p.add_argument("--max-samples", type=int, default=None)
     p.add_argument("--batch", type=int, default=32)
@@ -212,7 +213,8 @@ def _add_make_preferences(sub) -> None:
     p = sub.add_parser("make-preferences", help="build a preference file (prompt/chosen/rejected) from a labelled "
                                                 "classification set, e.g. SST-2: positive chosen over negative")
     p.add_argument("--task", default="sst2", help="GLUE task (default: sst2)")
-    p.add_argument("--data-dir", default="../shared/data/glue", help="GLUE-layout folder")
+    p.add_argument("--data-dir", default=None, help="GLUE-layout folder (default: $SOFTPROMPT_DATA, else the "
+                                                    "hub's nyu-mll/glue)")
     p.add_argument("--split", default="train", help="split to read (train or dev)")
     p.add_argument("--out", required=True, help="output file: .jsonl, .csv or .xlsx")
     p.add_argument("--positive-label", type=int, default=1, help="class whose texts are chosen")
