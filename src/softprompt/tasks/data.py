@@ -287,7 +287,8 @@ def read_dataset(name: str, split: str, config: str | None = None, text_column: 
     ``glue_task``: a dataset without ``text_column`` is read with that GLUE task's own columns
     (``sentence``; ``sentence1``, ``sentence2``), as in the hub's GLUE and copies of it."""
     rows, where = open_dataset(name, split, config)
-    if glue_task is not None and text_column not in rows.column_names:
+    if glue_task is not None and text_column not in rows.column_names \
+            and hub_glue_columns(glue_task)[0] in rows.column_names:
         text_column, text_pair_column = hub_glue_columns(glue_task)
     to_label = label_parser(where, label_column, label_map, regression, num_labels)
     return rows_to_examples(where, list(rows.column_names), rows, text_column, text_pair_column, label_column,

@@ -79,8 +79,8 @@ def find_source(task_name: str, file: str | Path | None = None, data_dir: str | 
 def read_split(source: DataSource, task_name: str, split: str, **column_mapping) -> list[Example]:
     """One split of a task's examples from ``source``, labels checked against the task.
 
-    A file or dataset's columns: ``text_column`` (default ``"text"``; a GLUE task's dataset without
-    that column is read with GLUE's own columns), ``text_pair_column`` (needed by a pair task), ``label_column``
+    A file or dataset's columns: ``text_column`` (default ``"text"``; a GLUE task's dataset with GLUE's
+    columns instead, like the hub's, is read with those), ``text_pair_column`` (needed by a pair task), ``label_column``
     (default ``"label"``; None for unlabelled data) and ``label_map`` (raw label -> class; without it a
     classification label is a class index or one of the task's label names).
     """
