@@ -184,24 +184,25 @@ def test_with_no_data_and_offline_the_error_says_how_to_get_it(tmp_path):
     assert not (tmp_path / "p.jsonl").exists()
 
 
-def _unavailable_hub(monkeypatch):
+def test_review_openings_fall_back_to_the_built_in_ones_only_when_nothing_was_named(tmp_path, monkeypatch):
     import softprompt.tasks.data as data
 
+    hub = []
+
     def offline(name, split, config=None):
-        raise DataError(f"could not load dataset {name} ({config}) [validation]: offline")
+        hub.append((name, config, split))
+        raise DataError(f"could not load dataset {name} ({config}) [{split}]: offline")
 
     monkeypatch.setattr(data, "open_dataset", offline)
     monkeypatch.delenv("SOFTPROMPT_DATA", raising=False)
-
-
-def test_review_openings_fall_back_to_the_built_in_ones_only_when_nothing_was_named(tmp_path, monkeypatch):
-    _unavailable_hub(monkeypatch)
     info: dict = {}
     train, held = load_prompts(PromptsSection(num_eval=8), info=info)
     assert len(train) + len(held) == 226 and info["data_source"].startswith("built-in review openings")
+    assert hub == []  # optional data: review_openings never downloads, so the RL configs stay offline
     with pytest.raises(DataError, match="no data for task 'sst2': prompts.data_dir and prompts.dataset"):
         load_prompts(PromptsSection(source="sentence_splits", task="sst2", label_scores=[0.0, 1.0]),
                      tokenizer=lambda: None)
+    assert hub == [("nyu-mll/glue", "sst2", "train")]  # RLPT's sentences have no built-in stand-in
     with pytest.raises(DataError, match="GLUE folder .*missing does not exist"):
         load_prompts(PromptsSection(data_dir=str(tmp_path / "missing")))  # a folder that was named must be there
     long = [(f"this is review number {i} of a film that went on and on for hours", i % 2) for i in range(40)]

@@ -7,10 +7,10 @@ row's ``score`` (a file column, or the sentence's class through ``label_scores``
 ``prompts.conditions`` gives every training prompt one condition (seeded) and every held-out
 prompt each condition in turn, in the ``condition`` field: what a conditional prompt reads.
 
-``review_openings``: the first few words of SST-2 dev sentences when SST-2 is at hand (the source
-that :mod:`.sources` finds: ``prompts.data_dir``, ``prompts.dataset``, ``$SOFTPROMPT_DATA``, the hub's
-GLUE; disjoint sets for training and evaluation), else a built-in list of 226
-movie-review openings written for this project. ``review_requests``: "Write a one-line movie
+``review_openings``: the first few words of SST-2 dev sentences when SST-2 is at hand
+(``prompts.data_dir``, ``prompts.dataset`` or ``$SOFTPROMPT_DATA``, see :mod:`.sources`; it never
+downloads, so the RL configs run offline; disjoint sets for training and evaluation), else a
+built-in list of 226 movie-review openings written for this project. ``review_requests``: "Write a one-line movie
 review of <topic>." over 400 built-in topics (20 genres x 20 subjects), where many different
 answers are right: the Polychromic experiments' prompt set. ``file``: a .txt (one prompt per line),
 .jsonl or .csv file with a prompt column. ``list``: prompts written in the config.
@@ -39,8 +39,8 @@ PROMPT_SOURCES: Registry = Registry("prompt source")
 class PromptsSection:
     source: str = hfield("review_openings", "review_openings, review_requests, file or list")
     data_dir: str | None = hfield(None, "review_openings, sentence_splits: a GLUE-layout folder; unset: "
-                                        "$SOFTPROMPT_DATA, else the hub's nyu-mll/glue (review_openings: else the "
-                                        "built-in openings)")
+                                        "$SOFTPROMPT_DATA, else (sentence_splits) the hub's nyu-mll/glue or "
+                                        "(review_openings, which never downloads) the built-in openings")
     dataset: str | None = hfield(None, "review_openings, sentence_splits: a Hugging Face dataset id or a "
                                        "save_to_disk folder instead of a GLUE folder")
     dataset_config: str | None = hfield(None, "the dataset's config (for nyu-mll/glue: the task by default)")
@@ -153,27 +153,19 @@ def _task_source(s: PromptsSection, task: str):
 
 @PROMPT_SOURCES.register("review_openings")
 def review_openings(s: PromptsSection, seed: int):
-    import logging
-
     rng = random.Random(seed)
     source = _task_source(s, "sst2")
-    try:
-        sentences = [e.text for e in read_split(source, "sst2", "dev")]
-    except DataError as e:
-        if source.origin != "default":  # a folder or dataset that was named must be there
-            raise
-        logging.getLogger("softprompt").info("review_openings: the built-in openings (%s)", e)
-        sentences = None
-    if sentences is not None:
+    if source.origin != "default":  # SST-2 at hand (a folder or dataset named, or $SOFTPROMPT_DATA); never a download
         # the dev split holds whole sentences (train also holds phrases cut from them): its
         # openings are split into disjoint training and evaluation prompts
-        items = _openings(sentences, s, rng)
+        items = _openings([e.text for e in read_split(source, "sst2", "dev")], s, rng)
         return items[s.num_eval:], items[:s.num_eval], {"data_source": {"sst2/dev": source.to_dict()}}
     lines = resources.files("softprompt").joinpath("data/review_openings.txt").read_text().splitlines()
     items = [Example(text=t.strip(), index=i) for i, t in enumerate(lines) if t.strip()]
     rng.shuffle(items)
     n_eval = min(s.num_eval, len(items) // 4)
-    return items[n_eval:], items[:n_eval], {"data_source": "built-in review openings (no SST-2 found)"}
+    return items[n_eval:], items[:n_eval], {"data_source": "built-in review openings (no SST-2 folder or dataset "
+                                                           "given, SOFTPROMPT_DATA unset)"}
 
 
 @PROMPT_SOURCES.register("review_requests")
