@@ -211,3 +211,22 @@ def test_review_openings_fall_back_to_the_built_in_ones_only_when_nothing_was_na
     assert len(held) == 8 and all(e.extra["source_sentence"].startswith("this is review") for e in held)
     assert info["data_source"] == {"sst2/dev": {"kind": "glue_dir", "location": str(tmp_path / "glue"),
                                                 "config": None, "origin": "SOFTPROMPT_DATA"}}
+
+
+def test_a_task_of_ones_own_reads_files_or_a_dataset_never_glue(tmp_path, monkeypatch):
+    from datasets import Dataset, DatasetDict
+
+    from softprompt.tasks import TASKS, Task, register_task
+
+    if "topic_test" not in TASKS:
+        register_task(Task(name="topic_test", num_labels=2, label_words=[["sports"], ["politics"]],
+                           template="{text}\nTopic:", metric="accuracy", main_metric="accuracy",
+                           label_names=["sports", "politics"]))
+    monkeypatch.setenv("SOFTPROMPT_DATA", str(tmp_path))  # a GLUE folder is no place for it
+    with pytest.raises(ConfigError, match="task 'topic_test' has no data: give task.train_file and task.eval_file"):
+        load_split("topic_test", "train")
+    rows = Dataset.from_dict({"headline": ["Cup final tonight", "Vote on the budget"], "topic": ["sports", "politics"]})
+    DatasetDict(train=rows).save_to_disk(str(tmp_path / "news"))
+    examples = load_split("topic_test", "train", dataset=str(tmp_path / "news"), text_column="headline",
+                          label_column="topic")
+    assert [(e.text, e.label) for e in examples] == [("Cup final tonight", 0), ("Vote on the budget", 1)]

@@ -66,9 +66,9 @@ def find_source(task_name: str, file: str | Path | None = None, data_dir: str | 
         config = dataset_config or (task.name if dataset in HUB_GLUE_IDS and task.name in GLUE_FORMATS else None)
         return DataSource("dataset", str(dataset), config, origin=f"{key}.dataset")
     if task.name not in GLUE_FORMATS:
-        raise ConfigError(f"task {task.name!r} has no data: give {key}.train_file and {key}.eval_file "
-                          f"(.csv/.tsv/.jsonl/.parquet), {key}.dataset (a hub id or a save_to_disk folder) "
-                          f"or {key}.data_dir")
+        files = f"{key}.train_file and {key}.eval_file" if key == "task" else f"{key}.file"
+        raise ConfigError(f"task {task.name!r} has no data: give {files} (.csv/.tsv/.jsonl/.parquet), {key}.dataset "
+                          f"(a hub id or a save_to_disk folder) or {key}.data_dir")
     folder = GLUE_FORMATS[task.name].folder
     env = os.environ.get(ENV)
     if env and (Path(env) / folder).is_dir():
