@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
+
+#: the project's GLUE copy, ``shared/`` next to the repository (CI clones it there too); no default of the
+#: library points at it, the tests name it through SOFTPROMPT_DATA
+SHARED_GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 
 WORDS = ["the", "a", "movie", "film", "was", "is", "great", "bad", "good", "awful", "fun", "boring", "plot", "actors", "story", "i", "loved", "hated", "it", "and", "but", "not", "very", "really", "so", "this", "that", "of", "to", "in", "with", "terrible", "wonderful", "negative", "positive"]
 
@@ -114,3 +119,14 @@ def _offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _shared_glue():
+    """GLUE tasks read the shared copy when it is there (SOFTPROMPT_DATA), never the hub."""
+    if not SHARED_GLUE.is_dir():
+        yield
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SOFTPROMPT_DATA", str(SHARED_GLUE))
+        yield

@@ -1,4 +1,4 @@
-"""What each shipped config trains, pinned: every config in configs/ (each stage of a multi-stage
+"""What each shipped config trains, pinned: every config in src/softprompt/configs/ (each stage of a multi-stage
 one, and each preset) resolves to the values in tests/golden/configs.json. A refactoring that
 changes an experiment fails here; a deliberate change regenerates the file:
 
@@ -13,10 +13,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "configs.json"
+SHIPPED = ROOT / "src" / "softprompt" / "configs"  # package data since issue 19 (configs/ at the root before)
 #: keys added since the pins were written, per method, with the value that keeps the pinned behaviour
 ADDED: dict[str, dict[str, object]] = {
     "ppo": {"method.epsilon_high": None},  # PPO's clip takes GRPO's upper bound too; None: symmetric, as before
     "ppo_single_step": {"method.epsilon_high": None},
+    # every method: a task's (and the prompt sources') data from a datasets dataset; None: not used, as before
+    "*": {"task.dataset": None, "task.dataset_config": None, "prompts.dataset": None, "prompts.dataset_config": None},
+}
+#: a deliberate change of what the pins hold, (key, pinned value) -> the value now. Issue 19: no default
+#: names the project's own GLUE folder any more (the shipped configs named it, and it was the default);
+#: data_dir unset reads $SOFTPROMPT_DATA, then the hub's nyu-mll/glue. The tests set SOFTPROMPT_DATA to
+#: that same folder (conftest.py), so what they train on is unchanged.
+CHANGED: dict[tuple[str, object], object] = {
+    ("task.data_dir", "../shared/data/glue"): None,
+    ("prompts.data_dir", "../shared/data/glue"): None,
 }
 
 
@@ -35,7 +46,7 @@ def resolved_configs() -> dict[str, dict]:
     from softprompt.experiment import resolve
 
     out = {}
-    for path in sorted((ROOT / "configs").glob("*.yaml")):
+    for path in sorted(SHIPPED.glob("*.yaml")):
         raw = load_config(path)
         presets = [None, *sorted(raw.get("presets") or {})]
         for preset in presets:
@@ -52,7 +63,7 @@ def resolved_configs() -> dict[str, dict]:
 
 def _renamed(flat: dict) -> dict:
     """The pinned values under today's key names (renamed keys through the alias table that reads
-    configs, experiment.aliases.METHOD_KEYS), with the keys added since."""
+    configs, experiment.aliases.METHOD_KEYS), with the keys added since and the deliberate CHANGED values."""
     from softprompt.adapters import make_config
     from softprompt.experiment.aliases import METHOD_KEYS
 
@@ -61,7 +72,8 @@ def _renamed(flat: dict) -> dict:
     # an adapter replaced whole by an override (adapter={type: lora, r: 16}) was saved without its
     # defaults; the typed config saves them: the same adapter
     defaults = {f"adapter.{k}": v for k, v in make_config(flat["adapter.type"], {}).to_dict().items()}
-    return {**defaults, **ADDED.get(method, {}), **{renames.get(k, k): v for k, v in flat.items()}}
+    pinned = {renames.get(k, k): CHANGED.get((k, v), v) if isinstance(v, str) else v for k, v in flat.items()}
+    return {**defaults, **ADDED["*"], **ADDED.get(method, {}), **pinned}
 
 
 def test_every_shipped_config_trains_what_it_trained_when_pinned():

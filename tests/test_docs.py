@@ -42,7 +42,7 @@ def test_the_design_contract_is_the_repos_own_and_every_citation_finds_its_secti
     design = (ROOT / "docs" / "design.md").read_text()
     sections = set(re.findall(r"^#+ (.+)$", design, re.M)) | set(re.findall(r"^- \*\*(.+?)(?: \(|\*\*)", design, re.M))
     files = [*ROOT.joinpath("src").rglob("*.py"), *ROOT.joinpath("docs").rglob("*.md"), ROOT / "README.md",
-             *ROOT.joinpath("bench").rglob("*.py"), *ROOT.joinpath("configs").glob("*.yaml")]
+             *ROOT.joinpath("bench").rglob("*.py"), *ROOT.joinpath("src", "softprompt", "configs").glob("*.yaml")]
     cited = []
     for path in files:
         text = path.read_text()

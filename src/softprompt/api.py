@@ -20,9 +20,10 @@ class TrainResult:
 
 def train(config="sentiment_steering", overrides: list[str] | tuple = (), *, rewards=None, resume=None,
           progress: bool = True, preset: str | None = None) -> TrainResult:
-    """Train ``config`` (a name in ``configs/``, a YAML path, a dict, or an ExperimentConfig) with
-    ``key=value`` overrides; ``rewards``: Python functions ``f(prompts, completions, examples) ->
-    list[float]`` (or ``(name, weight, f)`` tuples) used by an RL method instead of ``config.rewards``.
+    """Train ``config`` (a config name, looked up in ./configs and then among the shipped ones; a YAML
+    path, a dict, or an ExperimentConfig) with ``key=value`` overrides; ``rewards``: Python functions
+    ``f(prompts, completions, examples) -> list[float]`` (or ``(name, weight, f)`` tuples) used by an RL
+    method instead of ``config.rewards``.
 
     >>> result = train("sentiment_steering", ["train.max_steps=4"], rewards=[my_reward])  # doctest: +SKIP
     >>> result.metrics["eval_reward"], result.run_dir                                    # doctest: +SKIP

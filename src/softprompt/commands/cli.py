@@ -16,6 +16,7 @@ from ..tasks.preferences import pairs_from_labels, write_preferences
 from ..training.assemble import make_trainer
 from .compare import compare
 from .config_reference import reference
+from .configs import format_list, list_configs, show_config
 from .convert_weights import convert_weights
 from .eval_gen import eval_gen_run
 from .evaluate import evaluate_tasks
@@ -77,7 +78,8 @@ def cmd_generate(args) -> int:
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train an adapter from a YAML experiment config with key=value overrides")
     p.add_argument("--config-name", "--config", dest="config_name", default=None,
-                   help="a name in configs/ (e.g. sst2_ptcprl_minilm) or a path to a .yaml file")
+                   help="a config name (softprompt configs lists them: ./configs, then the shipped ones), "
+                        "e.g. sst2_smollm2, or a path to a .yaml file")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.batch=4 method.k_negatives=1")
     p.add_argument("--preset", default=None, help="apply the config's named preset first, e.g. 'paper': the "
                                                   "source's model and sizes (see the config's presets)")
@@ -127,7 +129,7 @@ def cmd_train(args) -> int:
         config = RunFolder(args.resume).read_config()
     else:
         if not args.config_name:
-            raise SoftPromptError("give --config-name NAME (see configs/) or --resume RUN_DIR")
+            raise SoftPromptError("give --config-name NAME (softprompt configs lists them) or --resume RUN_DIR")
         # the config is read once: a run's config, or a pipeline of stages
         config = pipe = load_source(args.config_name, args.overrides, args.preset, console, not args.no_progress)
         if isinstance(pipe, Pipeline):  # a config with stages: run them all
@@ -177,7 +179,8 @@ def _add_eval(sub) -> None:
     p.add_argument("run", nargs="?", default=None, help="run folder or adapter directory (omit with --model)")
     p.add_argument("--task", required=True, help="comma-separated tasks: cola,sst2,stsb,mrpc,rte,wnli")
     p.add_argument("--model", default=None, help="backbone spec (default: the adapter's); alone: the base model")
-    p.add_argument("--data-dir", default=None, help="GLUE-layout folder (default: the run's)")
+    p.add_argument("--data-dir", default=None, help="GLUE-layout folder (default: the run's task.data_dir, else "
+                                                    "$SOFTPROMPT_DATA, else the hub's nyu-mll/glue)")
     p.add_argument("--split", default="dev")
     p.add_argument("--max-samples", type=int, default=None)
     p.add_argument("--batch", type=int, default=32)
@@ -210,7 +213,8 @@ def _add_make_preferences(sub) -> None:
     p = sub.add_parser("make-preferences", help="build a preference file (prompt/chosen/rejected) from a labelled "
                                                 "classification set, e.g. SST-2: positive chosen over negative")
     p.add_argument("--task", default="sst2", help="GLUE task (default: sst2)")
-    p.add_argument("--data-dir", default="../shared/data/glue", help="GLUE-layout folder")
+    p.add_argument("--data-dir", default=None, help="GLUE-layout folder (default: $SOFTPROMPT_DATA, else the "
+                                                    "hub's nyu-mll/glue)")
     p.add_argument("--split", default="train", help="split to read (train or dev)")
     p.add_argument("--out", required=True, help="output file: .jsonl, .csv or .xlsx")
     p.add_argument("--positive-label", type=int, default=1, help="class whose texts are chosen")
@@ -333,6 +337,29 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def _add_configs(sub) -> None:
+    p = sub.add_parser("configs", help="list the experiment configs --config-name finds (./configs, then the "
+                                       "shipped ones) with their descriptions; 'configs show NAME' prints one")
+    p.set_defaults(func=cmd_configs)
+    inner = p.add_subparsers(dest="configs_command")
+    show = inner.add_parser("show", help="print a config as YAML, resolved with overrides, to copy and edit")
+    show.add_argument("name", help="a config name or a .yaml path")
+    show.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.batch=4")
+    show.add_argument("--preset", default=None, help="apply the config's named preset first")
+    show.add_argument("--raw", action="store_true", help="the file as written (comments kept), not resolved")
+    show.set_defaults(func=cmd_configs_show)
+
+
+def cmd_configs(args) -> int:
+    print(format_list(list_configs()), end="")
+    return 0
+
+
+def cmd_configs_show(args) -> int:
+    print(show_config(args.name, args.overrides, args.preset, args.raw), end="")
+    return 0
+
+
 def _add_reference(sub) -> None:
     p = sub.add_parser("config-reference", help="print the configuration reference (docs/configuration.md) "
                                                 "generated from the config dataclasses' help")
@@ -356,13 +383,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_sweep(sub)
     _add_convert(sub)
+    _add_configs(sub)
     _add_reference(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and isinstance(getattr(args, "overrides", None), list) and not any(e.startswith("-") for e in extra):
+        args.overrides += extra  # key=value after an option (show NAME --preset P a=1): overrides too
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = argv
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not args.verbose:

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import (
-    REPO_CONFIGS,
     apply_overrides,
     check_folder_name,
     find_config,
@@ -185,13 +184,13 @@ class Pipeline:
 
             import yaml
 
-            # an inline config: its defaults are looked up in configs/ as usual
+            # an inline config: its defaults are looked up as usual (./configs, then the package's)
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / f"{stage.name}.yaml"
                 data = self._fill(dict(stage.config), stage)
                 if isinstance(data.get("defaults"), str):
                     data["defaults"] = [data["defaults"]]
-                data["defaults"] = [str(_find(d, REPO_CONFIGS)) for d in data.get("defaults", [])]
+                data["defaults"] = [str(find_config(d)) for d in data.get("defaults", [])]
                 path.write_text(yaml.safe_dump(data))
                 return resolve(path, overrides)
         return resolve(stage.config, overrides)
@@ -255,10 +254,6 @@ class Pipeline:
             raise ConfigError(f"{self.name}: {action} names run {stage_name!r}, not an earlier training stage "
                               f"({', '.join(self.runs) or 'none yet'})")
         return self.runs[stage_name]
-
-
-def _find(name: str, repo_configs: Path) -> Path:
-    return find_config(name, [Path.cwd() / "configs", repo_configs])
 
 
 def write_summary(path: Path, name: str, results: dict[str, dict]) -> None:

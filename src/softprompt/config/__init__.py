@@ -4,10 +4,12 @@ fields with help and ranges (``fields``) and the registries components are chose
 
 from .fields import Range, check_instance, check_ranges, field_help, field_range, hfield
 from .loading import (
-    REPO_CONFIGS,
+    PACKAGE_CONFIGS,
     Override,
     Sweep,
     apply_overrides,
+    config_description,
+    config_dirs,
     config_names,
     deep_merge,
     dump_yaml,
@@ -23,8 +25,8 @@ from .registry import Registry
 from .typed import build, check_folder_name, to_dict
 
 __all__ = [
-    "REPO_CONFIGS", "Override", "Range", "Registry", "Sweep", "apply_overrides", "build", "check_folder_name",
-    "check_instance", "check_ranges", "config_names", "deep_merge", "dump_yaml", "expand_sweeps", "field_help",
-    "field_range", "find_config", "flatten", "hfield", "load_config", "load_yaml", "parse_override", "parse_value",
-    "to_dict",
+    "PACKAGE_CONFIGS", "Override", "Range", "Registry", "Sweep", "apply_overrides", "build", "check_folder_name",
+    "check_instance", "check_ranges", "config_description", "config_dirs", "config_names", "deep_merge",
+    "dump_yaml", "expand_sweeps", "field_help", "field_range", "find_config", "flatten", "hfield", "load_config",
+    "load_yaml", "parse_override", "parse_value", "to_dict",
 ]

@@ -12,6 +12,7 @@ import copy
 import itertools
 import re
 from collections.abc import Callable, Iterable, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -21,7 +22,8 @@ from ..errors import ConfigError, closest
 from ..storage import atomic_write
 from .typed import _one_line, _short, to_dict
 
-REPO_CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+#: the shipped experiment configs: package data (``softprompt/configs/*.yaml``), found through the installed package
+PACKAGE_CONFIGS = Path(str(resources.files("softprompt") / "configs"))
 
 
 class _Loader(yaml.SafeLoader):
@@ -62,19 +64,34 @@ def load_yaml(path: str | Path) -> dict:
     return data or {}
 
 
+def config_dirs() -> list[Path]:
+    """Where ``--config-name NAME`` looks, in order: ``./configs`` in the current directory, then the
+    configs shipped in the package."""
+    return [Path.cwd() / "configs", PACKAGE_CONFIGS]
+
+
 def _dirs(search: Sequence[str | Path] | None) -> list[Path]:
-    return [Path.cwd() / "configs", REPO_CONFIGS] if search is None else [Path(d) for d in search]
+    return config_dirs() if search is None else [Path(d) for d in search]
 
 
 def config_names(search: Sequence[str | Path] | None = None) -> list[str]:
-    """Names of the configs in the search dirs (default: ./configs, then the repo's configs/)."""
+    """Names of the configs in the search dirs (default: ./configs, then the package's configs)."""
     dirs = _dirs(search)
     return sorted({p.stem for d in dirs if d.is_dir() for p in [*d.glob("*.yaml"), *d.glob("*.yml")]})
 
 
+def config_description(path: str | Path) -> str:
+    """A config's one-line description: the first line of the comment at the top of its file ('' if none)."""
+    try:
+        first = Path(path).read_text(encoding="utf-8").lstrip("\ufeff").split("\n", 1)[0]
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return first.lstrip("#").strip() if first.startswith("#") else ""
+
+
 def find_config(name: str, search: Sequence[str | Path] | None = None) -> Path:
     """``name`` -> ``<dir>/<name>.yaml`` in the first search dir that has it (default: ./configs,
-    then the repo's configs/), else ``name`` itself as a path to a .yaml file."""
+    then the package's configs), else ``name`` itself as a path to a .yaml file."""
     dirs = _dirs(search)
     for d in dirs:
         for cand in (d / f"{name}.yaml", d / f"{name}.yml"):

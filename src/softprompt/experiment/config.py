@@ -48,14 +48,24 @@ from .methods import (
 @dataclass
 class TaskSection:
     name: str = hfield("sst2", "task name (sst2, cola, stsb, mrpc, rte, wnli)")
-    data_dir: str | None = hfield("../shared/data/glue", "folder in the GLUE layout (<dir>/SST-2/train.tsv)")
-    train_file: str | None = hfield(None, "CSV/TSV/JSONL training file instead of the GLUE folder")
-    eval_file: str | None = hfield(None, "CSV/TSV/JSONL evaluation file instead of the GLUE folder")
-    text_column: str = hfield("text", "text column of train_file/eval_file")
+    data_dir: str | None = hfield(None, "folder in the GLUE layout (<dir>/SST-2/train.tsv); unset: the folder in "
+                                        "$SOFTPROMPT_DATA, else the hub's nyu-mll/glue (downloaded once, then "
+                                        "read from the datasets cache)")
+    dataset: str | None = hfield(None, "a Hugging Face dataset id (e.g. nyu-mll/glue) or a folder written by "
+                                       "datasets' save_to_disk, read with the datasets library instead of a GLUE "
+                                       "folder; columns by text_column, text_pair_column, label_column")
+    dataset_config: str | None = hfield(None, "the dataset's config (for nyu-mll/glue: the task's name by default)")
+    train_file: str | None = hfield(None, "CSV/TSV/JSONL/Parquet training file instead of the GLUE folder or "
+                                          "dataset ({split} in the name: the split)")
+    eval_file: str | None = hfield(None, "CSV/TSV/JSONL/Parquet evaluation file instead of the GLUE folder or "
+                                         "dataset")
+    text_column: str = hfield("text", "text column of train_file/eval_file or the dataset (the hub GLUE "
+                                      "dataset's own columns when left at 'text')")
     text_pair_column: str | None = hfield(None, "second text column for pair tasks")
-    label_column: str = hfield("label", "label column of train_file/eval_file")
+    label_column: str = hfield("label", "label column of train_file/eval_file or the dataset")
     train_split: str = hfield("train", "split name of the training data")
-    eval_split: str = hfield("dev", "split name of the evaluation data")
+    eval_split: str = hfield("dev", "split name of the evaluation data (a dataset's 'validation' when it has no "
+                                    "'dev')")
     max_train_examples: int | None = hfield(None, "use only the first N training examples (after shuffling)", ge=1)
     max_eval_examples: int | None = hfield(None, "evaluate on the first N examples", ge=1)
     max_length: int = hfield(128, "truncate prompts to this many tokens (from the left)", ge=1)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..config.registry import Registry
-from ..errors import ConfigError, DataError, closest
+from ..errors import ConfigError, DataError
 from ..metrics.glue import METRICS
-from .data import Example, read_glue, read_table
+from .data import Example
 
 _FIELDS = {"text", "text_pair"}
 
@@ -113,47 +112,3 @@ def get_task(name: str) -> Task:
     """The registered task ``name`` (``SST-2`` and ``sst_2`` find ``sst2``); a typo gets a "did you mean" hint."""
     key = name.lower().replace("-", "").replace("_", "")
     return TASKS.get(key if name not in TASKS and key in TASKS else name)
-
-
-_MAPPING_KEYS = {"text_column": "text", "text_pair_column": None, "label_column": "label", "label_map": None}
-
-
-def load_split(task_name: str, split: str, data_dir: str | Path | None = None, path: str | Path | None = None,
-               **column_mapping) -> list[Example]:
-    """One split of a task's examples, labels checked against the task.
-
-    ``data_dir``: a folder in the GLUE layout (``<data_dir>/SST-2/dev.tsv``), read with
-    :func:`read_glue`. ``path``: a ``.csv``/``.tsv``/``.jsonl`` file read with
-    :func:`read_table` and the column mapping; ``{split}`` in the path is replaced by the
-    split name (``data/my_{split}.jsonl``). Without ``label_map`` a classification file may
-    hold class indices or the task's label names. A pair task needs ``text_pair_column``.
-
-    ``column_mapping`` keys: ``text_column`` (default ``"text"``), ``text_pair_column``,
-    ``label_column`` (default ``"label"``; ``None`` for unlabelled data) and ``label_map``.
-    """
-    task = get_task(task_name)
-    unknown = sorted(set(column_mapping) - set(_MAPPING_KEYS))
-    if unknown:
-        raise ConfigError(f"unknown load_split option {unknown[0]!r}{closest(unknown[0], _MAPPING_KEYS)}; "
-                          f"expected {', '.join(_MAPPING_KEYS)}")
-    opts = {**_MAPPING_KEYS, **column_mapping}
-    text_column, text_pair_column = opts["text_column"], opts["text_pair_column"]
-    label_column, label_map = opts["label_column"], opts["label_map"]
-    if (data_dir is None) == (path is None):
-        raise ConfigError(f"load_split({task_name!r}, {split!r}) needs exactly one of data_dir (a GLUE folder) "
-                          "or path (a .csv/.tsv/.jsonl file)")
-    if data_dir is not None:
-        return read_glue(task.name, split, data_dir)
-    if task.is_pair and text_pair_column is None:
-        raise ConfigError(f"task {task.name!r} takes sentence pairs; set text_pair_column")
-    if task.regression:
-        label_map = None
-    elif label_map is None:
-        label_map = task.label_map()
-    else:
-        bad = {k: v for k, v in label_map.items() if not (isinstance(v, int) and 0 <= v < task.num_labels)}
-        if bad:
-            raise ConfigError(f"label_map {bad!r} maps outside task {task.name!r}'s classes 0..{task.num_labels - 1}")
-    file = Path(str(path).replace("{split}", split))
-    return read_table(file, text_column, label_column, text_pair_column, label_map=label_map,
-                      regression=task.regression, num_labels=task.num_labels or None)

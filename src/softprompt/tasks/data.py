@@ -1,10 +1,12 @@
-"""Readers: GLUE folders, CSV/TSV/JSONL tables with a column mapping, and hub datasets.
+"""Readers: GLUE folders, CSV/TSV/JSONL/Parquet tables with a column mapping, and datasets of the
+``datasets`` library (a hub id, or a folder written by ``save_to_disk``).
 
 All readers return a list of :class:`Example`. Text fields are stripped of
 surrounding whitespace (SST-2 ends every sentence with a space) and never
 truncated; tokenizer truncation happens later. Every problem raises a one-line
 :class:`~softprompt.errors.DataError` naming the file and the 1-based line
-(counting the header line) and what was expected.
+(counting the header line; the row of a Parquet file or dataset) and what was expected.
+Which of these a task reads is decided in one place: :mod:`.sources`.
 """
 
 from __future__ import annotations
@@ -109,25 +111,31 @@ def read_glue(task: str, split: str, root: str | Path) -> list[Example]:
     return _examples(path, text, records, fmt.text, fmt.text_pair, fmt.label, to_label)
 
 
+_TABLES = (".csv", ".tsv", ".jsonl", ".parquet")
+
+
 def read_table(path: str | Path, text_column: str, label_column: str | None,
                text_pair_column: str | None = None, label_map: Mapping[str, int] | None = None,
                regression: bool = False, num_labels: int | None = None) -> list[Example]:
-    """Examples from a ``.csv``, ``.tsv`` or ``.jsonl`` file, choosing columns by name.
+    """Examples from a ``.csv``, ``.tsv``, ``.jsonl`` or ``.parquet`` file, choosing columns by name.
 
     CSV uses standard quoting (``csv.DictReader`` rules, strict); TSV is read with quoting
-    off, like GLUE; JSONL holds one JSON object per line. ``label_map`` maps raw label
-    strings to class indices; without it labels must be integers (floats when
-    ``regression``). ``label_column=None`` reads unlabelled data. ``num_labels``, when
-    given, rejects class indices outside ``0..num_labels-1``.
+    off, like GLUE; JSONL holds one JSON object per line; Parquet is read with pyarrow (what
+    ``datasets`` reads it with). ``label_map`` maps raw label strings to class indices; without
+    it labels must be integers (floats when ``regression``). ``label_column=None`` reads
+    unlabelled data. ``num_labels``, when given, rejects class indices outside ``0..num_labels-1``.
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in (".csv", ".tsv", ".jsonl"):
-        raise DataError(f"data file {path} has an unsupported type {path.suffix!r}; expected .csv, .tsv or .jsonl")
-    if regression and label_map is not None:
-        raise ConfigError("label_map is for classification; a regression task reads float labels")
-    text = F.read_text(path)
+    if suffix not in _TABLES:
+        raise DataError(f"data file {path} has an unsupported type {path.suffix!r}; expected .csv, .tsv, .jsonl "
+                        "or .parquet")
+    to_label = label_parser(path, label_column, label_map, regression, num_labels)
     wanted = [c for c in (text_column, text_pair_column, label_column) if c is not None]
+    if suffix == ".parquet":
+        columns, rows = _read_parquet(path)
+        return rows_to_examples(path, columns, rows, text_column, text_pair_column, label_column, to_label)
+    text = F.read_text(path)
     if suffix == ".jsonl":
         records = F.read_json_lines(path, text)
     else:
@@ -139,17 +147,61 @@ def read_table(path: str | Path, text_column: str, label_column: str | None,
         (_, header), rows = rows[0], rows[1:]
         header = [h.strip() for h in header]
         records = F.table_records(path, rows, header, wanted, "tab" if suffix == ".tsv" else "comma")
-    if label_column is None:
-        def to_label(line, raw):
-            return None
-    elif regression:
-        def to_label(line, raw):
-            return F.parse_score(path, line, raw, label_column)
-    else:
-        def to_label(line, raw):
-            return F.parse_class(path, line, raw, label_map, num_labels, key=label_column)
     kind = "key" if suffix == ".jsonl" else "column"
     return _examples(path, text, records, text_column, text_pair_column, label_column, to_label, kind)
+
+
+def label_parser(where, label_column: str | None, label_map: Mapping[str, int] | None = None,
+                 regression: bool = False, num_labels: int | None = None) -> Callable:
+    """``(line, raw) -> label`` for one source: None when unlabelled, a float for regression, else a
+    class index (through ``label_map`` when given)."""
+    if regression and label_map is not None:
+        raise ConfigError("label_map is for classification; a regression task reads float labels")
+    if label_column is None:
+        return lambda line, raw: None
+    if regression:
+        return lambda line, raw: F.parse_score(where, line, raw, label_column)
+    return lambda line, raw: F.parse_class(where, line, raw, label_map, num_labels, key=label_column)
+
+
+def _read_parquet(path: Path) -> tuple[list[str], list[dict]]:
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist")
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"reading {path} needs pyarrow (installed with datasets): pip install datasets") from None
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow's errors for a file that is not Parquet: one line
+        raise DataError(f"{path}: not a readable Parquet file ({_reason(e)})") from None
+    return table.column_names, table.to_pylist()
+
+
+def rows_to_examples(where, columns: list[str], rows, text_key: str, pair_key: str | None,
+                     label_key: str | None, to_label: Callable, hidden_label=None) -> list[Example]:
+    """Examples from rows that are dicts (a Parquet file, a dataset), the columns checked first; a
+    label equal to ``hidden_label`` (the hub's -1 for a hidden test label) becomes None."""
+    missing = [c for c in (text_key, pair_key, label_key) if c is not None and c not in columns]
+    if missing:
+        raise DataError(f"{where}: missing column {F.quoted(missing)}; found columns {F.quoted(columns)}")
+    out = []
+    for i, record in enumerate(rows):
+        line = f"row {i + 1}"
+        raw = record[label_key] if label_key is not None else None
+        out.append(Example(
+            text=F.get_text(where, line, record, text_key),
+            text_pair=F.get_text(where, line, record, pair_key) if pair_key is not None else None,
+            label=None if hidden_label is not None and raw == hidden_label else to_label(line, raw),
+            index=i, extra={k: v for k, v in record.items() if k not in (text_key, pair_key, label_key)},
+        ))
+    if not out:
+        raise DataError(f"{where}: no data rows; expected at least one example")
+    return out
+
+
+def _reason(e: Exception) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 def _examples(path: Path, text: str, records: list[tuple[int, dict]], text_key: str, pair_key: str | None,
@@ -177,48 +229,87 @@ def detokenize(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-# Column names of the GLUE configs on the hub (datasets' "glue" builder).
+# The GLUE dataset on the hub (datasets' "glue" builder) and the columns of its configs.
+HUB_GLUE = "nyu-mll/glue"
+HUB_GLUE_IDS = {"glue", HUB_GLUE}
 _HUB_GLUE = {"sst2": ("sentence", None), "cola": ("sentence", None), "stsb": ("sentence1", "sentence2"),
              "mrpc": ("sentence1", "sentence2"), "rte": ("sentence1", "sentence2"), "wnli": ("sentence1", "sentence2")}
+_DATASET_SPLITS = {"dev": "validation", "valid": "validation", "val": "validation"}
+
+
+def hub_glue_columns(task: str) -> tuple[str, str | None]:
+    """(text column, text pair column) of a GLUE task in the hub's GLUE dataset."""
+    return _HUB_GLUE[glue_name(task)]
+
+
+def _datasets(what: str):
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"reading {what} needs the datasets library: pip install datasets") from None
+    return datasets
+
+
+def open_dataset(name: str, split: str, config: str | None = None):
+    """(rows, a name for messages) of one split of a ``datasets`` dataset: a folder written by
+    ``save_to_disk``, else a hub id (or a folder of data files) read with ``load_dataset``, which
+    reads its cache only when ``HF_HUB_OFFLINE=1``. ``dev`` is the ``validation`` split of a dataset
+    that has no ``dev``."""
+    datasets = _datasets(f"dataset {name!r}")
+    folder = Path(name)
+    if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
+        try:
+            data = datasets.load_from_disk(str(folder))
+        except Exception as e:  # a damaged folder: one line
+            raise DataError(f"dataset folder {name} cannot be read: {_reason(e)}") from None
+        if not isinstance(data, datasets.DatasetDict):
+            raise DataError(f"dataset folder {name} holds a single unnamed split; expected a DatasetDict saved with "
+                            "save_to_disk, e.g. DatasetDict(train=..., validation=...)")
+        chosen = split if split in data else _DATASET_SPLITS.get(split)
+        if chosen not in data:
+            raise DataError(f"dataset folder {name} has no split {split!r}; its splits: {', '.join(data)}")
+        return data[chosen], f"dataset {name} [{chosen}]"
+    chosen = _DATASET_SPLITS.get(split, split)
+    where = f"dataset {name}" + (f" ({config})" if config else "") + f" [{chosen}]"
+    try:
+        rows = datasets.load_dataset(name, config, split=chosen)
+    except Exception as e:  # network, offline mode, unknown dataset/split: one line, not a traceback
+        raise DataError(f"could not load {where}: {_reason(e)}") from None
+    return rows, where
+
+
+def read_dataset(name: str, split: str, config: str | None = None, text_column: str = "text",
+                 text_pair_column: str | None = None, label_column: str | None = "label",
+                 label_map: Mapping[str, int] | None = None, regression: bool = False,
+                 num_labels: int | None = None, glue_task: str | None = None) -> list[Example]:
+    """One split of a ``datasets`` dataset (see :func:`open_dataset`), columns chosen by name as in
+    :func:`read_table`. Rows whose label is ``-1`` (the hub's hidden test labels) get ``label=None``.
+    ``glue_task``: a dataset without ``text_column`` is read with that GLUE task's own columns
+    (``sentence``; ``sentence1``, ``sentence2``), as in the hub's GLUE and copies of it."""
+    rows, where = open_dataset(name, split, config)
+    if glue_task is not None and text_column not in rows.column_names \
+            and hub_glue_columns(glue_task)[0] in rows.column_names:
+        text_column, text_pair_column = hub_glue_columns(glue_task)
+    to_label = label_parser(where, label_column, label_map, regression, num_labels)
+    return rows_to_examples(where, list(rows.column_names), rows, text_column, text_pair_column, label_column,
+                            to_label, hidden_label=-1)
 
 
 def read_hub(name: str, split: str, text_column: str | None = None, text_pair_column: str | None = None,
              label_column: str | None = "label") -> list[Example]:
-    """A hub dataset such as ``glue/sst2`` (``<path>/<config>``) through the ``datasets`` library.
+    """A hub dataset named ``<path>/<config>`` such as ``glue/sst2`` (see :func:`read_dataset`).
 
-    Needs ``pip install datasets`` and a network (or a warm cache). For ``glue/*`` the
-    columns are known; for other datasets give ``text_column`` (and ``text_pair_column``).
-    Rows whose label is ``-1`` (hidden test labels) get ``label=None``.
+    For ``glue/*`` the columns are known; for other datasets give ``text_column`` (and
+    ``text_pair_column``). Labels are class indices (STS-B: floats).
     """
-    try:
-        import datasets
-    except ImportError:
-        raise DataError(f"reading hub dataset {name!r} needs the datasets library: pip install datasets") from None
     path, _, config = name.partition("/")
-    if path == "glue" and config:
+    regression = False
+    if path in HUB_GLUE_IDS and config:
         config = glue_name(config)
         text_column = text_column or _HUB_GLUE[config][0]
         text_pair_column = text_pair_column or _HUB_GLUE[config][1]
+        regression = config == "stsb"
     if text_column is None:
         raise ConfigError(f"reading hub dataset {name!r} needs text_column (the column holding the input text)")
-    split = "validation" if split == "dev" else split
-    try:
-        rows = datasets.load_dataset(path, config or None, split=split)
-    except Exception as e:  # network, offline mode, unknown dataset/split: one line, not a traceback
-        reason = " ".join(str(e).split()) or type(e).__name__
-        raise DataError(f"could not load hub dataset {name!r} split {split!r}: {reason}") from None
-    source = f"hub dataset {name}[{split}]"
-    out = []
-    for i, row in enumerate(rows):
-        record = dict(row)
-        label = record.get(label_column) if label_column is not None else None
-        label = None if label == -1 else label  # the hub marks hidden test labels with -1
-        out.append(Example(
-            text=F.get_text(source, i + 1, record, text_column),
-            text_pair=F.get_text(source, i + 1, record, text_pair_column) if text_pair_column else None,
-            label=label, index=i,
-            extra={k: v for k, v in record.items() if k not in (text_column, text_pair_column, label_column)},
-        ))
-    if not out:
-        raise DataError(f"hub dataset {name!r} split {split!r} has no rows; expected at least one example")
-    return out
+    return read_dataset(path, split, config or None, text_column, text_pair_column, label_column,
+                        regression=regression)

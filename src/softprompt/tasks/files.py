@@ -22,8 +22,9 @@ from ..errors import DataError
 _FIELD_LIMIT = 2**31 - 1
 
 
-def where(path: str | Path, line: int) -> str:
-    return f"{path}, line {line}"
+def where(path: str | Path, line: int | str) -> str:
+    """``<file>, line <n>``; a ``line`` given as text (``"row 3"`` of a Parquet file or dataset) is used as is."""
+    return f"{path}, {line}" if isinstance(line, str) else f"{path}, line {line}"
 
 
 def quoted(names) -> str:
@@ -115,13 +116,13 @@ def row_dicts(path: str | Path, rows: list[tuple[int, list[str]]], names: list[s
     return out
 
 
-def get_field(path: str | Path, line: int, record: Mapping, key: str, kind: str = "column"):
+def get_field(path: str | Path, line: int | str, record: Mapping, key: str, kind: str = "column"):
     if key not in record:
         raise DataError(f"{where(path, line)}: missing {kind} {key!r}; found {kind}s {quoted(record)}")
     return record[key]
 
 
-def get_text(path: str | Path, line: int, record: Mapping, key: str, kind: str = "column") -> str:
+def get_text(path: str | Path, line: int | str, record: Mapping, key: str, kind: str = "column") -> str:
     value = get_field(path, line, record, key, kind)
     if not isinstance(value, str):
         raise DataError(f"{where(path, line)}: {kind} {key!r} holds {value!r}; expected a string")
@@ -131,7 +132,7 @@ def get_text(path: str | Path, line: int, record: Mapping, key: str, kind: str =
     return value
 
 
-def parse_class(path: str | Path, line: int, raw, label_map: Mapping[str, int] | None,
+def parse_class(path: str | Path, line: int | str, raw, label_map: Mapping[str, int] | None,
                 num_labels: int | None = None, key: str = "label") -> int:
     """A class index from a raw label: through ``label_map`` when given, else a non-negative int."""
     if label_map is not None:
@@ -163,7 +164,7 @@ def _as_int(raw) -> int | None:
     return None
 
 
-def parse_score(path: str | Path, line: int, raw, key: str = "score",
+def parse_score(path: str | Path, line: int | str, raw, key: str = "score",
                 low: float | None = None, high: float | None = None) -> float:
     """A finite float (a regression target), optionally within [low, high]."""
     span = f" from {low:g} to {high:g}" if low is not None and high is not None else ""

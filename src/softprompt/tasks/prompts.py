@@ -7,9 +7,10 @@ row's ``score`` (a file column, or the sentence's class through ``label_scores``
 ``prompts.conditions`` gives every training prompt one condition (seeded) and every held-out
 prompt each condition in turn, in the ``condition`` field: what a conditional prompt reads.
 
-``review_openings``: the first few words of SST-2 dev sentences when the GLUE folder exists
-(disjoint sets for training and evaluation), else a built-in list of 226
-movie-review openings written for this project. ``review_requests``: "Write a one-line movie
+``review_openings``: the first few words of SST-2 dev sentences when SST-2 is at hand
+(``prompts.data_dir``, ``prompts.dataset`` or ``$SOFTPROMPT_DATA``, see :mod:`.sources`; it never
+downloads, so the RL configs run offline; disjoint sets for training and evaluation), else a
+built-in list of 226 movie-review openings written for this project. ``review_requests``: "Write a one-line movie
 review of <topic>." over 400 built-in topics (20 genres x 20 subjects), where many different
 answers are right: the Polychromic experiments' prompt set. ``file``: a .txt (one prompt per line),
 .jsonl or .csv file with a prompt column. ``list``: prompts written in the config.
@@ -26,9 +27,10 @@ from pathlib import Path
 from ..config.fields import hfield
 from ..config.registry import Registry
 from ..errors import ConfigError, DataError
-from . import get_task, load_split
+from .base import get_task
 from .data import Example, detokenize
 from .files import get_text, read_json_lines, read_rows, read_text, table_records
+from .sources import find_source, read_split
 
 PROMPT_SOURCES: Registry = Registry("prompt source")
 
@@ -36,7 +38,12 @@ PROMPT_SOURCES: Registry = Registry("prompt source")
 @dataclass
 class PromptsSection:
     source: str = hfield("review_openings", "review_openings, review_requests, file or list")
-    data_dir: str | None = hfield("../shared/data/glue", "review_openings: GLUE folder with SST-2 (else built-in)")
+    data_dir: str | None = hfield(None, "review_openings, sentence_splits: a GLUE-layout folder; unset: "
+                                        "$SOFTPROMPT_DATA, else (sentence_splits) the hub's nyu-mll/glue or "
+                                        "(review_openings, which never downloads) the built-in openings")
+    dataset: str | None = hfield(None, "review_openings, sentence_splits: a Hugging Face dataset id or a "
+                                       "save_to_disk folder instead of a GLUE folder")
+    dataset_config: str | None = hfield(None, "the dataset's config (for nyu-mll/glue: the task by default)")
     file: str | None = hfield(None, "file: .txt (a prompt per line), .jsonl or .csv")
     eval_file: str | None = hfield(None, "file: held-out prompts (default: the last num_eval of 'file')")
     column: str = hfield("prompt", "file: the column holding the prompt (.jsonl/.csv)")
@@ -64,16 +71,21 @@ class PromptsSection:
                               "1 <= min_words <= max_words")
 
 
-def load_prompts(section: PromptsSection, seed: int = 0, tokenizer=None) -> tuple[list[Example], list[Example]]:
+def load_prompts(section: PromptsSection, seed: int = 0, tokenizer=None,
+                 info: dict | None = None) -> tuple[list[Example], list[Example]]:
     """(train, eval) prompt examples; an empty list is an error naming the source. ``tokenizer``:
-    a function returning the policy's tokenizer, for sources that count tokens."""
+    a function returning the policy's tokenizer, for sources that count tokens. ``info``, a dict,
+    receives where a source read its texts (``data_source``), for the run's ``data.json``."""
     source = PROMPT_SOURCES.get(section.source)
     if getattr(source, "needs_tokenizer", False):
         if tokenizer is None:
             raise ConfigError(f"prompts.source={section.source} counts tokens: give load_prompts a tokenizer")
-        train, evaluation = source(section, seed, tokenizer())
+        out = source(section, seed, tokenizer())
     else:
-        train, evaluation = source(section, seed)
+        out = source(section, seed)
+    train, evaluation = out[:2]  # a source that reads a task's data also says from where
+    if info is not None and len(out) > 2:
+        info.update(out[2])
     where = section.file or section.source
     if not train:
         raise DataError(f"prompts from {where!r}: no training prompts")
@@ -135,20 +147,25 @@ def _openings(sentences: list[str], s: PromptsSection, rng: random.Random) -> li
     return out
 
 
+def _task_source(s: PromptsSection, task: str):
+    return find_source(task, data_dir=s.data_dir, dataset=s.dataset, dataset_config=s.dataset_config, key="prompts")
+
+
 @PROMPT_SOURCES.register("review_openings")
 def review_openings(s: PromptsSection, seed: int):
     rng = random.Random(seed)
-    glue = Path(s.data_dir) / "SST-2" if s.data_dir else None
-    if glue is not None and (glue / "train.tsv").exists() and (glue / "dev.tsv").exists():
+    source = _task_source(s, "sst2")
+    if source.origin != "default":  # SST-2 at hand (a folder or dataset named, or $SOFTPROMPT_DATA); never a download
         # the dev split holds whole sentences (train also holds phrases cut from them): its
         # openings are split into disjoint training and evaluation prompts
-        items = _openings([e.text for e in load_split("sst2", "dev", data_dir=s.data_dir)], s, rng)
-        return items[s.num_eval:], items[:s.num_eval]
+        items = _openings([e.text for e in read_split(source, "sst2", "dev")], s, rng)
+        return items[s.num_eval:], items[:s.num_eval], {"data_source": {"sst2/dev": source.to_dict()}}
     lines = resources.files("softprompt").joinpath("data/review_openings.txt").read_text().splitlines()
     items = [Example(text=t.strip(), index=i) for i, t in enumerate(lines) if t.strip()]
     rng.shuffle(items)
     n_eval = min(s.num_eval, len(items) // 4)
-    return items[n_eval:], items[:n_eval]
+    return items[n_eval:], items[:n_eval], {"data_source": "built-in review openings (no SST-2 folder or dataset "
+                                                           "given, SOFTPROMPT_DATA unset)"}
 
 
 @PROMPT_SOURCES.register("review_requests")
@@ -183,18 +200,19 @@ def sentence_splits(s: PromptsSection, seed: int, tokenizer):
         scored = [(e.text, float(e.extra[s.score_column]) if s.score_column else 1.0) for e in rows]
         n_eval = min(s.num_eval, len(scored) // 4) or 1
         parts = {"train": scored[:-n_eval], "eval": scored[-n_eval:]}
+        info = {}
     else:
         task = get_task(s.task)
         if len(s.label_scores) != max(task.num_labels, 1):
             raise ConfigError(f"prompts.label_scores={s.label_scores}: expected one score per class of "
                               f"{task.name} ({task.label_names})")
-        if not s.data_dir:
-            raise ConfigError("prompts.source=sentence_splits reads prompts.task from prompts.data_dir")
+        source = _task_source(s, task.name)
 
         def scored_split(split):
             return [(detokenize(e.text), float(s.label_scores[int(e.label)])) for e in
-                    load_split(task.name, split, data_dir=s.data_dir)]
+                    read_split(source, task.name, split)]
         parts = {"train": scored_split("train"), "eval": scored_split("dev")}
+        info = {"data_source": {f"{task.name}/train,dev": source.to_dict()}}
     out = {}
     for name, items in parts.items():
         rng = random.Random(f"{seed}-{name}")
@@ -215,7 +233,7 @@ def sentence_splits(s: PromptsSection, seed: int, tokenizer):
                                              short, name, s.min_prompt_tokens + s.min_completion_tokens)
         rng.shuffle(examples)
         out[name] = examples
-    return out["train"], out["eval"]
+    return out["train"], out["eval"], info
 
 
 @PROMPT_SOURCES.register("list")

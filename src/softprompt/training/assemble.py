@@ -28,7 +28,7 @@ from ..runs.loading import (  # noqa: F401  (load_trained_classifier, build_clas
     load_trained_classifier,
     task_of,
 )
-from ..tasks import get_task, load_split
+from ..tasks import DataSource, find_source, get_task, read_split
 from ..tasks.preferences import pairs_from_labels, read_preferences, split_pairs
 from ..tasks.prompts import held_out_info, load_prompts
 from .distributed import SHARDED, check_shardable
@@ -43,16 +43,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def task_source(config, task_name: str, file: str | None = None) -> DataSource:
+    """Where ``task_name``'s examples come from under ``config.task`` (tasks.sources.find_source)."""
+    t = config.task
+    return find_source(task_name, file=file, data_dir=t.data_dir, dataset=t.dataset, dataset_config=t.dataset_config)
+
+
 def load_data(config, task) -> Data:
     t = config.task
+    sources = {}
 
     def split(name: str, file: str | None) -> list:
-        if file:
-            return load_split(task.name, name, path=file, text_column=t.text_column,
-                              text_pair_column=t.text_pair_column, label_column=t.label_column)
-        if not t.data_dir:
-            raise ConfigError("set task.data_dir (a GLUE-layout folder) or task.train_file/task.eval_file")
-        return load_split(task.name, name, data_dir=t.data_dir)
+        source = task_source(config, task.name, file)
+        sources[name] = source.to_dict()
+        return read_split(source, task.name, name, text_column=t.text_column, text_pair_column=t.text_pair_column,
+                          label_column=t.label_column)
 
     train = split(t.train_split, t.train_file)
     evaluation = split(t.eval_split, t.eval_file)
@@ -61,7 +66,7 @@ def load_data(config, task) -> Data:
         train = [train[i] for i in sorted(keep.tolist())]
     if t.max_eval_examples:
         evaluation = evaluation[:t.max_eval_examples]
-    return Data(train, evaluation)
+    return Data(train, evaluation, info={"data_source": sources})
 
 
 def load_preference_data(config) -> tuple[Data, dict]:
@@ -72,14 +77,14 @@ def load_preference_data(config) -> tuple[Data, dict]:
     info: dict = {}
     if p.from_task:
         task = get_task(p.from_task)
-        if not config.task.data_dir:
-            raise ConfigError("preferences.from_task reads the task from task.data_dir (a GLUE-layout folder)")
+        source = task_source(config, task.name)
 
         def pairs(split):
-            examples = load_split(task.name, split, data_dir=config.task.data_dir)
+            examples = read_split(source, task.name, split)
             return pairs_from_labels(examples, p.positive_label, seed, min_words=p.min_words)
         train, evaluation = pairs(config.task.train_split), pairs(config.task.eval_split)
-        info["source"] = f"{task.name} {config.task.train_split}/{config.task.eval_split} from {config.task.data_dir}"
+        info["source"] = f"{task.name} {config.task.train_split}/{config.task.eval_split} from {source.describe()}"
+        info["data_source"] = source.to_dict()
     elif p.file:
         data = read_preferences(p.file)
         info.update(data.summary())
@@ -134,7 +139,8 @@ def build_rl(config, rewards=None, backbone=None):
     def tokenizer():  # only for prompt sources that count tokens: loads the backbone early
         loaded[0] = loaded[0] or load_backbone(config.model)
         return loaded[0].tokenizer
-    train, evaluation = load_prompts(config.prompts, config.seed, tokenizer)  # bad prompts fail before the model loads
+    read: dict = {}
+    train, evaluation = load_prompts(config.prompts, config.seed, tokenizer, read)  # bad prompts fail before the model
     backbone = loaded[0]
     if method.reference_responses is not None:
         for e in train:  # MLE on reference responses needs one per training prompt
@@ -155,7 +161,7 @@ def build_rl(config, rewards=None, backbone=None):
     rewards.probe(evaluation)
     judge = make_part(config.judge, 0, context).fn if config.judge else None
     work = RLWork(config, policy, rewards, reference, judge, base_lm=SoftPromptModel(backbone))
-    work.data_info = {"train_prompts": len(train), "eval_prompts": len(evaluation),
+    work.data_info = {"train_prompts": len(train), "eval_prompts": len(evaluation), **read,
                       **held_out_info(train, evaluation, config.prompts.file or config.prompts.source)}
     limit = config.generation.max_prompt_tokens
     if limit:  # prompts are cut to their last `limit` tokens: say how many
@@ -182,6 +188,7 @@ def make_trainer(config, resume: str | Path | None = None, progress: bool = True
         data = load_data(config, task)  # bad data fails here, before any folder exists
         work = ClassificationWork(config, task, build_classifier(config, task))
         work.count_overlong(data.train, data.eval)
+        work.data_info.update(data.info)  # where the examples came from, for data.json
 
     if (strategy := strategy_of(config.train)) in SHARDED:  # before the run folder exists
         check_shardable(work.module.model.model, strategy)

@@ -16,7 +16,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -37,6 +37,7 @@ from .distributed import SHARDED, Dist, full_numel
 class Data:
     train: list  # list[Example]
     eval: list
+    info: dict = field(default_factory=dict)  # where the examples came from, for the run's data.json
 
 
 def batches_of(n: int, size: int, seed: int, epoch: int, shuffle: bool = True) -> list[torch.Tensor]:
