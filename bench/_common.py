@@ -1,14 +1,56 @@
-"""Shared by the benchmark scripts."""
+"""Shared by the benchmark scripts: the machine a number was measured on, the dtypes to run, the JSON."""
 
 from __future__ import annotations
 
 import json
+import os
+from importlib import metadata
 from pathlib import Path
+
+#: libraries whose version decides a benchmark's numbers (ours and the peers')
+PACKAGES = ("softprompt", "torch", "transformers", "peft", "trl", "accelerate")
+
+
+def environment() -> dict:
+    """The CPU (name, instruction sets, torch's kernel level, native bf16), threads and the versions
+    of ours and the peers': recorded with every result, since both the CPU and the peers change
+    the numbers (PEFT's prompt-tuning generation runs 5x slower under transformers 5.24 than 5.23)."""
+    import torch
+    from softprompt.modeling.precision import cpu_features
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"cpu": cpu_features(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+            "versions": versions}
+
+
+def dtypes(arg: str) -> list[str]:
+    """``--dtypes``: a comma list of ``model.dtype`` names, or ``auto``: float32, plus bfloat16 where
+    this CPU computes it natively (AMX or AVX512-BF16; elsewhere bf16 is emulated and slower)."""
+    from softprompt.modeling.precision import DTYPES, cpu_features
+
+    if arg == "auto":
+        return ["float32", "bfloat16"] if cpu_features()["bf16_native"] else ["float32"]
+    names = [d.strip() for d in arg.split(",") if d.strip()]
+    unknown = [d for d in names if d not in DTYPES]
+    if unknown or not names:
+        raise SystemExit(f"--dtypes {arg!r}: expected 'auto' or a comma list of {', '.join(DTYPES)}")
+    return names
+
+
+def suffix(dtype: str) -> str:
+    """Result keys of an fp32 run keep their plain names; other dtypes add ``_bf16`` / ``_fp16``."""
+    return {"float32": "", "bfloat16": "_bf16", "float16": "_fp16"}[dtype]
 
 
 def write_results(results: dict, out: str | Path) -> None:
-    """Write the benchmark's JSON (the numbers docs/benchmarks.md quotes)."""
+    """Write the benchmark's JSON (the numbers docs/benchmarks.md quotes), with the machine's
+    :func:`environment`."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    out.write_text(json.dumps({**results, "environment": environment()}, indent=2) + "\n")
     print(f"wrote {out}")

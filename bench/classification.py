@@ -7,7 +7,9 @@ same template, label words, batches (batch 8) and dev examples. PEFT is used the
 docs show for a causal LM: the label word is appended as the target token, right padding,
 loss on that token; evaluation compares the label words' logits at the last prompt
 position. softprompt uses its verbalizer classifier. Each system runs in its own child
-process so peak RSS is its own. Writes bench/results/classification.json.
+process so peak RSS is its own. Writes bench/results/classification.json. The backbone runs in
+fp32, and also in bf16 where the CPU computes bf16 natively (`--dtypes` forces a list); bf16 keys
+carry `_bf16`, with each system's speed-up and accuracy change against its fp32 run.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import write_results
+from _common import dtypes, suffix, write_results
 
 TEMPLATE = "Review: {text}\nSentiment:"
 WORDS = [" terrible", " great"]
@@ -50,7 +52,7 @@ def run_peft(args) -> dict:
     from softprompt import load_backbone
 
     torch.manual_seed(0)
-    backbone = load_backbone(args.model)
+    backbone = load_backbone(args.model, dtype=args.dtype)
     tok = backbone.tokenizer
     tok.padding_side = "right"
     model = get_peft_model(backbone.model, PromptTuningConfig(
@@ -103,7 +105,7 @@ def run_softprompt(args) -> dict:
     torch.manual_seed(0)
     task = get_task("sst2")
     task = dataclasses.replace(task, template=TEMPLATE, label_words=[[w.strip()] for w in WORDS])
-    model = SoftPromptModel.from_backbone(load_backbone(args.model),
+    model = SoftPromptModel.from_backbone(load_backbone(args.model, dtype=args.dtype),
                                           PromptTuningConfig(num_virtual_tokens=20, init=f"text:{INIT}"))
     clf = VerbalizerClassifier(model, task.label_words)
     mle = OBJECTIVES.get("mle")(MLEConfig())
@@ -133,7 +135,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--eval-examples", type=int, default=256)
     parser.add_argument("--eval-batch", type=int, default=32)
+    parser.add_argument("--dtypes", default="auto", help="comma list of backbone dtypes (float32, bfloat16, "
+                        "float16), or auto: float32, plus bfloat16 where the CPU computes it natively (AMX, AVX512-BF16)")
     parser.add_argument("--system", choices=["peft", "softprompt"], help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "classification.json"))
     args = parser.parse_args()
     if args.system:  # child process: one system, result as JSON on the last line
@@ -141,29 +146,39 @@ def main() -> None:
         return
 
     results: dict = {"model": args.model, "steps": args.steps, "batch": args.batch,
-                     "eval_examples": args.eval_examples}
-    for system in ("peft", "softprompt"):
-        cmd = [sys.executable, __file__, "--system", system, *sys.argv[1:]]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        r = json.loads(out)
-        for key, value in r.items():
-            results[f"{system}_{key}"] = value
-        print(f"{system}: {r}", flush=True)
-    results["step_ratio"] = results["softprompt_step_s"] / results["peft_step_s"]
-    results["eval_ratio"] = results["softprompt_eval_ex_s"] / results["peft_eval_ex_s"]
-    results["rss_ratio"] = results["softprompt_rss_mb"] / results["peft_rss_mb"]
+                     "eval_examples": args.eval_examples, "dtypes": dtypes(args.dtypes)}
+    for dtype in results["dtypes"]:
+        for system in ("peft", "softprompt"):
+            cmd = [sys.executable, __file__, "--system", system, "--dtype", dtype, *sys.argv[1:]]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            r = json.loads(out)
+            for key, value in r.items():
+                results[f"{system}{suffix(dtype)}_{key}"] = value
+            print(f"{system} {dtype}: {r}", flush=True)
+    for s in map(suffix, results["dtypes"]):
+        results[f"step_ratio{s}"] = results[f"softprompt{s}_step_s"] / results[f"peft{s}_step_s"]
+        results[f"eval_ratio{s}"] = results[f"softprompt{s}_eval_ex_s"] / results[f"peft{s}_eval_ex_s"]
+        results[f"rss_ratio{s}"] = results[f"softprompt{s}_rss_mb"] / results[f"peft{s}_rss_mb"]
+    for s in map(suffix, results["dtypes"][1:]):  # a low-precision run against the fp32 one, per system
+        for system in ("peft", "softprompt"):
+            results[f"{system}{s}_step_vs_fp32"] = results[f"{system}_step_s"] / results[f"{system}{s}_step_s"]
+            results[f"{system}{s}_eval_vs_fp32"] = results[f"{system}{s}_eval_ex_s"] / results[f"{system}_eval_ex_s"]
+            results[f"{system}{s}_accuracy_change"] = results[f"{system}{s}_accuracy"] - results[f"{system}_accuracy"]
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title="SST-2 prompt tuning, SmolLM2-135M, same batches")
     for col in ("", "PEFT", "softprompt", "ratio", "target"):
         table.add_column(col, justify="right")
-    table.add_row("train s/step", f"{results['peft_step_s']:.3f}", f"{results['softprompt_step_s']:.3f}",
-                  f"{results['step_ratio']:.2f}x", "<= 0.5x")
-    table.add_row("eval examples/s", f"{results['peft_eval_ex_s']:.1f}", f"{results['softprompt_eval_ex_s']:.1f}",
-                  f"{results['eval_ratio']:.2f}x", ">= 3x")
-    table.add_row("peak RSS MB", f"{results['peft_rss_mb']:.0f}", f"{results['softprompt_rss_mb']:.0f}",
-                  f"{results['rss_ratio']:.2f}x", "<= 1x")
+    for s in map(suffix, results["dtypes"]):
+        table.add_row(f"train s/step{s}", f"{results[f'peft{s}_step_s']:.3f}", f"{results[f'softprompt{s}_step_s']:.3f}",
+                      f"{results[f'step_ratio{s}']:.2f}x", "<= 0.5x")
+        table.add_row(f"eval examples/s{s}", f"{results[f'peft{s}_eval_ex_s']:.1f}",
+                      f"{results[f'softprompt{s}_eval_ex_s']:.1f}", f"{results[f'eval_ratio{s}']:.2f}x", ">= 3x")
+        table.add_row(f"peak RSS MB{s}", f"{results[f'peft{s}_rss_mb']:.0f}", f"{results[f'softprompt{s}_rss_mb']:.0f}",
+                      f"{results[f'rss_ratio{s}']:.2f}x", "<= 1x")
+        table.add_row(f"accuracy{s}", f"{results[f'peft{s}_accuracy']:.3f}", f"{results[f'softprompt{s}_accuracy']:.3f}",
+                      "", "")
     Console().print(table)
     write_results(results, args.out)
 

@@ -2,11 +2,13 @@
 
     pip install -e ".[bench]" && python bench/generation.py
 
-SmolLM2-135M-Instruct (fp32, CPU), 16 SST-2-like prompts, 48 new tokens each (EOS ignored,
+SmolLM2-135M-Instruct (CPU), 16 SST-2-like prompts, 48 new tokens each (EOS ignored,
 so every system does the same work), multinomial sampling at temperature 1, 20 virtual
 tokens. Also G=4 samples per prompt: PEFT gets each prompt repeated 4 times, softprompt
 prefills each prompt once and shares its cache. Reports generated tokens per second (best
-of --repeats runs after a warm-up) and writes bench/results/generation.json.
+of --repeats runs after a warm-up) and writes bench/results/generation.json. The backbone runs in
+fp32, and also in bf16 where the CPU computes bf16 natively (AMX or AVX512-BF16; `--dtypes`
+forces a list): bf16 keys end in `_bf16`, and `<system>_bf16_vs_fp32` is its speed-up.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import write_results
+from _common import dtypes, suffix, write_results
 
 PROMPTS = [
     "it 's a charming and often affecting journey",
@@ -55,20 +57,54 @@ def main() -> None:
     parser.add_argument("--virtual-tokens", type=int, default=20)
     parser.add_argument("--group", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtypes", default="auto", help="comma list of backbone dtypes (float32, bfloat16, "
+                        "float16), or auto: float32, plus bfloat16 where the CPU computes it natively (AMX, AVX512-BF16)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "generation.json"))
     args = parser.parse_args()
 
-    from peft import PromptTuningConfig as PeftPromptTuningConfig
-    from peft import get_peft_model
     from rich.console import Console
     from rich.table import Table
+
+    rows, n_new, g = len(PROMPTS), args.new_tokens, args.group
+    results: dict = {"model": args.model, "prompts": rows, "new_tokens": n_new, "virtual_tokens": args.virtual_tokens,
+                     "group": g, "threads": torch.get_num_threads(), "torch": torch.__version__,
+                     "dtypes": dtypes(args.dtypes)}
+    for dtype in results["dtypes"]:
+        results.update(measure(args, dtype))
+    for s in map(suffix, results["dtypes"]):
+        results[f"ratio_vs_peft{s}"] = results[f"softprompt{s}_tok_s"] / results[f"peft{s}_tok_s"]
+        results[f"ratio_vs_plain{s}"] = results[f"softprompt{s}_tok_s"] / results[f"plain{s}_tok_s"]
+        results[f"group4_ratio_vs_peft{s}"] = results[f"softprompt_group4{s}_tok_s"] / results[f"peft_group4{s}_tok_s"]
+    for s in map(suffix, results["dtypes"][1:]):  # a low-precision run against the fp32 one, per system
+        for system in ("plain", "peft", "softprompt", "peft_group4", "softprompt_group4"):
+            results[f"{system}{s}_vs_fp32"] = results[f"{system}{s}_tok_s"] / results[f"{system}_tok_s"]
+
+    table = Table(title=f"generation, {args.model}, {rows} prompts x {n_new} new tokens")
+    table.add_column("system")
+    table.add_column("tokens/s", justify="right")
+    for s in map(suffix, results["dtypes"]):
+        for system in ("plain", "peft", "softprompt", "peft_group4", "softprompt_group4"):
+            table.add_row(f"{system}{s}", f"{results[f'{system}{s}_tok_s']:.1f}")
+    for key, value in results.items():
+        if "ratio" in key or key.endswith("_vs_fp32"):
+            table.add_row(key, f"{value:.2f}x")
+        elif key.startswith("cache_equal"):
+            table.add_row(key, str(value))
+    Console().print(table)
+    write_results(results, args.out)
+
+
+def measure(args, dtype: str) -> dict:
+    """tokens/s of the plain model, PEFT prompt tuning and softprompt, the backbone in ``dtype``."""
+    from peft import PromptTuningConfig as PeftPromptTuningConfig
+    from peft import get_peft_model
 
     from softprompt import PromptTuningConfig, SoftPromptModel, load_backbone
 
     torch.manual_seed(0)
-    backbone = load_backbone(args.model)
+    backbone = load_backbone(args.model, dtype=dtype)
     tok, base = backbone.tokenizer, backbone.model
-    n_new, g = args.new_tokens, args.group
+    n_new, g, rows, s = args.new_tokens, args.group, len(PROMPTS), suffix(dtype)
     enc = tok(PROMPTS, return_tensors="pt", padding=True)  # left padding
     enc_rep = tok([p for p in PROMPTS for _ in range(g)], return_tensors="pt", padding=True)
 
@@ -87,42 +123,26 @@ def main() -> None:
         assert out.num_tokens == len(PROMPTS) * group * n_new
         return out
 
-    rows = len(PROMPTS)
-    results: dict = {"model": args.model, "prompts": rows, "new_tokens": n_new, "virtual_tokens": args.virtual_tokens,
-                     "group": g, "threads": torch.get_num_threads(), "torch": torch.__version__}
-    results["plain_tok_s"] = rows * n_new / best_time(lambda: hf_generate(base, enc), args.repeats)
+    out = {f"plain{s}_tok_s": rows * n_new / best_time(lambda: hf_generate(base, enc), args.repeats)}
     peft_model = get_peft_model(base, PeftPromptTuningConfig(task_type="CAUSAL_LM",
                                                              num_virtual_tokens=args.virtual_tokens)).eval()
-    results["peft_tok_s"] = rows * n_new / best_time(lambda: hf_generate(peft_model, enc), args.repeats)
-    results["peft_group4_tok_s"] = rows * g * n_new / best_time(lambda: hf_generate(peft_model, enc_rep),
+    out[f"peft{s}_tok_s"] = rows * n_new / best_time(lambda: hf_generate(peft_model, enc), args.repeats)
+    out[f"peft_group4{s}_tok_s"] = rows * g * n_new / best_time(lambda: hf_generate(peft_model, enc_rep),
                                                                 args.repeats)
-    base = peft_model.unload() if hasattr(peft_model, "unload") else base
-    results["softprompt_tok_s"] = rows * n_new / best_time(lambda: ours_generate(1), args.repeats)
-    results["softprompt_group4_tok_s"] = rows * g * n_new / best_time(lambda: ours_generate(g), args.repeats)
+    peft_model.unload() if hasattr(peft_model, "unload") else None
+    out[f"softprompt{s}_tok_s"] = rows * n_new / best_time(lambda: ours_generate(1), args.repeats)
+    out[f"softprompt_group4{s}_tok_s"] = rows * g * n_new / best_time(lambda: ours_generate(g), args.repeats)
 
     # correctness in the same run: greedy with the KV cache equals greedy recomputing everything
+    # (exactly in fp32; in bf16 the two paths round differently, so a tie can flip a token)
     greedy = ours.generate(PROMPTS, max_new_tokens=16, do_sample=False, eos_token_ids=[])
     ids, mask = enc["input_ids"], enc["attention_mask"]
     with torch.no_grad():
         for _ in range(16):
             nxt = ours(ids, mask, logits_to_keep=1).logits[:, -1].argmax(-1, keepdim=True)
             ids, mask = torch.cat([ids, nxt], 1), torch.cat([mask, torch.ones_like(nxt)], 1)
-    results["cache_equal"] = bool(torch.equal(greedy.completion_ids, ids[:, -16:]))
-
-    results["ratio_vs_peft"] = results["softprompt_tok_s"] / results["peft_tok_s"]
-    results["ratio_vs_plain"] = results["softprompt_tok_s"] / results["plain_tok_s"]
-    results["group4_ratio_vs_peft"] = results["softprompt_group4_tok_s"] / results["peft_group4_tok_s"]
-
-    table = Table(title=f"generation, {args.model}, {rows} prompts x {n_new} new tokens")
-    table.add_column("system")
-    table.add_column("tokens/s", justify="right")
-    for key in ("plain_tok_s", "peft_tok_s", "softprompt_tok_s", "peft_group4_tok_s", "softprompt_group4_tok_s"):
-        table.add_row(key.removesuffix("_tok_s"), f"{results[key]:.1f}")
-    for key in ("ratio_vs_peft", "ratio_vs_plain", "group4_ratio_vs_peft"):
-        table.add_row(key, f"{results[key]:.2f}x")
-    table.add_row("cache_equal", str(results["cache_equal"]))
-    Console().print(table)
-    write_results(results, args.out)
+    out[f"cache_equal{s}"] = bool(torch.equal(greedy.completion_ids, ids[:, -16:]))
+    return out
 
 
 if __name__ == "__main__":

@@ -2,13 +2,14 @@
 
     pip install -e ".[bench]" && python bench/rl.py
 
-Identical settings for both: SmolLM2-135M-Instruct (fp32, CPU), a 20-token prompt started from
+Identical settings for both: SmolLM2-135M-Instruct (CPU), a 20-token prompt started from
 the same text, 8 prompts x G=4 completions per step, at most 32 new tokens (temperature 1),
 beta 0 (no reference pass), one inner update, AdamW lr 1e-2 constant, VADER compound score as
 the reward, the same review openings in the same order. TRL runs with gradient checkpointing
 off (its default is on, which would only slow it down). Each system runs in its own child
 process. Reports mean seconds per step over the steps after the first (warm-up), and the mean
-reward over the first and last 5 steps. Writes bench/results/rl.json.
+reward over the first and last 5 steps. Writes bench/results/rl.json. The backbone runs in fp32, and
+also in bf16 where the CPU computes bf16 natively (`--dtypes` forces a list; keys end in `_bf16`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import write_results
+from _common import dtypes, suffix, write_results
 
 INIT = "Write a glowing, enthusiastic movie review."
 
@@ -57,9 +58,9 @@ def run_softprompt(args) -> dict:
     score = vader()
     items = prompts(args.glue_dir, args.steps * args.prompts)
     cfg = from_dict({
-        "model": args.model, "seed": 0,
+        "model": {"name": args.model, "dtype": args.dtype}, "seed": 0,
         "adapter": {"type": "prompt_tuning", "num_virtual_tokens": 20, "init": f"text:{INIT}"},
-        "method": {"name": "grpo", "group_size": args.group_size, "beta": 0.0, "num_iterations": 1},
+        "method": {"name": "grpo", "num_generations": args.group_size, "beta": 0.0, "num_iterations": 1},
         "prompts": {"source": "list", "items": items, "num_train": len(items), "num_eval": 1},
         "generation": {"max_new_tokens": args.max_new_tokens, "temperature": 1.0},
         "train": {"batch": args.prompts, "epochs": 1, "max_steps": args.steps, "lr": args.lr, "warmup_ratio": 0.0,
@@ -87,7 +88,7 @@ def run_trl(args) -> dict:
 
     score = vader()
     torch.manual_seed(0)
-    backbone = load_backbone(args.model)
+    backbone = load_backbone(args.model, dtype=args.dtype)
     items = prompts(args.glue_dir, args.steps * args.prompts)
     steps, rewards, started = [], [], [0.0]
 
@@ -107,7 +108,7 @@ def run_trl(args) -> dict:
         num_generations=args.group_size, max_completion_length=args.max_new_tokens, beta=0.0, num_iterations=1,
         learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, max_steps=args.steps,
         logging_steps=1, report_to="none", use_cpu=True, gradient_checkpointing=False, shuffle_dataset=False,
-        temperature=1.0, save_strategy="no", seed=0, bf16=False, disable_tqdm=True,
+        temperature=1.0, save_strategy="no", seed=0, bf16=args.dtype == "bfloat16", disable_tqdm=True,
     )
     peft_config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=20,
                                      prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=INIT,
@@ -129,7 +130,10 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--tmp", default="/tmp/softprompt-bench-rl")
+    parser.add_argument("--dtypes", default="auto", help="comma list of backbone dtypes (float32, bfloat16), or "
+                        "auto: float32, plus bfloat16 where the CPU computes it natively (AMX, AVX512-BF16)")
     parser.add_argument("--system", choices=["trl", "softprompt"], help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "rl.json"))
     args = parser.parse_args()
     if args.system:  # child process: one system, result as JSON on the last line
@@ -137,19 +141,25 @@ def main() -> None:
         return
 
     results: dict = {"model": args.model, "steps": args.steps, "prompts_per_step": args.prompts,
-                     "group_size": args.group_size, "max_new_tokens": args.max_new_tokens, "lr": args.lr}
-    for system in ("softprompt", "trl"):
-        cmd = [sys.executable, __file__, "--system", system, *sys.argv[1:]]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode:
-            sys.stderr.write(proc.stderr[-3000:])
-            raise SystemExit(f"{system} failed (exit {proc.returncode})")
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
-        results["trl_peft_config" if system == "trl" else "_"] = r.pop("peft_config", None)
-        for key, value in r.items():
-            results[f"{system}_{key}"] = value
+                     "group_size": args.group_size, "max_new_tokens": args.max_new_tokens, "lr": args.lr,
+                     "dtypes": dtypes(args.dtypes)}
+    for dtype in results["dtypes"]:
+        for system in ("softprompt", "trl"):
+            cmd = [sys.executable, __file__, "--system", system, "--dtype", dtype, *sys.argv[1:]]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode:
+                sys.stderr.write(proc.stderr[-3000:])
+                raise SystemExit(f"{system} ({dtype}) failed (exit {proc.returncode})")
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            results["trl_peft_config" if system == "trl" else "_"] = r.pop("peft_config", None)
+            for key, value in r.items():
+                results[f"{system}{suffix(dtype)}_{key}"] = value
     results.pop("_", None)
-    results["ratio_softprompt_to_trl"] = results["softprompt_step_s"] / results["trl_step_s"]
+    for s in map(suffix, results["dtypes"]):
+        results[f"ratio_softprompt_to_trl{s}"] = results[f"softprompt{s}_step_s"] / results[f"trl{s}_step_s"]
+    for s in map(suffix, results["dtypes"][1:]):  # speed-up of a low-precision run over the fp32 one
+        for system in ("softprompt", "trl"):
+            results[f"{system}{s}_vs_fp32"] = results[f"{system}_step_s"] / results[f"{system}{s}_step_s"]
     print(json.dumps(results, indent=2))
     write_results(results, args.out)
 
