@@ -13,11 +13,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "configs.json"
-#: keys added since the pins were written, per method, with the value that keeps the pinned behaviour
+#: keys added since the pins were written, per method ("*": every method), with the value that keeps
+#: the pinned behaviour
 ADDED: dict[str, dict[str, object]] = {
+    "*": {"model.dtype": "float32",  # issue 19: the backbone's precision; fp32 as every config ran before
+          "generation.chat_template_kwargs": {}},  # nothing extra reaches a chat template, as before
     "ppo": {"method.epsilon_high": None},  # PPO's clip takes GRPO's upper bound too; None: symmetric, as before
     "ppo_single_step": {"method.epsilon_high": None},
 }
+#: keys renamed outside the method section: ``model`` became the section ``model`` (name, dtype)
+RENAMED: dict[str, str] = {"model": "model.name"}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -57,11 +62,11 @@ def _renamed(flat: dict) -> dict:
     from softprompt.experiment.aliases import METHOD_KEYS
 
     method = flat.get("method.name")
-    renames = {f"method.{old}": f"method.{new}" for old, new in METHOD_KEYS.get(method, {}).items()}
+    renames = {**RENAMED, **{f"method.{old}": f"method.{new}" for old, new in METHOD_KEYS.get(method, {}).items()}}
     # an adapter replaced whole by an override (adapter={type: lora, r: 16}) was saved without its
     # defaults; the typed config saves them: the same adapter
     defaults = {f"adapter.{k}": v for k, v in make_config(flat["adapter.type"], {}).to_dict().items()}
-    return {**defaults, **ADDED.get(method, {}), **{renames.get(k, k): v for k, v in flat.items()}}
+    return {**defaults, **ADDED["*"], **ADDED.get(method, {}), **{renames.get(k, k): v for k, v in flat.items()}}
 
 
 def test_every_shipped_config_trains_what_it_trained_when_pinned():
