@@ -136,7 +136,9 @@ def alias_overrides(overrides: list[str], method_name: str | None) -> list[str]:
             value = convert(ov.value) if convert else ov.value
             text = f"{target}={_dump(value)}"
         elif key == "model" and ov.mode != "delete" and not isinstance(ov.value, dict):
-            target, value = "model.name", ov.value  # model=NAME names the backbone; model.dtype stays
+            # model=NAME is model.name=NAME (model.dtype stays): one key, so a later one simply wins
+            key = target = "model.name"
+            value = ov.value
             text = f"{prefix}{target}=" + text.split("=", 1)[1]
         elif key.startswith("method.") and key[len("method."):] in renames:
             target, value = "method." + renames[key[len("method."):]], ov.value

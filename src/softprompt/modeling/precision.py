@@ -51,10 +51,8 @@ def cpu_features(cpuinfo: str | Path = "/proc/cpuinfo") -> dict:
     flags = _cpuinfo_flags(text)
     name = next((line.split(":", 1)[1].strip() for line in text.splitlines()
                  if line.split(":", 1)[0].strip() == "model name"), None)
-    try:
-        capability = torch.backends.cpu.get_cpu_capability()
-    except Exception:  # older torch: no such function
-        capability = None
+    get = getattr(torch.backends.cpu, "get_cpu_capability", None)  # torch >= 2.1
+    capability = get() if get is not None else None
     has = {f: f in flags for f in CPU_FLAGS}
     return {"flags": has, "capability": capability, "model": name,
             "bf16_native": has["avx512_bf16"] or (has["amx_bf16"] and has["amx_tile"])}

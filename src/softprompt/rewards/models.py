@@ -59,8 +59,9 @@ class ClassifierReward(Reward):
 
             path = resolve(c.model)[0]
             self.tok = AutoTokenizer.from_pretrained(path)
-            self.hf = AutoModelForSequenceClassification.from_pretrained(
-                path, use_safetensors=True, dtype=resolve_dtype(context.dtype, context.device)).to(context.device).eval()
+            dtype = resolve_dtype(context.dtype, context.device)
+            self.hf = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True, dtype=dtype)
+            self.hf.to(context.device).eval()
             names = [self.hf.config.id2label[i] for i in range(self.hf.config.num_labels)]
         self.names = names
         self.target = _class_index(c.target, names)
