@@ -77,3 +77,31 @@ def assert_paths_agree(actual: torch.Tensor, expected: torch.Tensor, model) -> N
     or packed path, another library) agree within :func:`fp32_path_tolerance`."""
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     assert_same_function(actual, expected, *depth_and_width(model))
+
+
+BF16_ULP = 2.0 ** -8  # bf16 keeps 8 significant bits: unit roundoff 2^-9, one ulp 2^-8 of a value
+
+
+def bf16_path_tolerance(scale: float, depth: int, margin: float = 4.0) -> float:
+    """How far two bf16 computations of the same function may differ (cached vs in-sequence K/V,
+    a teacher-forced pass vs the sampling steps), for an output of magnitude ``scale`` (the
+    largest logit).
+
+    The matmuls accumulate in fp32; what bf16 loses is the rounding of every stored activation to
+    8 significant bits. Two paths that order the fp32 sums differently land on neighbouring bf16
+    values: about one ulp, 2^-8 of the activation's scale, where fp32 reordering costs 2^-24
+    (see :func:`fp32_path_tolerance`). Those roundings are independent from block to block, so
+    over ``depth`` residual blocks they add like a random walk, sqrt(depth) ulps; the norms and
+    the softmax pass relative errors on without amplifying them much, and ``margin`` covers the
+    several roundings inside a block and the log-softmax (a log-prob moves by at most twice its
+    logits' error). So margin * sqrt(depth) * 2^-8 * scale: 0.2 for the tiny 2-block Llama's logits
+    (about 9), where the paths measure 0.03. A placement error is of order 1 (PEFT's left padding
+    moves logits by 2.4) and still fails.
+    """
+    return margin * depth ** 0.5 * BF16_ULP * scale
+
+
+def logit_scale(model, ids, mask, condition=None) -> float:
+    """The largest |logit| of a SoftPromptModel on a batch: the scale of :func:`bf16_path_tolerance`."""
+    with torch.no_grad():
+        return float(model(ids, mask, condition=condition).logits.float().abs().max())

@@ -14,12 +14,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "configs.json"
 SHIPPED = ROOT / "src" / "softprompt" / "configs"  # package data since issue 19 (configs/ at the root before)
-#: keys added since the pins were written, per method, with the value that keeps the pinned behaviour
+#: keys added since the pins were written, per method ("*": every method), with the value that keeps
+#: the pinned behaviour
 ADDED: dict[str, dict[str, object]] = {
+    "*": {"model.dtype": "float32",  # issue 19: the backbone's precision; fp32 as every config ran before
+          "generation.chat_template_kwargs": {},  # nothing extra reaches a chat template, as before
+          # a task's (and the prompt sources') data from a datasets dataset; None: not used, as before
+          "task.dataset": None, "task.dataset_config": None, "prompts.dataset": None, "prompts.dataset_config": None},
     "ppo": {"method.epsilon_high": None},  # PPO's clip takes GRPO's upper bound too; None: symmetric, as before
     "ppo_single_step": {"method.epsilon_high": None},
-    # every method: a task's (and the prompt sources') data from a datasets dataset; None: not used, as before
-    "*": {"task.dataset": None, "task.dataset_config": None, "prompts.dataset": None, "prompts.dataset_config": None},
 }
 #: a deliberate change of what the pins hold, (key, pinned value) -> the value now. Issue 19: no default
 #: names the project's own GLUE folder any more (the shipped configs named it, and it was the default);
@@ -29,6 +32,8 @@ CHANGED: dict[tuple[str, object], object] = {
     ("task.data_dir", "../shared/data/glue"): None,
     ("prompts.data_dir", "../shared/data/glue"): None,
 }
+#: keys renamed outside the method section: ``model`` became the section ``model`` (name, dtype)
+RENAMED: dict[str, str] = {"model": "model.name"}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -68,7 +73,7 @@ def _renamed(flat: dict) -> dict:
     from softprompt.experiment.aliases import METHOD_KEYS
 
     method = flat.get("method.name")
-    renames = {f"method.{old}": f"method.{new}" for old, new in METHOD_KEYS.get(method, {}).items()}
+    renames = {**RENAMED, **{f"method.{old}": f"method.{new}" for old, new in METHOD_KEYS.get(method, {}).items()}}
     # an adapter replaced whole by an override (adapter={type: lora, r: 16}) was saved without its
     # defaults; the typed config saves them: the same adapter
     defaults = {f"adapter.{k}": v for k, v in make_config(flat["adapter.type"], {}).to_dict().items()}

@@ -176,7 +176,7 @@ def test_quality_weighted_embedding_diversity_by_hand(tmp_path, monkeypatch):
     method = {"name": "polychromic", "n_generations": 4, "set_size": 3, "num_sets": 4, "scale": "none",
               "diversity": "embedding", "diversity_weight": 1.0}
     sims = torch.tensor([[1.0, 0.9, 0.9, 0.0], [0.9, 1.0, 0.9, 0.0], [0.9, 0.9, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
-    monkeypatch.setattr(Polychromic, "_similarities", lambda self, texts, g, use: {b: sims for b in range(2)})
+    monkeypatch.setattr(Polychromic, "_similarities", lambda self, texts, g, use, device="cpu": {b: sims for b in range(2)})
     cfg, work, ro = _rollout(tmp_path, method)
     ro.rewards = torch.tensor([1.0, 0.2, 1.0, 0.2] * 2)
     uniform = Polychromic(cfg.method_config()).advantages(ro, 0)[0]

@@ -31,6 +31,7 @@ from ..modeling.model import SoftPromptModel, resolve_run_path
 from ..rewards import RewardContext, RewardSet
 from ..rewards.base import make_part
 from ..runs.folder import RunFolder, write_predictions
+from ..runs.loading import run_model
 from ..storage import write_json
 from ..tasks.conditions import conditioner_for
 from ..tasks.data import example_field
@@ -197,7 +198,7 @@ def eval_gen_run(run: str, prompts: str | None = None, n: int = 10, ks: str = "1
 
     def load_model() -> SoftPromptModel:  # early only for prompt sources that count tokens
         if not loaded:
-            loaded.append(SoftPromptModel.from_pretrained(path))
+            loaded.append(run_model(path, config))  # the run's model.dtype, on the GPU when there is one
         return loaded[0]
     if prompts:
         examples = read_prompt_file(Path(prompts))
@@ -207,12 +208,12 @@ def eval_gen_run(run: str, prompts: str | None = None, n: int = 10, ks: str = "1
         # the run's held-out prompts; RLPT's sentence_splits cut them with the policy's tokenizer
         examples = load_prompts(config.prompts, config.seed, lambda: load_model().tokenizer)[1]
     model = load_model()
-    conditioner = conditioner_for(config, model.adapter)
+    conditioner = conditioner_for(config, model.adapter, model.device)
     if prompts:
         examples = _with_run_conditions(config, examples, conditioner)
     examples = examples[:max_prompts] if max_prompts else examples
     off = model.untouched() if base else contextlib.nullcontext()  # base: the backbone as loaded, no adapter
-    context = RewardContext(backbone=model.backbone, device=model.device)
+    context = RewardContext(backbone=model.backbone, device=model.device, dtype=model.compute_dtype)
     rewards = RewardSet.from_config(config.rewards, context) if config.rewards else None
     judge = make_part(config.judge, 0, context).fn if config.judge else None
     gen = GenerationConfig.from_kwargs(

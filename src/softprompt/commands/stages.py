@@ -45,8 +45,8 @@ from ..experiment import (
     resolve,
     seed_aliases,
 )
-from ..modeling.model import SoftPromptModel
 from ..runs import RunFolder, new_run_dir
+from ..runs.loading import run_model
 from ..storage import atomic_write, read_json, write_json
 from ..training.assemble import train_once
 from .compare import compare
@@ -289,7 +289,7 @@ def glue_eval(pipe: Pipeline, stage: Stage, runs: list[str], tasks: list[str], b
     first = RunFolder(next(iter(paths.values()))).read_config()
     data_dir = data_dir or first.task.data_dir
     if base and "base" not in results:
-        model = first.model
+        model = first.model.name
         pipe._say(f"  base model {model}: {', '.join(tasks)}")
         results["base"] = evaluate_tasks(list(tasks), None, model, data_dir, split, max_samples)
         write_json(out, results)
@@ -332,7 +332,8 @@ def chat(pipe: Pipeline, stage: Stage, run: str, conversations: list[dict], base
                                                       for c in conversations):
         raise ConfigError(f"{pipe.name}: stage {stage.name!r} conversations must be a list of "
                           "{history: [...], question: ...}")
-    tuned = SoftPromptModel.from_pretrained(path)
+    config = RunFolder(path).read_config()
+    tuned = run_model(path, config)  # in the run's model.dtype, on the GPU when there is one
     rows = []
     for i, c in enumerate(conversations):
         history = list(c.get("history") or [])
@@ -340,7 +341,8 @@ def chat(pipe: Pipeline, stage: Stage, run: str, conversations: list[dict], base
         for label in ["tuned", *(["base"] if base else [])]:
             with tuned.untouched() if label == "base" else contextlib.nullcontext():  # base: no adapter, LoRA off
                 reply, _ = tuned.generate_response(c["question"], history, temperature=temperature,
-                                                   max_new_tokens=max_new_tokens, seed=0)
+                                                   max_new_tokens=max_new_tokens, seed=0,
+                                                   chat_template_kwargs=config.generation.chat_template_kwargs)
             row[label] = reply
         rows.append(row)
     out = pipe.path / f"{stage.name}.jsonl"

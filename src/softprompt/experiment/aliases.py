@@ -4,6 +4,7 @@ read (each YAML file, each override list, a run folder's saved config), so the r
 sees one spelling, and a saved ``config.yaml`` holds only the canonical keys.
 
 - ``method_cfg.*`` is the seeds' spelling of ``method.*``.
+- ``model: NAME`` (a string, as every config before ``model.dtype`` had it) is ``model.name: NAME``.
 - :data:`SEED_KEYS`: adapter keys the seeds set under ``method`` move to the adapter.
 - :data:`METHOD_KEYS`: a method's older key names, per method: the same meaning has one name in
   every RL method (TRL's GRPOConfig names: ``num_generations``, ``epsilon``, ``beta``), and
@@ -79,6 +80,8 @@ def seed_aliases(raw: dict, where: str = "config", inherited: dict | None = None
     the key it spells; both spellings in one mapping with different values is an error naming both.
     ``inherited``: what the file's ``defaults`` gave, for the method's name when the file has none."""
     raw = dict(raw)
+    if isinstance(raw.get("model"), str):  # the backbone's name alone: the section's other keys keep theirs
+        raw["model"] = {"name": raw["model"]}
     if isinstance(raw.get("method_cfg"), dict):
         if "method" in raw:
             raise ConfigError(f"{where}: give 'method' or its seed spelling 'method_cfg', not both")
@@ -132,6 +135,11 @@ def alias_overrides(overrides: list[str], method_name: str | None) -> list[str]:
                 continue
             value = convert(ov.value) if convert else ov.value
             text = f"{target}={_dump(value)}"
+        elif key == "model" and ov.mode != "delete" and not isinstance(ov.value, dict):
+            # model=NAME is model.name=NAME (model.dtype stays): one key, so a later one simply wins
+            key = target = "model.name"
+            value = ov.value
+            text = f"{prefix}{target}=" + text.split("=", 1)[1]
         elif key.startswith("method.") and key[len("method."):] in renames:
             target, value = "method." + renames[key[len("method."):]], ov.value
             text = f"{prefix}{target}" + ("" if ov.mode == "delete" else "=" + text.split("=", 1)[1])

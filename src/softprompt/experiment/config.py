@@ -46,6 +46,19 @@ from .methods import (
 
 
 @dataclass
+class ModelSection:
+    """The frozen backbone and the precision it computes in (docs/design.md, "Precision")."""
+
+    name: str = hfield("smollm2-135m-instruct", "backbone: alias, directory, .gguf file or hub id "
+                                                "('model: NAME' is short for model.name)")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = hfield(
+        "float32", "the dtype the frozen backbone (and the frozen models loaded beside it: reward models, judges, "
+                   "classifiers as rewards) computes in, under autocast; trainable weights and optimizer state stay "
+                   "float32 whatever it is. auto: bfloat16 on a GPU that supports it or a CPU with AMX / AVX512-BF16, "
+                   "else float32. float16 scales the loss (a GradScaler)")
+
+
+@dataclass
 class TaskSection:
     name: str = hfield("sst2", "task name (sst2, cola, stsb, mrpc, rte, wnli)")
     data_dir: str | None = hfield(None, "folder in the GLUE layout (<dir>/SST-2/train.tsv); unset: the folder in "
@@ -83,13 +96,15 @@ class GenerationSection:
     top_p: float = hfield(1.0, "RL: nucleus sampling mass (1.0: off); truncates the policy as top_k does", gt=0, le=1)
     stop_strings: list[str] = hfield([], "RL: end a completion at any of these strings")
     chat: bool = hfield(False, "RL: wrap each prompt as a user message in the chat template")
+    chat_template_kwargs: dict[str, Any] = hfield({}, "extra variables for the tokenizer's chat template wherever "
+                                                      "one is applied, e.g. {enable_thinking: false} for Qwen3")
     max_prompt_tokens: int | None = hfield(None, "RL: keep only the last this-many prompt tokens", ge=1)
     eval_samples: int = hfield(2, "RL: completions per held-out prompt when evaluating", ge=1)
 
     def to_generation_config(self, group_size: int = 1, seed: int | None = None) -> GenerationConfig:
         return GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_k=self.top_k,
                                 top_p=self.top_p, stop_strings=list(self.stop_strings), chat=self.chat,
-                                max_prompt_tokens=self.max_prompt_tokens, group_size=group_size, seed=seed)
+                                chat_template_kwargs=dict(self.chat_template_kwargs), max_prompt_tokens=self.max_prompt_tokens, group_size=group_size, seed=seed)
 
 
 @dataclass
@@ -155,7 +170,8 @@ class ConditionSection:
 
 @dataclass
 class ExperimentConfig:
-    model: str = hfield("smollm2-135m-instruct", "backbone: alias, directory, .gguf file or hub id")
+    model: ModelSection = field(default_factory=ModelSection, metadata={
+        "help": "model.name (the backbone) and model.dtype (its precision); 'model: NAME' sets model.name"})
     classifier: Literal["auto", "verbalizer", "embedding"] = hfield(
         "auto", "verbalizer (causal LM + label words) or embedding (pooled encoder + linear head)")
     pooling: str | None = hfield(None, "embedding classifier pooling: mean, cls, last (default: the model card's)")
@@ -180,6 +196,11 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         check_folder_name(self.run_id, "run_id")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "model" and isinstance(value, str):  # config.model = NAME, as before model.dtype: the name
+            value = ModelSection(name=value)
+        super().__setattr__(name, value)
 
     # -- derived ---------------------------------------------------------------------------------
     def method_config(self) -> Method:

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..adapters.lora.model import lora_off
 from ..errors import AdapterLoadError, ModelLoadError, closest
+from .precision import resolve_dtype, upcast_
 
 log = logging.getLogger(__name__)
 
@@ -282,10 +283,15 @@ def load_backbone(
     kind: Kind | None = None,
     dtype: torch.dtype | str = torch.float32,
     num_layers_unfrozen: int = 0,
+    device: torch.device | str | None = None,
 ) -> Backbone:
-    """Load a frozen backbone from an alias, directory, ``.gguf`` file or hub id."""
+    """Load a frozen backbone from an alias, directory, ``.gguf`` file or hub id, in ``dtype``
+    (a torch dtype or a ``model.dtype`` name: float32, bfloat16, float16, auto) on ``device``
+    (default: the CPU)."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    dtype = resolve_dtype(dtype, device)  # a bad name fails before anything loads
     path, alias_kind, gguf = resolve(spec)
     kind = kind or alias_kind
     if gguf is not None:
@@ -295,8 +301,6 @@ def load_backbone(
         config = AutoConfig.from_pretrained(path, local_files_only=local_only)
         kind = kind or _detect_kind(config)
         auto = AutoModelForCausalLM if kind == "causal_lm" else AutoModel
-        if isinstance(dtype, str):
-            dtype = getattr(torch, dtype)
         pickled = _pickle_only(path)
         if pickled:
             raise ModelLoadError(f"{path} holds its weights only as pickle files ({', '.join(pickled)}), which are "
@@ -311,6 +315,8 @@ def load_backbone(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     tokenizer.padding_side = "left" if kind == "causal_lm" else "right"
+    if device.type != "cpu":
+        model.to(device)
     model.eval()
     freeze(model)
     if num_layers_unfrozen:
@@ -340,6 +346,7 @@ def unfreeze_top_layers(model: nn.Module, n: int) -> list[nn.Parameter]:
     if not 0 <= n <= len(layers):
         raise ModelLoadError(f"num_layers_unfrozen={n} but the model has {len(layers)} layers")
     params = [p for layer in list(layers)[len(layers) - n:] for p in layer.parameters()]
+    upcast_(params)  # trained weights are fp32 whatever the backbone's dtype; autocast runs them at its precision
     keep_base_weights(model, params)
     for p in params:
         p.requires_grad_(True)

@@ -160,6 +160,7 @@ class EmbeddingClassifier(Classifier):
 
     def features(self, batch: dict, prompt: torch.Tensor | None = None) -> torch.Tensor:
         hidden, real = self.model.encode(batch["input_ids"], batch["attention_mask"], batch.get("condition"), prompt)
+        hidden = hidden.float()  # pooled and fed to the fp32 head in fp32, whatever the backbone's dtype
         real = real.to(hidden.dtype)
         if self.pooling == "mean":
             return (hidden * real.unsqueeze(-1)).sum(1) / real.sum(1, keepdim=True).clamp(min=1)

@@ -43,6 +43,7 @@ class GenerationConfig:
     eos_token_ids: list[int] | None = hfield(None, "token ids that end a sample (None: the model's EOS ids)", ge=0)
     seed: int | None = hfield(None, "seed for sampling (None: the global torch RNG)", ge=0)
     chat: bool = hfield(False, "wrap each prompt as a user message in the model's chat template")
+    chat_template_kwargs: dict = hfield({}, "extra variables for the chat template (e.g. {'enable_thinking': False})")
     max_prompt_tokens: int | None = hfield(None, "keep only the last this-many prompt tokens", ge=1)
     fast_kernels: bool = hfield(True, "decode with pre-packed fp32 weights on CPU (softprompt.kernels); keeps "
                                       "a packed copy of the linear weights in memory")
@@ -176,8 +177,7 @@ def encode_prompts(tokenizer, prompts: Sequence[str], config: GenerationConfig, 
         raise ConfigError("prompts must be a non-empty list of strings")
     texts = list(prompts)
     if config.chat:  # a prompt is a user message, or a whole conversation (a list of role/content dicts)
-        texts = [tokenizer.apply_chat_template(_messages(p), tokenize=False, add_generation_prompt=True)
-                 for p in texts]
+        texts = [apply_chat_template(tokenizer, _messages(p), config.chat_template_kwargs) for p in texts]
     elif not all(isinstance(p, str) for p in texts):
         raise ConfigError("prompts must be strings (conversations as message lists need chat=True)")
     old_side = tokenizer.truncation_side
@@ -190,6 +190,13 @@ def encode_prompts(tokenizer, prompts: Sequence[str], config: GenerationConfig, 
     if enc["input_ids"].shape[1] == 0 or (enc["attention_mask"].sum(1) == 0).any():
         raise ConfigError("every prompt needs at least one token")
     return {k: enc[k].to(device) for k in ("input_ids", "attention_mask")}
+
+
+def apply_chat_template(tokenizer, messages: list[dict], template_kwargs: dict | None = None) -> str:
+    """The text of ``messages`` under the tokenizer's chat template, ready for the assistant's turn;
+    ``template_kwargs`` reach the template as variables (``enable_thinking: false`` for Qwen3)."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                         **dict(template_kwargs or {}))
 
 
 def _messages(prompt) -> list[dict]:
@@ -280,7 +287,7 @@ def generate(model, prompts, config: GenerationConfig | None = None, condition: 
     config = GenerationConfig.from_kwargs(config, **kwargs)
     if not model.backbone.is_causal:
         raise ConfigError(f"model {model.backbone.spec!r} is an encoder; generation needs a causal LM")
-    with packed_linears(model.model, batch_hint=16, enabled=config.fast_kernels):
+    with packed_linears(model.model, batch_hint=16, enabled=config.fast_kernels), model.autocast():
         return _generate(model, prompts, config, condition)
 
 
@@ -303,7 +310,7 @@ def _generate(model, prompts, config: GenerationConfig, condition: torch.Tensor 
     capacity = n_prefix + model.num_sequence_tokens + prompt_ids.shape[1] + max_new
     cache = generation_cache(lm.config, capacity)
     if n_prefix:
-        for layer, (k, v) in enumerate(model.adapter.prefix_key_values(batch)):
+        for layer, (k, v) in enumerate(model.prefix_key_values(batch)):
             cache.update(k, v, layer)
     inputs = model.model_inputs(prompt_ids, prompt_mask, condition, cache=cache)
     out = lm(**inputs, use_cache=True, logits_to_keep=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from .backbones import (
 from .backbones import untouched as untouched_backbone
 from .generation import generate, policy_logprobs
 from .placement import insert_virtual, position_ids
+from .precision import autocast, backbone_dtype
 
 
 @dataclass
@@ -94,8 +96,24 @@ def load_backbone_layers(directory: str | Path, backbone: Backbone) -> list[int]
     return layers
 
 
+def _autocast(method):
+    """Run a SoftPromptModel method under the backbone's autocast (see :meth:`SoftPromptModel.autocast`)."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self.autocast():
+            return method(self, *args, **kwargs)
+    return run
+
+
 class SoftPromptModel(nn.Module):
-    """A frozen backbone with a trainable adapter (or none: the untouched base model)."""
+    """A frozen backbone with a trainable adapter (or none: the untouched base model).
+
+    The backbone computes in its own dtype (``model.dtype``), the adapter's weights are fp32:
+    virtual tokens and prefix keys/values are cast to the backbone's dtype where they enter it
+    (the gradient flows back through the cast), and every backbone pass runs under
+    :meth:`autocast`, so fp32 weights inside the backbone (LoRA, unfrozen blocks) compute at its
+    precision. In fp32 none of this changes a number.
+    """
 
     def __init__(self, backbone: Backbone, adapter: Adapter | None = None):
         super().__init__()
@@ -156,6 +174,16 @@ class SoftPromptModel(nn.Module):
         return next(self.model.parameters()).device
 
     @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the backbone computes in (``model.dtype`` as loaded)."""
+        return backbone_dtype(self.model)
+
+    def autocast(self):
+        """The context every backbone pass runs in: torch.autocast at :attr:`compute_dtype` on
+        the backbone's device, nothing in fp32 (see :func:`softprompt.modeling.precision.autocast`)."""
+        return autocast(self.compute_dtype, self.device)
+
+    @property
     def num_sequence_tokens(self) -> int:
         return self.adapter.num_sequence_tokens if self.adapter is not None else 0
 
@@ -167,9 +195,18 @@ class SoftPromptModel(nn.Module):
         return self.adapter.trainable_parameters() if self.adapter is not None else []
 
     # -- placement -----------------------------------------------------------------------------
+    def prefix_key_values(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """The adapter's per-layer prefix keys/values for ``batch_size`` rows in the backbone's dtype
+        (the adapter holds them in fp32), or None."""
+        kv = self.adapter.prefix_key_values(batch_size) if self.adapter is not None else None
+        if kv is None:
+            return None
+        dtype = self.compute_dtype
+        return [(k.to(dtype), v.to(dtype)) for k, v in kv]
+
     def prefix_cache(self, batch_size: int):
         """A fresh DynamicCache holding the adapter's prefix keys/values (or None)."""
-        kv = self.adapter.prefix_key_values(batch_size) if self.adapter is not None else None
+        kv = self.prefix_key_values(batch_size)
         if kv is None:
             return None
         from transformers import DynamicCache
@@ -190,11 +227,12 @@ class SoftPromptModel(nn.Module):
         return (self.share_prompt and self.backbone.is_causal and isinstance(adapter, PromptTuning)
                 and not (adapter.training and adapter.config.dropout > 0))
 
+    @_autocast
     def prompt_cache(self, batch_size: int, cache=None):
         """Append the virtual tokens' per-layer K/V (computed once) for ``batch_size`` rows to ``cache``."""
         from transformers import DynamicCache
 
-        prompt = self.adapter.embeddings.unsqueeze(0)
+        prompt = self.adapter.embeddings.unsqueeze(0).to(self.compute_dtype)
         n = prompt.shape[1]
         alone = DynamicCache(config=self.model.config)
         positions = torch.arange(n, device=prompt.device).unsqueeze(0)
@@ -253,6 +291,7 @@ class SoftPromptModel(nn.Module):
         }
 
     # -- forward -------------------------------------------------------------------------------
+    @_autocast
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -275,6 +314,7 @@ class SoftPromptModel(nn.Module):
         hidden = out.hidden_states[-1][:, -keep:] if return_hidden else None
         return SoftPromptOutput(out.logits, hidden, output_cache(out) if use_cache else None)
 
+    @_autocast
     def encode(
         self,
         input_ids: torch.Tensor,
@@ -330,6 +370,7 @@ class SoftPromptModel(nn.Module):
         real = int(mask.sum())
         return real <= self.PACK_MAX_TOKENS and 1 - real / mask.numel() >= self.PACK_MIN_PADDING
 
+    @_autocast
     def _packed_last_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Padding-free forward: all rows' real tokens in one row, attention block-diagonal.
 
@@ -383,6 +424,7 @@ class SoftPromptModel(nn.Module):
             return logp, out.hidden[:, :-1]
         return logp
 
+    @_autocast
     def grouped_logprobs(
         self,
         prompt_ids: torch.Tensor,

@@ -210,7 +210,7 @@ class Polychromic(Objective):
             def diversity(b: int, idx: list[int]) -> float:
                 return distinct_samples([texts[b * g + i] for i in idx])
         else:
-            sims = self._similarities(texts, g, use)
+            sims = self._similarities(texts, g, use, ro.completion_ids.device)
 
             def diversity(b: int, idx: list[int]) -> float:
                 quality = rewards[[b * g + i for i in idx]].float() if weighted else None
@@ -218,12 +218,13 @@ class Polychromic(Objective):
         generator = torch.Generator().manual_seed(step)  # partitions: reproducible
         return polychromic_advantages(rewards, valid, g, c, diversity, use, generator)
 
-    def _similarities(self, texts: list[str], g: int, use: list[bool]) -> dict[int, torch.Tensor]:
-        """Cosine similarity matrix of each prompt's samples (only prompts that use diversity)."""
+    def _similarities(self, texts: list[str], g: int, use: list[bool], device="cpu") -> dict[int, torch.Tensor]:
+        """Cosine similarity matrix of each prompt's samples (only prompts that use diversity); the
+        sentence encoder runs on ``device``, the policy's."""
         wanted = [b for b, u in enumerate(use) if u]
         if not wanted or self.config.diversity_weight == 0:
             return {}
-        emb = encode([texts[b * g + i] for b in wanted for i in range(g)], self.config.embedding_model)
+        emb = encode([texts[b * g + i] for b in wanted for i in range(g)], self.config.embedding_model, str(device))
         return {b: emb[k * g:(k + 1) * g] @ emb[k * g:(k + 1) * g].T for k, b in enumerate(wanted)}
 
 

@@ -29,10 +29,18 @@ class RewardError(SoftPromptError):
 
 @dataclass
 class RewardContext:
-    """What a reward may borrow from the run: the policy's frozen backbone (perplexity), the device."""
+    """What a reward may borrow from the run: the policy's frozen backbone (perplexity), the device
+    its models run on (the policy's, unless the reward item's ``device`` says otherwise) and the
+    dtype the frozen models it loads compute in (the policy's backbone's, ``model.dtype``)."""
 
     backbone: Any = None
     device: str | torch.device = "cpu"
+    dtype: str | torch.dtype = torch.float32
+
+    @property
+    def load_kw(self) -> dict:
+        """``dtype`` and ``device`` for :func:`softprompt.modeling.backbones.load_backbone`."""
+        return {"dtype": self.dtype, "device": self.device}
 
 
 class Reward:
@@ -66,6 +74,8 @@ class RewardItem:
     center: float = hfield(0.0, "transform: the value mapped to 0.5 (sigmoid) or the pass mark (threshold)",
                           finite=True)
     temperature: float = hfield(1.0, "transform=sigmoid: the spread", gt=0)
+    device: str | None = hfield(None, "where this reward's model runs (cpu, cuda, cuda:1, ...); default: the "
+                                      "policy's device")
 
     def apply(self, values: torch.Tensor) -> torch.Tensor:
         if self.transform == "sigmoid":
@@ -176,10 +186,22 @@ def make_part(item: Any, index: int, context: RewardContext) -> RewardPart:
                               f"{item['name']!r}; valid keys: {', '.join(known)}")
     options = {k: v for k, v in item.items() if k not in ITEM_KEYS}
     common = build(RewardItem, {k: v for k, v in item.items() if k in ITEM_KEYS}, where=where)
+    if common.device is not None:
+        context = dataclasses.replace(context, device=_device(common.device, f"{where}.device"))
     fn = cls(build(cls.config_class, options, where=where), context)
     if common.transform == "none":
         return RewardPart(common.name, float(common.weight), fn, bool(fn.nonnegative))
     return RewardPart(common.name, float(common.weight), _transformed(fn, common), True)  # in [0, 1]
+
+
+def _device(name: str, key: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"config key {key!r}={name!r}: expected a device such as cpu, cuda or cuda:1") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"config key {key!r}={name!r}: this machine has no CUDA device")
+    return device
 
 
 def _transformed(fn: RewardFn, item: RewardItem) -> RewardFn:

@@ -12,6 +12,7 @@ from ..errors import ConfigError
 from ..modeling.backbones import load_backbone, resolve
 from ..modeling.embeddings import sentence_encoder
 from ..modeling.model import SoftPromptModel, resolve_run_path
+from ..modeling.precision import resolve_dtype
 from ..modeling.scoring import completion_perplexity
 from ..runs import RunFolder
 from ..runs.loading import load_reward_model, load_trained_classifier
@@ -49,7 +50,7 @@ class ClassifierReward(Reward):
         super().__init__(config, context)
         c = config
         if c.run is not None or c.task is not None:
-            self.clf, self.task, _ = load_trained_classifier(c.run, c.task, model=c.model)
+            self.clf, self.task, _ = load_trained_classifier(c.run, c.task, model=c.model, **context.load_kw)
             self.clf.eval()
             names = self.task.label_names
             self.hf = None
@@ -58,7 +59,9 @@ class ClassifierReward(Reward):
 
             path = resolve(c.model)[0]
             self.tok = AutoTokenizer.from_pretrained(path)
-            self.hf = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True).eval()
+            dtype = resolve_dtype(context.dtype, context.device)
+            self.hf = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True, dtype=dtype)
+            self.hf.to(context.device).eval()
             names = [self.hf.config.id2label[i] for i in range(self.hf.config.num_labels)]
         self.names = names
         self.target = _class_index(c.target, names)
@@ -74,11 +77,11 @@ class ClassifierReward(Reward):
             if self.hf is None:
                 batch = self.clf.tokenize([self.task.format(Example(text=t, label=None)) for t in chunk],
                                           self.config.max_length)
-                probs = self.clf.scores(batch).float().softmax(-1)
+                probs = self.clf.scores(batch).float().softmax(-1).cpu()
             else:
                 enc = self.tok(chunk, return_tensors="pt", padding=True, truncation=True,
-                               max_length=self.config.max_length)
-                probs = self.hf(**enc).logits.float().softmax(-1)
+                               max_length=self.config.max_length).to(self.hf.device)
+                probs = self.hf(**enc).logits.float().softmax(-1).cpu()
             picked = torch.tensor(targets[b:b + self.config.batch_size])
             out.extend(probs.gather(1, picked[:, None]).squeeze(1).tolist())
         return out
@@ -134,7 +137,7 @@ class RewardModelReward(Reward):
             self.pointwise = ClassifierReward(ClassifierRewardConfig(run=config.run, target=config.target,
                                                                      batch_size=config.batch_size), context)
         else:
-            self.rm = load_reward_model(config.run, config=saved).to(context.device)
+            self.rm = load_reward_model(config.run, config=saved, **context.load_kw)
 
     @property
     def nonnegative(self) -> bool:  # a classifier's probability, unless a sign can flip it
@@ -226,7 +229,7 @@ class Perplexity(Reward):
     def __init__(self, config, context):
         super().__init__(config, context)
 
-        backbone = load_backbone(config.model) if config.model else context.backbone
+        backbone = load_backbone(config.model, **context.load_kw) if config.model else context.backbone
         if backbone is None or not backbone.is_causal:
             raise ConfigError("perplexity reward: needs a causal LM (set model, or use a causal policy)")
         self.lm = SoftPromptModel(backbone)  # scored under lm.untouched(): LoRA off, unfrozen blocks as loaded

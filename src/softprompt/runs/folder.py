@@ -27,7 +27,7 @@ def model_name(spec: str) -> str:
 
 def run_root(config) -> Path:
     """``<output_dir>/<model>/<dataset>/<method>``: where the config's run folders go."""
-    return Path(config.output_dir) / model_name(config.model) / config.dataset_name / config.method_name
+    return Path(config.output_dir) / model_name(config.model.name) / config.dataset_name / config.method_name
 
 
 def new_run_dir(config) -> Path:

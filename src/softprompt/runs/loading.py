@@ -13,6 +13,7 @@ from ..experiment import ExperimentConfig
 from ..modeling.backbones import load_backbone
 from ..modeling.classifiers import EmbeddingClassifier, VerbalizerClassifier, load_head
 from ..modeling.model import SoftPromptModel, resolve_adapter_dir, resolve_run_path
+from ..modeling.precision import default_device
 from ..modeling.reward_model import PairwiseRewardModel
 from ..tasks import get_task
 from .folder import RunFolder
@@ -58,8 +59,24 @@ def init_adapter_from(adapter, source: str, backbone) -> None:
             "from the backbone's weights", source, meta["backbone_layers"].get("layers"))
 
 
-def build_classifier(config, task, backbone=None):
-    backbone = backbone or load_backbone(config.model)
+def config_backbone(config, device=None, **kw):
+    """The config's frozen backbone (``model.name``) in ``model.dtype`` on ``device`` (default: the
+    GPU when there is one, else the CPU; ``auto`` resolves for that device)."""
+    return load_backbone(config.model.name, dtype=config.model.dtype, device=device or default_device(), **kw)
+
+
+def run_model(path: str | Path, config=None, device=None) -> SoftPromptModel:
+    """A finished run's SoftPromptModel (best checkpoint) with its backbone in the run's
+    ``model.dtype`` on ``device`` (default: the GPU when there is one, else the CPU); ``config``:
+    the run's config when the caller has read it already."""
+    if config is None:
+        run = RunFolder(resolve_run_path(path))
+        config = run.read_config() if run.has_config else ExperimentConfig()
+    return SoftPromptModel.from_pretrained(path, dtype=config.model.dtype, device=device or default_device())
+
+
+def build_classifier(config, task, backbone=None, device=None):
+    backbone = backbone or config_backbone(config, device)
     return build_classifier_for(config, task, adapter_model(config, backbone))
 
 
@@ -75,18 +92,19 @@ def build_classifier_for(config, task, model: SoftPromptModel):
 
 
 def load_trained_classifier(adapter: str | Path | None, task_name: str | None = None, model: str | None = None,
-                            sp_model: SoftPromptModel | None = None):
+                            sp_model: SoftPromptModel | None = None, **load_kw):
     """(classifier, task, config) from a run folder or adapter directory, or the base ``model`` alone.
 
     A run folder brings its config: the task's template and label words, and the embedding
     classifier's head. ``task_name`` (default: the run's task) picks the task to score.
+    ``load_kw`` (``dtype``, ``device``) go to :func:`load_backbone`.
     """
     adapter = resolve_run_path(adapter) if adapter is not None else None
     run = RunFolder(adapter) if adapter is not None else None
     config = run.read_config() if run is not None and run.has_config else ExperimentConfig()
     if sp_model is None:
-        sp_model = (SoftPromptModel.from_pretrained(adapter, backbone=model) if adapter is not None
-                    else SoftPromptModel(load_backbone(model or config.model)))
+        sp_model = (SoftPromptModel.from_pretrained(adapter, backbone=model, **load_kw) if adapter is not None
+                    else SoftPromptModel(load_backbone(model or config.model.name, **load_kw)))
     task = get_task(task_name or config.task.name)
     if task.name == config.task.name:
         task = task_of(config)  # the run's own template and label words
@@ -104,13 +122,14 @@ def build_reward_model(config, model) -> PairwiseRewardModel:
     return PairwiseRewardModel(model, pooling=config.pooling, max_length=config.preferences.max_length)
 
 
-def load_reward_model(run: str | Path, model: str | None = None, config=None) -> PairwiseRewardModel:
+def load_reward_model(run: str | Path, model: str | None = None, config=None, **load_kw) -> PairwiseRewardModel:
     """A trained reward model from its run folder (best checkpoint) or adapter directory;
-    ``config``: the run's config when the caller has already read it."""
+    ``config``: the run's config when the caller has already read it; ``load_kw`` (``dtype``,
+    ``device``) go to :func:`load_backbone`."""
     path = resolve_run_path(run)
     config = config if config is not None else RunFolder(path).read_config()
     if not config.is_preference:
         raise ConfigError(f"{path} is a {config.method_name!r} run, not a reward model (reward_pairwise)")
-    rm = build_reward_model(config, SoftPromptModel.from_pretrained(path, backbone=model))
+    rm = build_reward_model(config, SoftPromptModel.from_pretrained(path, backbone=model, **load_kw))
     load_head(rm, resolve_adapter_dir(path))
     return rm.eval()

@@ -2,7 +2,8 @@
 
 ``condition.field`` names the field (``condition`` from ``prompts.conditions``, a topic, ...);
 ``condition.encoder`` turns its text into a vector: a sentence-transformers model (the
-normalised sentence embedding, cached per text) or ``onehot`` over ``condition.values``.
+normalised sentence embedding, cached per text) or ``onehot`` over ``condition.values``. The
+encoder runs, and the vectors are returned, on the device given (the policy's).
 """
 
 from __future__ import annotations
@@ -50,11 +51,12 @@ class Conditioner:
         elif new:
             vectors = self._encoder.encode(new, convert_to_tensor=True, normalize_embeddings=True).float().cpu()
             self._cache.update(zip(new, vectors))
-        return torch.stack([self._cache[t] for t in texts])
+        return torch.stack([self._cache[t] for t in texts]).to(self.device)
 
 
 def conditioner_for(config, adapter, device="cpu") -> Conditioner | None:
-    """The run's Conditioner when its adapter reads a condition (its size checked), else None."""
+    """The run's Conditioner when its adapter reads a condition (its size checked), else None;
+    ``device``: where the adapter is (its encoder runs there, its vectors go there)."""
     if adapter is None or not adapter.needs_condition:
         return None
     cond = Conditioner(config.condition, device)

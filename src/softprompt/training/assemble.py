@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, SoftPromptError
-from ..modeling.backbones import load_backbone, unfreeze_top_layers
+from ..modeling.backbones import unfreeze_top_layers
 from ..modeling.model import SoftPromptModel
 from ..objectives.polychromic import reference_response
 from ..rewards import RewardContext, RewardSet
@@ -25,6 +25,7 @@ from ..runs.loading import (  # noqa: F401  (load_trained_classifier, build_clas
     build_classifier,
     build_classifier_for,
     build_reward_model,
+    config_backbone,
     load_trained_classifier,
     task_of,
 )
@@ -125,19 +126,21 @@ def warn_truncated_sampling(config) -> None:
         "of the set is scored as if still in it, so log-probs stay finite).%s", g.top_k, g.top_p, kl)
 
 
-def build_rl(config, rewards=None, backbone=None):
+def build_rl(config, rewards=None, backbone=None, device=None):
     """(RLWork, Data) for an RL method: policy (+ value head), reference, rewards, judge, prompts.
 
     Library users may pass ``rewards`` (a RewardSet, or Python callables
     ``f(prompts, completions, examples) -> list[float]``) instead of ``config.rewards``, and a
-    loaded ``backbone``.
+    loaded ``backbone``. Every model of the run (reward models, judge, sentence and condition
+    encoders) goes where the policy is: ``device``, or the loaded backbone's, or the default
+    (:func:`config_backbone`); a reward item's own ``device`` key sends its model elsewhere.
     """
     method = config.method
     warn_truncated_sampling(config)
     loaded = [backbone]
 
     def tokenizer():  # only for prompt sources that count tokens: loads the backbone early
-        loaded[0] = loaded[0] or load_backbone(config.model)
+        loaded[0] = loaded[0] or config_backbone(config, device)
         return loaded[0].tokenizer
     read: dict = {}
     train, evaluation = load_prompts(config.prompts, config.seed, tokenizer, read)  # bad prompts fail before the model
@@ -145,14 +148,14 @@ def build_rl(config, rewards=None, backbone=None):
     if method.reference_responses is not None:
         for e in train:  # MLE on reference responses needs one per training prompt
             reference_response(e, method.reference_responses, config.prompts.file or config.prompts.source)
-    backbone = backbone or load_backbone(config.model)
+    backbone = backbone or config_backbone(config, device)
     if not backbone.is_causal:
-        raise ConfigError(f"RL method {config.method_name!r} needs a causal LM; {config.model!r} is an encoder")
+        raise ConfigError(f"RL method {config.method_name!r} needs a causal LM; {config.model.name!r} is an encoder")
     unfrozen = unfreeze_top_layers(backbone.model, method.layers_unfrozen) if method.layers_unfrozen else []
     model = adapter_model(config, backbone)
     policy = Policy(model, value_head=method.value_head, tune_v_head=method.tunes_value_head, unfrozen=unfrozen)
     reference = Reference(policy, method.reference) if method.needs_reference else None
-    context = RewardContext(backbone=backbone, device=model.device)
+    context = RewardContext(backbone=backbone, device=model.device, dtype=model.compute_dtype)
     if rewards is None:
         rewards = RewardSet.from_config(config.rewards, context)
     elif not isinstance(rewards, RewardSet):
@@ -176,23 +179,24 @@ def make_trainer(config, resume: str | Path | None = None, progress: bool = True
     """The trainer for ``config`` (its run folder created, or ``resume``d). ``rewards``: Python
     reward functions for an RL method instead of ``config.rewards``."""
     seed_everything(config.seed)
+    state = process_state()
+    device = state.device  # this process's GPU, or the CPU: every model of the run is loaded there
     if config.is_rl:
-        work, data = build_rl(config, rewards=rewards)
+        work, data = build_rl(config, rewards=rewards, device=device)
     elif config.is_preference:
         data, info = load_preference_data(config)  # bad files fail here, before any folder exists
-        model = adapter_model(config, load_backbone(config.model))
+        model = adapter_model(config, config_backbone(config, device))
         work = PreferenceWork(config, build_reward_model(config, model), info)
         work.count_overlong(data.train, data.eval)
     else:
         task = task_of(config)
         data = load_data(config, task)  # bad data fails here, before any folder exists
-        work = ClassificationWork(config, task, build_classifier(config, task))
+        work = ClassificationWork(config, task, build_classifier(config, task, device=device))
         work.count_overlong(data.train, data.eval)
         work.data_info.update(data.info)  # where the examples came from, for data.json
 
     if (strategy := strategy_of(config.train)) in SHARDED:  # before the run folder exists
         check_shardable(work.module.model.model, strategy)
-    state = process_state()
     run, path = _run_folder(config, resume, state)
     if state.num_processes > 1:  # same initial weights on every rank; each its own sampling noise after
         torch.manual_seed(config.seed * 1_000 + state.process_index)

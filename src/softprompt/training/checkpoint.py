@@ -35,12 +35,17 @@ REFERENCE_FILE = "reference.safetensors"
 
 
 def rng_state() -> dict:
+    """Python's, NumPy's and torch's RNG states, and each CUDA device's when there are any
+    (sampling on a GPU draws from the device's generator)."""
     np_state = np.random.get_state()
-    return {
+    state = {
         "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
         "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
         "torch": torch.get_rng_state().tolist(),
     }
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
 
 
 def set_rng_state(state: dict) -> None:
@@ -49,6 +54,16 @@ def set_rng_state(state: dict) -> None:
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    saved = state.get("cuda") or []
+    if saved and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        if len(saved) != count:
+            import logging
+
+            logging.getLogger("softprompt").warning(
+                "the checkpoint holds the RNG states of %d CUDA devices, this machine has %d: the first %d are "
+                "restored", len(saved), count, min(len(saved), count))
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in saved[:count]])
 
 
 # --------------------------------------------------------------------------- optimizer

@@ -1,10 +1,16 @@
 """Rollouts for RL on soft prompts: the policy (prompt + optional value head), sampling, rewards.
 
 A rollout samples G completions per prompt through the KV-cached soft-prompt generation
-(the prompt is prefilled once per prompt and its cache shared by the G samples), keeps
-the sampled tokens' log-probs from generation as the "old" log-probs (no second forward
-pass), scores the completions with the rewards, and computes reference log-probs only when
-a KL term is on, and old values only when the method has a value head.
+(the prompt is prefilled once per prompt and its cache shared by the G samples), scores the
+completions with the rewards, and computes reference log-probs only when a KL term is on, and
+old values only when the method has a value head.
+
+The "old" log-probs of the ratio come from the computation that recomputes the new ones (a
+teacher-forced pass, logits upcast to fp32 before the log-softmax) whenever the backbone computes
+in bf16 / fp16 or a value pass runs anyway: the cached decoding and a teacher-forced pass order
+their low-precision arithmetic differently, by about 2^-8 of the logits in bf16, which the ratio
+would read as a policy change. In fp32 the two agree to about 1e-6 (tests/test_generation.py) and
+generation's own log-probs are kept, saving a forward pass.
 """
 
 from __future__ import annotations
@@ -111,6 +117,7 @@ class Rollout:
     memo: dict = field(default_factory=dict)  # advantages etc., fixed across inner updates
     top_k: int = 0  # the sampling policy's truncation (0 / 1.0: off)
     top_p: float = 1.0
+    recomputed_logprobs: torch.Tensor | None = None  # (N, T) the old log-probs from a teacher-forced pass
 
     def __post_init__(self):
         self.valid = torch.isfinite(self.rewards)
@@ -130,7 +137,9 @@ class Rollout:
 
     @property
     def old_logprobs(self) -> torch.Tensor:
-        return self.gen.logprobs
+        """The sampled tokens' log-probs under the policy that sampled them: from the teacher-forced
+        pass when one ran (see the module's docstring), else as generation stored them."""
+        return self.recomputed_logprobs if self.recomputed_logprobs is not None else self.gen.logprobs
 
     @property
     def mask(self) -> torch.Tensor:
@@ -256,8 +265,8 @@ def make_rollout(policy: Policy, examples: list, gen_config: GenerationConfig, r
         total, parts = score(rewards, examples, gen)[2:]
         ro = Rollout(examples, gen, total.to(gen.logprobs.device), parts, temperature, gen_config.max_new_tokens,
                      ref_logprobs=ref, condition=cond, **truncation)
-        if values:
-            ro.old_values = policy.logprobs(ro, with_values=True)[1]
+        if values or policy.model.compute_dtype != torch.float32:  # old log-probs as the ratio recomputes them
+            ro.recomputed_logprobs, ro.old_values = policy.logprobs(ro, with_values=values)
         return ro
     finally:
         policy.train(was_training)

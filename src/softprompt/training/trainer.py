@@ -95,7 +95,14 @@ class Trainer:
         head = [p for p in self.clf.head_parameters() if p.requires_grad]
         if head:
             groups.append({"params": head, "lr": tr.head_lr if tr.head_lr is not None else tr.lr / 10})
+        low = [p for g in groups for p in g["params"] if p.dtype != torch.float32]
+        if low:  # an optimizer over bf16 weights loses small updates to rounding: trained weights are fp32
+            raise SoftPromptError(f"{len(low)} trainable parameters are {low[0].dtype}, not float32; trained "
+                                  "weights and optimizer state are kept in float32 whatever model.dtype is")
         self.optimizer = torch.optim.AdamW(groups, lr=tr.lr, weight_decay=tr.weight_decay)
+        # fp16 activations underflow in backward: the loss is scaled up (and the gradients back down)
+        self.scaler = torch.amp.GradScaler(self.accelerator.device.type,
+                                           enabled=self.clf.model.compute_dtype == torch.float16)
         self.steps_per_epoch = math.ceil(math.ceil(len(data.train) / tr.batch) / tr.grad_accum) * self.inner_updates
         total = self.steps_per_epoch * tr.epochs
         if tr.max_steps:
@@ -120,6 +127,8 @@ class Trainer:
         if last is None:
             raise SoftPromptError(f"{self.run_path} has no complete checkpoint to resume from (checkpoints/last)")
         self.counters = load_checkpoint(last, self.clf, self.optimizer, self.scheduler)
+        if self.scaler.is_enabled() and self.counters.get("grad_scaler"):
+            self.scaler.load_state_dict(self.counters["grad_scaler"])
         if getattr(self.work, "reference", None) is not None:
             load_reference(last, self.work.reference)
         if self.run:
@@ -190,7 +199,7 @@ class Trainer:
                     logs[f"loss/{name}"] = out.loss.item()
                     logs.update({f"{name}/{k}": v for k, v in out.metrics.items()})
                 if inputs is not None:
-                    self.accelerator.backward(total / tr.grad_accum)
+                    self.accelerator.backward(self.scaler.scale(total / tr.grad_accum))
                 if not last_micro:
                     break
                 if self.dist.enabled:
@@ -218,14 +227,24 @@ class Trainer:
     def _optimizer_step(self, total, logs: dict, bar, job) -> None:
         tr, c = self.config.train, self.counters
         params = [p for p in self.clf.trainable_parameters() if p.grad is not None]
+        if params and self.scaler.is_enabled():
+            self.scaler.unscale_(self.optimizer)  # the true gradients, before clipping
         norm = self.accelerator.clip_grad_norm_(params, tr.max_grad_norm or float("inf")) if params else 0.0
         loss = self.dist.mean(float(total.detach()))  # the same verdict on every rank (grads are synced)
+        if math.isfinite(loss) and not math.isfinite(float(norm)) and self.scaler.is_enabled() and params:
+            self._lower_loss_scale(float(norm))
+            return
         if not (math.isfinite(loss) and math.isfinite(float(norm))):
             self._skip_step(loss, float(norm))
             return
         c["bad_steps_in_a_row"] = 0
         logs["grad_norm"] = float(norm)
-        self.optimizer.step()
+        if self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)  # the gradients are finite (checked above): an optimizer step
+            self.scaler.update()
+            logs["loss_scale"] = self.scaler.get_scale()
+        else:
+            self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         c["global_step"] += 1
@@ -266,6 +285,18 @@ class Trainer:
         if self.run:
             self.run.log_line("stop", {"step": c["global_step"], "epoch": c["epoch"]})
         raise TrainingInterrupted(f"interrupted at step {c['global_step']}: checkpoints/last saved{where}")
+
+    def _lower_loss_scale(self, norm: float) -> None:
+        """fp16: a finite loss whose scaled gradient overflowed. The step is dropped and the loss scale
+        halved (GradScaler's own rule); not a bad step: the next one runs at the lower scale."""
+        import logging
+
+        c = self.counters
+        self.scaler.update()  # sees the inf found by unscale_: halves the scale
+        self.optimizer.zero_grad(set_to_none=True)
+        c["loss_scale_skips"] = c.get("loss_scale_skips", 0) + 1
+        logging.getLogger("softprompt").info("step %d: fp16 gradients overflowed (norm %s); loss scale lowered "
+                                             "to %g", c["global_step"] + 1, norm, self.scaler.get_scale())
 
     def _skip_step(self, loss: float, norm: float) -> None:
         """A NaN/inf loss or gradient never reaches the weights: drop the gradient, count the step,
@@ -324,8 +355,11 @@ class Trainer:
     def _save(self, which: str) -> None:
         if self.run:
             reference = getattr(self.work, "reference", None)
+            counters = dict(self.counters)
+            if self.scaler.is_enabled():  # fp16: the loss scale goes on where it was
+                counters["grad_scaler"] = self.scaler.state_dict()
             save_checkpoint(self.run.checkpoints / which, self.clf, self.optimizer, self.scheduler,
-                            dict(self.counters), reference=reference.state() if reference is not None else None)
+                            counters, reference=reference.state() if reference is not None else None)
 
     def _check_ranks_agree(self) -> None:
         import logging

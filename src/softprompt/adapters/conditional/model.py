@@ -22,7 +22,7 @@ class ConditionalPrompt(Adapter):
         n, hidden = config.num_virtual_tokens, backbone.hidden_size
         kind, text = parse_init(config.init)
         base = embedding_init(kind, text, n, backbone, config.init_seed)
-        dtype = backbone.input_embeddings().weight.dtype
+        dtype = torch.float32  # trained weights stay fp32 whatever the backbone's dtype
         self.base = nn.Parameter(base.to(dtype))
         self.mlp = nn.Sequential(
             nn.Linear(config.condition_dim, config.hidden_dim),

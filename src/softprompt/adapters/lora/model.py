@@ -39,6 +39,8 @@ class LoRA(Adapter):
         # keep the backbone out of this module's children: only the LoRA weights belong to the adapter
         object.__setattr__(self, "_model", model)
         for name, p in self._named_lora():
+            if p.is_floating_point() and p.dtype != torch.float32:
+                p.data = p.data.float()  # trained weights stay fp32; PEFT runs them at the input's precision
             p.requires_grad_(True)
 
     def _named_lora(self):

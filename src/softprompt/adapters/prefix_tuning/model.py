@@ -34,7 +34,7 @@ class PrefixTuning(Adapter):
         super().__init__(config, backbone)
         self.shape = (backbone.num_layers, 2, backbone.num_kv_heads, config.num_virtual_tokens, backbone.head_dim)
         self.num_prefix_tokens = config.num_virtual_tokens
-        dtype = backbone.input_embeddings().weight.dtype
+        dtype = torch.float32  # trained weights stay fp32 whatever the backbone's dtype
         kind, text = parse_init(config.init)
         gen = torch.Generator().manual_seed(config.init_seed) if config.init_seed is not None else None
         if config.reparameterize:  # the MLP's input starts at the scale of the embedding module's outputs

@@ -16,7 +16,7 @@ class PromptTuning(Adapter):
         super().__init__(config, backbone)
         kind, text = parse_init(config.init)
         init = embedding_init(kind, text, config.num_virtual_tokens, backbone, config.init_seed)
-        dtype = backbone.input_embeddings().weight.dtype
+        dtype = torch.float32  # trained weights stay fp32 whatever the backbone's dtype
         self.embeddings = nn.Parameter(init.to(dtype))
         self.dropout = nn.Dropout(config.dropout)
         self.num_sequence_tokens = config.num_virtual_tokens

@@ -28,7 +28,7 @@ class RLWork:
         self.gen = config.generation.to_generation_config(group_size=self.method.samples_per_prompt)
         self.values = policy.value_head is not None
 
-        self.conditioner = conditioner_for(config, policy.model.adapter)
+        self.conditioner = conditioner_for(config, policy.model.adapter, policy.model.device)
 
     def condition(self, examples: list):
         return self.conditioner(examples) if self.conditioner is not None else None
