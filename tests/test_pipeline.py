@@ -136,9 +136,9 @@ def test_single_run_presets(tmp_path):
     raw = {"defaults": "sentiment_steering", "presets": {"paper": ["model=gpt2", "train.batch=128"],
                                                         "small": {"train.max_steps": 3, "prompts.num_eval": 4}}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
-    assert resolve(tmp_path / "c.yaml").model == "smollm2-135m-instruct"
+    assert resolve(tmp_path / "c.yaml").model.name == "smollm2-135m-instruct"
     paper = resolve(tmp_path / "c.yaml", preset="paper")
-    assert paper.model == "gpt2" and paper.train.batch == 128
+    assert paper.model.name == "gpt2" and paper.train.batch == 128
     small = resolve(tmp_path / "c.yaml", ["train.max_steps=5"], preset="small")
     assert small.train.max_steps == 5 and small.prompts.num_eval == 4  # the command line wins
     with pytest.raises(ConfigError, match="no preset 'big'"):
