@@ -77,6 +77,7 @@ def main() -> None:
         del backbone
     results.update(kl_stats(logprobs["float32"], logprobs[args.dtype]))
     del logprobs
+    print({k: results[k] for k in ("positions", "kl_mean", "kl_p99", "kl_max", "argmax_agreement")}, flush=True)
 
     judged = {}
     for dtype in ("float32", args.dtype):
@@ -86,7 +87,8 @@ def main() -> None:
         seconds = time.perf_counter() - start
         judged[dtype] = [r["predicted"] for r in rows]
         results[f"judge_accuracy_{dtype}"] = metrics["eval_accuracy"]
-        results[f"judge_examples_s_{dtype}"] = args.judge_examples / seconds
+        results[f"judge_examples_s_{dtype}"] = len(rows) / seconds
+        print(f"judge {dtype}: accuracy {metrics['eval_accuracy']:.4f}, {len(rows) / seconds:.1f} examples/s", flush=True)
         del clf
     results["judge_examples"] = min(args.judge_examples, len(dev))
     results["judge_accuracy_change"] = results[f"judge_accuracy_{args.dtype}"] - results["judge_accuracy_float32"]
