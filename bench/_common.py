@@ -16,6 +16,7 @@ def environment() -> dict:
     of ours and the peers': recorded with every result, since both the CPU and the peers change
     the numbers (PEFT's prompt-tuning generation runs 5x slower under transformers 5.24 than 5.23)."""
     import torch
+
     from softprompt.modeling.precision import cpu_features
 
     versions = {}
