@@ -105,3 +105,18 @@ def logit_scale(model, ids, mask, condition=None) -> float:
     """The largest |logit| of a SoftPromptModel on a batch: the scale of :func:`bf16_path_tolerance`."""
     with torch.no_grad():
         return float(model(ids, mask, condition=condition).logits.float().abs().max())
+
+
+def poisoned_grad(loss: torch.Tensor, value: float) -> torch.Tensor:
+    """A term whose value is 0 but whose gradient is ``value`` (NaN or inf) times the incoming one:
+    added to a loss, it leaves the loss as it is and poisons the backward pass."""
+    class Poison(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 0
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * value
+
+    return Poison.apply(loss)

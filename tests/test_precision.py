@@ -16,6 +16,7 @@ from helpers import (
     encode,
     greedy_without_cache,
     logit_scale,
+    poisoned_grad,
 )
 
 from softprompt import (
@@ -361,7 +362,7 @@ def test_fp16_scales_the_loss_and_an_overflow_lowers_the_scale_without_a_bad_ste
     def overflow_once(inputs):  # the first backward overflows, as a too-large loss scale makes it
         out = objective(inputs)
         if calls[0] == 0:
-            out.loss = out.loss + _inf_grad(out.loss)
+            out.loss = out.loss + poisoned_grad(out.loss, float("inf"))
         calls[0] += 1
         return out
     trainer.objectives["mle"] = overflow_once
@@ -374,16 +375,3 @@ def test_fp16_scales_the_loss_and_an_overflow_lowers_the_scale_without_a_bad_ste
     assert all(torch.isfinite(p).all() and p.dtype is FP32 for p in trainer.clf.trainable_parameters())
     state = json.loads((trainer.run.checkpoints / "last" / "trainer_state.json").read_text())
     assert state["counters"]["grad_scaler"]["scale"] == scale / 2 ** skips  # a resumed run goes on at this scale
-
-
-def _inf_grad(loss):
-    class InfGrad(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            return x * 0
-
-        @staticmethod
-        def backward(ctx, g):
-            return g * float("inf")
-
-    return InfGrad.apply(loss)

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 from conftest import save_backbone, tiny_llama
-from helpers import fit_until_killed
+from helpers import fit_until_killed, poisoned_grad
 
 from softprompt.errors import ConfigError, DataError
 from softprompt.experiment import from_dict
@@ -177,26 +177,12 @@ def _poison(trainer, bad_calls: set[int], what: str = "loss"):
     def poisoned(inputs):
         out = original(inputs)
         if calls[0] in bad_calls:
-            out.loss = out.loss * float("nan") if what == "loss" else out.loss + _nan_grad(out.loss)
+            out.loss = out.loss * float("nan") if what == "loss" else out.loss + poisoned_grad(out.loss, float("nan"))
         calls[0] += 1
         return out
 
     trainer.objectives["mle"] = poisoned
     return calls
-
-
-def _nan_grad(loss):
-    """A term whose value is 0 but whose gradient is NaN."""
-    class NanGrad(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            return x * 0
-
-        @staticmethod
-        def backward(ctx, g):
-            return g * float("nan")
-
-    return NanGrad.apply(loss)
 
 
 @pytest.mark.parametrize("what", ["loss", "grad"])
