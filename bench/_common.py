@@ -48,10 +48,11 @@ def suffix(dtype: str) -> str:
     return {"float32": "", "bfloat16": "_bf16", "float16": "_fp16"}[dtype]
 
 
-def write_results(results: dict, out: str | Path) -> None:
+def write_results(results: dict, out: str | Path, quiet: bool = False) -> None:
     """Write the benchmark's JSON (the numbers docs/benchmarks.md quotes), with the machine's
     :func:`environment`."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**results, "environment": environment()}, indent=2) + "\n")
-    print(f"wrote {out}")
+    if not quiet:
+        print(f"wrote {out}")

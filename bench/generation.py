@@ -69,8 +69,14 @@ def main() -> None:
     results: dict = {"model": args.model, "prompts": rows, "new_tokens": n_new, "virtual_tokens": args.virtual_tokens,
                      "group": g, "threads": torch.get_num_threads(), "torch": torch.__version__,
                      "dtypes": dtypes(args.dtypes)}
+
+    def record(key: str, value) -> None:  # each row is written when measured: a cut run keeps what it has
+        results[key] = value
+        print(f"{key}: {value}", flush=True)
+        write_results({**results, "complete": False}, args.out, quiet=True)
+
     for dtype in results["dtypes"]:
-        results.update(measure(args, dtype))
+        measure(args, dtype, record)
     for s in map(suffix, results["dtypes"]):
         results[f"ratio_vs_peft{s}"] = results[f"softprompt{s}_tok_s"] / results[f"peft{s}_tok_s"]
         results[f"ratio_vs_plain{s}"] = results[f"softprompt{s}_tok_s"] / results[f"plain{s}_tok_s"]
@@ -91,11 +97,12 @@ def main() -> None:
         elif key.startswith("cache_equal"):
             table.add_row(key, str(value))
     Console().print(table)
-    write_results(results, args.out)
+    write_results({**results, "complete": True}, args.out)
 
 
-def measure(args, dtype: str) -> dict:
-    """tokens/s of the plain model, PEFT prompt tuning and softprompt, the backbone in ``dtype``."""
+def measure(args, dtype: str, record) -> None:
+    """tokens/s of the plain model, PEFT prompt tuning and softprompt, the backbone in ``dtype``, each
+    passed to ``record(key, value)`` as soon as it is measured."""
     from peft import PromptTuningConfig as PeftPromptTuningConfig
     from peft import get_peft_model
 
@@ -123,15 +130,15 @@ def measure(args, dtype: str) -> dict:
         assert out.num_tokens == len(PROMPTS) * group * n_new
         return out
 
-    out = {f"plain{s}_tok_s": rows * n_new / best_time(lambda: hf_generate(base, enc), args.repeats)}
+    record(f"plain{s}_tok_s", rows * n_new / best_time(lambda: hf_generate(base, enc), args.repeats))
     peft_model = get_peft_model(base, PeftPromptTuningConfig(task_type="CAUSAL_LM",
                                                              num_virtual_tokens=args.virtual_tokens)).eval()
-    out[f"peft{s}_tok_s"] = rows * n_new / best_time(lambda: hf_generate(peft_model, enc), args.repeats)
-    out[f"peft_group4{s}_tok_s"] = rows * g * n_new / best_time(lambda: hf_generate(peft_model, enc_rep),
-                                                                args.repeats)
+    record(f"peft{s}_tok_s", rows * n_new / best_time(lambda: hf_generate(peft_model, enc), args.repeats))
+    record(f"peft_group4{s}_tok_s", rows * g * n_new / best_time(lambda: hf_generate(peft_model, enc_rep),
+                                                                 args.repeats))
     peft_model.unload() if hasattr(peft_model, "unload") else None
-    out[f"softprompt{s}_tok_s"] = rows * n_new / best_time(lambda: ours_generate(1), args.repeats)
-    out[f"softprompt_group4{s}_tok_s"] = rows * g * n_new / best_time(lambda: ours_generate(g), args.repeats)
+    record(f"softprompt{s}_tok_s", rows * n_new / best_time(lambda: ours_generate(1), args.repeats))
+    record(f"softprompt_group4{s}_tok_s", rows * g * n_new / best_time(lambda: ours_generate(g), args.repeats))
 
     # correctness in the same run: greedy with the KV cache equals greedy recomputing everything
     # (exactly in fp32; in bf16 the two paths round differently, so a tie can flip a token)
@@ -141,8 +148,7 @@ def measure(args, dtype: str) -> dict:
         for _ in range(16):
             nxt = ours(ids, mask, logits_to_keep=1).logits[:, -1].argmax(-1, keepdim=True)
             ids, mask = torch.cat([ids, nxt], 1), torch.cat([mask, torch.ones_like(nxt)], 1)
-    out[f"cache_equal{s}"] = bool(torch.equal(greedy.completion_ids, ids[:, -16:]))
-    return out
+    record(f"cache_equal{s}", bool(torch.equal(greedy.completion_ids, ids[:, -16:])))
 
 
 if __name__ == "__main__":
