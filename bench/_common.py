@@ -32,10 +32,10 @@ def environment() -> dict:
 def dtypes(arg: str) -> list[str]:
     """``--dtypes``: a comma list of ``model.dtype`` names, or ``auto``: float32, plus bfloat16 where
     this CPU computes it natively (AMX or AVX512-BF16; elsewhere bf16 is emulated and slower)."""
-    from softprompt.modeling.precision import DTYPES, cpu_features
+    from softprompt.modeling.precision import DTYPES, bf16_fast
 
     if arg == "auto":
-        return ["float32", "bfloat16"] if cpu_features()["bf16_native"] else ["float32"]
+        return ["float32", "bfloat16"] if bf16_fast("cpu") else ["float32"]
     names = [d.strip() for d in arg.split(",") if d.strip()]
     unknown = [d for d in names if d not in DTYPES]
     if unknown or not names:
