@@ -46,8 +46,11 @@ def tiny_llama(seed: int = 0, vocab_size: int = 64):
     return Backbone(model=model, tokenizer=tok, spec="tiny-llama", path="tiny-llama", kind="causal_lm")
 
 
-def tiny_gemma3(seed: int = 0, vocab_size: int = 64):
-    """A Gemma-3 text model (about 80k parameters): its input embeddings multiply the table by sqrt(64) = 8."""
+def tiny_gemma3(seed: int = 0, vocab_size: int = 64, sliding_window: int = 32):
+    """A Gemma-3 text model (about 80k parameters): its input embeddings multiply the table by sqrt(64) = 8,
+    and its first layer attends within a sliding window (32 positions: longer than the shared tests' layouts;
+    tests/test_families.py goes past a shorter one), the second globally. (Weights at
+    0.15: at the other stand-ins' 0.3 the x8 embeddings make the next-token distribution nearly one-hot.)"""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     from softprompt.modeling.backbones import Backbone, freeze
@@ -56,13 +59,56 @@ def tiny_gemma3(seed: int = 0, vocab_size: int = 64):
     tok = tiny_tokenizer("left")
     config = Gemma3TextConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                               num_attention_heads=4, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16,
-                              sliding_window=16, layer_types=["sliding_attention", "full_attention"],
-                              max_position_embeddings=256, initializer_range=0.3, pad_token_id=tok.pad_token_id,
+                              sliding_window=sliding_window, layer_types=["sliding_attention", "full_attention"],
+                              max_position_embeddings=256, initializer_range=0.15, pad_token_id=tok.pad_token_id,
                               eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
                               architectures=["Gemma3ForCausalLM"])
     model = Gemma3ForCausalLM(config).eval()
     freeze(model)
     return Backbone(model=model, tokenizer=tok, spec="tiny-gemma3", path="tiny-gemma3", kind="causal_lm")
+
+
+def tiny_qwen3(seed: int = 0, vocab_size: int = 64):
+    """A Qwen3 model (about 90k parameters): it RMS-normalises each head's queries and keys."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from softprompt.modeling.backbones import Backbone, freeze
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer("left")
+    config = Qwen3Config(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+                         initializer_range=0.3, tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
+                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
+                         architectures=["Qwen3ForCausalLM"])
+    model = Qwen3ForCausalLM(config).eval()
+    freeze(model)
+    return Backbone(model=model, tokenizer=tok, spec="tiny-qwen3", path="tiny-qwen3", kind="causal_lm")
+
+
+def tiny_qwen3_embedding(seed: int = 0, vocab_size: int = 64):
+    """A Qwen3 embedding model: the Qwen3 decoder whose sentence embedding is the last token's
+    hidden state (Qwen3-Embedding's model card: last-token pooling, left padding)."""
+    backbone = tiny_qwen3(seed, vocab_size)
+    backbone.spec = backbone.path = "tiny-qwen3-embedding"
+    backbone.pooling = "last"
+    return backbone
+
+
+def tiny_gpt2(seed: int = 0, vocab_size: int = 64):
+    """A GPT-2 model (about 110k parameters): learned absolute positions, Conv1D projections."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from softprompt.modeling.backbones import Backbone, freeze
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer("left")
+    config = GPT2Config(vocab_size=vocab_size, n_embd=64, n_inner=128, n_layer=2, n_head=4, n_positions=256,
+                        initializer_range=0.3, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                        bos_token_id=tok.bos_token_id, architectures=["GPT2LMHeadModel"])
+    model = GPT2LMHeadModel(config).eval()
+    freeze(model)
+    return Backbone(model=model, tokenizer=tok, spec="tiny-gpt2", path="tiny-gpt2", kind="causal_lm")
 
 
 def tiny_bert(seed: int = 0, vocab_size: int = 64):
@@ -86,9 +132,25 @@ def save_backbone(backbone, path):
     return path
 
 
+#: every causal family a seed experiment ran (SmolLM is a Llama), as tiny random stand-ins
+CAUSAL_FAMILIES = {"llama": tiny_llama, "qwen3": tiny_qwen3, "gemma3": tiny_gemma3, "gpt2": tiny_gpt2}
+
+
 @pytest.fixture
 def llama():
     return tiny_llama()
+
+
+@pytest.fixture(params=list(CAUSAL_FAMILIES))
+def family(request):
+    """The name of each causal family in turn (``CAUSAL_FAMILIES[family]()`` builds a fresh copy)."""
+    return request.param
+
+
+@pytest.fixture
+def causal_lm(family):
+    """Each causal family in turn: a test that takes it runs on Llama, Qwen3, Gemma-3 and GPT-2."""
+    return CAUSAL_FAMILIES[family]()
 
 
 @pytest.fixture

@@ -69,7 +69,8 @@ def depth_and_width(model) -> tuple[int, int]:
     """(blocks, widest matmul) of a SoftPromptModel, a Backbone or a transformers model."""
     inner = getattr(model, "model", model)  # SoftPromptModel / Backbone -> the transformers model
     config = inner.config.get_text_config() if hasattr(inner.config, "get_text_config") else inner.config
-    return config.num_hidden_layers, max(config.intermediate_size, config.hidden_size)
+    width = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * config.hidden_size
+    return config.num_hidden_layers, max(width, config.hidden_size)
 
 
 def assert_paths_agree(actual: torch.Tensor, expected: torch.Tensor, model) -> None:

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 import torch
-from conftest import tiny_llama
+from conftest import CAUSAL_FAMILIES, tiny_llama
 from helpers import encode
 
 from softprompt import (
@@ -33,9 +33,9 @@ def _forward(model, ids, mask):
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_only_adapter_parameters_get_gradients(llama, name):
-    model = SoftPromptModel.from_backbone(llama, CONFIGS[name])
-    ids, mask = encode(llama.tokenizer, TEXTS)
+def test_only_adapter_parameters_get_gradients(causal_lm, name):
+    model = SoftPromptModel.from_backbone(causal_lm, CONFIGS[name])
+    ids, mask = encode(causal_lm.tokenizer, TEXTS)
     loss = _forward(model, ids, mask)[mask.bool()].logsumexp(-1).mean()
     loss.backward()
     trainable = {id(p) for p in model.trainable_parameters()}
@@ -50,16 +50,16 @@ def test_only_adapter_parameters_get_gradients(llama, name):
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_save_then_load_gives_identical_logits(llama, name, tmp_path):
-    model = SoftPromptModel.from_backbone(llama, CONFIGS[name])
+def test_save_then_load_gives_identical_logits(causal_lm, family, name, tmp_path):
+    model = SoftPromptModel.from_backbone(causal_lm, CONFIGS[name])
     with torch.no_grad():  # move the weights off their init so the round-trip is not trivially true
         for p in model.trainable_parameters():
             p.add_(0.1 * torch.randn_like(p))
-    ids, mask = encode(llama.tokenizer, TEXTS)
+    ids, mask = encode(causal_lm.tokenizer, TEXTS)
     before = _forward(model, ids, mask)
     saved = {k: v.clone() for k, v in model.adapter.adapter_state_dict().items()}
     model.save_pretrained(tmp_path / "adapter")
-    fresh = tiny_llama()  # same seed, same frozen weights, no adapter
+    fresh = CAUSAL_FAMILIES[family]()  # same seed, same frozen weights, no adapter
     loaded = SoftPromptModel.from_pretrained(tmp_path / "adapter", backbone=fresh)
     assert loaded.adapter.config == model.adapter.config
     for k, v in loaded.adapter.adapter_state_dict().items():

@@ -35,18 +35,18 @@ def _model(backbone, name):
 
 
 @pytest.mark.parametrize("name", list(ADAPTERS))
-def test_greedy_with_cache_equals_without(llama, name):
-    model = _model(llama, name)
+def test_greedy_with_cache_equals_without(causal_lm, name):
+    model = _model(causal_lm, name)
     out = model.generate(TEXTS, max_new_tokens=12, do_sample=False, eos_token_ids=[])
-    ids, mask = encode(llama.tokenizer, TEXTS)
+    ids, mask = encode(causal_lm.tokenizer, TEXTS)
     assert (mask == 0).any()
     reference = greedy_without_cache(model, ids, mask, 12)
     assert torch.equal(out.completion_ids, reference)
 
 
 @pytest.mark.parametrize("name", ["prompt", "prefix"])
-def test_batched_equals_one_by_one(llama, name):
-    model = _model(llama, name)
+def test_batched_equals_one_by_one(causal_lm, name):
+    model = _model(causal_lm, name)
     batched = model.generate(TEXTS, max_new_tokens=10, do_sample=False, eos_token_ids=[])
     for i, text in enumerate(TEXTS):
         alone = model.generate([text], max_new_tokens=10, do_sample=False, eos_token_ids=[])
@@ -59,10 +59,10 @@ TRUNCATIONS = {"none": {}, "top_k": {"top_k": 20}, "top_p": {"top_p": 0.8}, "bot
 
 @pytest.mark.parametrize("truncation", list(TRUNCATIONS))
 @pytest.mark.parametrize("name", list(ADAPTERS))
-def test_logprobs_equal_teacher_forcing(llama, name, truncation):
+def test_logprobs_equal_teacher_forcing(causal_lm, name, truncation):
     """Stored log-probs are under the truncated policy sampled from; teacher forcing with the same
     settings (ungrouped and grouped) gives them back."""
-    model = _model(llama, name)
+    model = _model(causal_lm, name)
     trunc = TRUNCATIONS[truncation]
     out = model.generate(TEXTS, max_new_tokens=10, do_sample=True, temperature=0.7, group_size=3, seed=3, **trunc)
     assert out.completion_ids.shape[0] == 9
@@ -115,16 +115,16 @@ def test_policy_logprobs_by_hand():
                                torch.log_softmax(logits / 0.5, -1)[:, 3])
 
 
-def test_conditional_generation(llama):
-    model = SoftPromptModel.from_backbone(llama, ConditionalPromptConfig(num_virtual_tokens=3, condition_dim=4))
+def test_conditional_generation(causal_lm):
+    model = SoftPromptModel.from_backbone(causal_lm, ConditionalPromptConfig(num_virtual_tokens=3, condition_dim=4))
     cond = torch.randn(3, 4)
     out = model.generate(TEXTS, max_new_tokens=6, do_sample=False, condition=cond, eos_token_ids=[])
-    ids, mask = encode(llama.tokenizer, TEXTS)
+    ids, mask = encode(causal_lm.tokenizer, TEXTS)
     assert torch.equal(out.completion_ids, greedy_without_cache(model, ids, mask, 6, condition=cond))
 
 
-def test_group_shares_prefill_and_samples_differ(llama):
-    model = _model(llama, "prompt")
+def test_group_shares_prefill_and_samples_differ(causal_lm):
+    model = _model(causal_lm, "prompt")
     out = model.generate(TEXTS[:2], max_new_tokens=8, group_size=4, seed=0, temperature=1.5)
     assert out.prompt_index.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
     assert len(set(map(tuple, out.completion_ids[:4].tolist()))) > 1

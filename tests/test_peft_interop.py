@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import tiny_llama
+from conftest import CAUSAL_FAMILIES, tiny_llama
 from helpers import assert_paths_agree
 
 from softprompt import (
@@ -20,12 +20,13 @@ def _ids(tok, text):
     return tok(text, return_tensors="pt")["input_ids"]
 
 
-def test_export_then_peft_load_gives_same_logits(tmp_path):
-    model = SoftPromptModel.from_backbone(tiny_llama(), PromptTuningConfig(num_virtual_tokens=4, init="random"))
+def test_export_then_peft_load_gives_same_logits(family, tmp_path):
+    build = CAUSAL_FAMILIES[family]
+    model = SoftPromptModel.from_backbone(build(), PromptTuningConfig(num_virtual_tokens=4, init="random"))
     with torch.no_grad():
         model.adapter.embeddings.add_(torch.randn_like(model.adapter.embeddings))
     export_peft(model, tmp_path)
-    peft_model = peft.PeftModel.from_pretrained(tiny_llama().model, str(tmp_path)).eval()
+    peft_model = peft.PeftModel.from_pretrained(build().model, str(tmp_path)).eval()
     for text in ["the movie was great", "i loved it and the plot was fun"]:
         ids = _ids(model.tokenizer, text)
         ours = model(ids).logits
@@ -33,15 +34,16 @@ def test_export_then_peft_load_gives_same_logits(tmp_path):
         assert_paths_agree(ours, theirs, model)
 
 
-def test_import_from_peft_gives_same_logits(tmp_path):
+def test_import_from_peft_gives_same_logits(family, tmp_path):
     from peft import PromptTuningConfig as PeftPromptTuningConfig
     from peft import get_peft_model
 
     torch.manual_seed(5)
-    peft_model = get_peft_model(tiny_llama().model, PeftPromptTuningConfig(task_type="CAUSAL_LM",
-                                                                           num_virtual_tokens=6)).eval()
+    build = CAUSAL_FAMILIES[family]
+    peft_model = get_peft_model(build().model, PeftPromptTuningConfig(task_type="CAUSAL_LM",
+                                                                      num_virtual_tokens=6)).eval()
     peft_model.save_pretrained(str(tmp_path))
-    model = import_peft(tmp_path, tiny_llama())
+    model = import_peft(tmp_path, build())
     assert model.adapter.config.num_virtual_tokens == 6
     ids = _ids(model.tokenizer, "a boring film with bad actors")
     assert_paths_agree(model(ids).logits, peft_model(input_ids=ids).logits[:, 6:], model)

@@ -312,7 +312,7 @@ def _generate(model, prompts, config: GenerationConfig, condition: torch.Tensor 
     if n_prefix:
         for layer, (k, v) in enumerate(model.prefix_key_values(batch)):
             cache.update(k, v, layer)
-    inputs = model.model_inputs(prompt_ids, prompt_mask, condition, cache=cache)
+    inputs = model.model_inputs(prompt_ids, prompt_mask, condition, cache=cache, extra_positions=max_new)
     out = lm(**inputs, use_cache=True, logits_to_keep=1)
     logits = out.logits[:, -1].float()
     attn = inputs["attention_mask"]

@@ -31,6 +31,7 @@ from .backbones import (
     trained_layers,
 )
 from .backbones import untouched as untouched_backbone
+from .families import check_positions, check_prefix_window, sliding_window
 from .generation import generate, policy_logprobs
 from .placement import insert_virtual, position_ids
 from .precision import autocast, backbone_dtype
@@ -216,16 +217,21 @@ class SoftPromptModel(nn.Module):
             cache.update(k, v, layer)
         return cache
 
-    def shares_prompt_cache(self) -> bool:
+    def shares_prompt_cache(self, length: int | None = None) -> bool:
         """True when every row sees the same virtual tokens in a causal LM.
 
         Their keys/values then do not depend on the text after them, so they are computed
         once (batch 1) and repeated in the KV cache instead of recomputed per row: the
-        same numbers as in-sequence placement at a fraction of the cost.
+        same numbers as in-sequence placement at a fraction of the cost. The shared cache puts
+        the left pads between the virtual tokens and the text, so on a model with sliding-window
+        layers it is used only while the whole layout (virtual tokens + ``length`` positions, None:
+        unknown) fits in the window, where those pads change nothing.
         """
         adapter = self.adapter
-        return (self.share_prompt and self.backbone.is_causal and isinstance(adapter, PromptTuning)
-                and not (adapter.training and adapter.config.dropout > 0))
+        shared = (self.share_prompt and self.backbone.is_causal and isinstance(adapter, PromptTuning)
+                  and not (adapter.training and adapter.config.dropout > 0))
+        window = sliding_window(self.model.config) if shared else None
+        return shared and (window is None or (length is not None and self.num_sequence_tokens + length <= window))
 
     @_autocast
     def prompt_cache(self, batch_size: int, cache=None):
@@ -263,19 +269,26 @@ class SoftPromptModel(nn.Module):
         condition: torch.Tensor | None = None,
         cache=None,
         prompt: torch.Tensor | None = None,
+        extra_positions: int = 0,
     ) -> dict:
         """Backbone keyword arguments that realise the placement for a (left-padded) batch.
 
         ``prompt`` (B, m, H) replaces the adapter's virtual tokens for this call (a mutated
         or dropped-out view of them, e.g. for contrastive losses); m may differ from n.
+        ``extra_positions``: how many positions will follow in the same cache (generated or
+        grouped completion tokens), for the checks of :mod:`softprompt.modeling.families`.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         attention_mask = attention_mask.to(input_ids.device).long()
-        batch = input_ids.shape[0]
+        batch, length = input_ids.shape[0], input_ids.shape[1] + extra_positions
+        virtual = self.num_prefix_tokens + (prompt.shape[1] if prompt is not None else self.num_sequence_tokens)
+        check_positions(self.model, self.backbone.spec, virtual + length, virtual)
+        if self.num_prefix_tokens and self.backbone.is_causal:
+            check_prefix_window(self.model.config, self.backbone.spec, self.num_prefix_tokens, length)
         embeds = self.model.get_input_embeddings()(input_ids)
         seq_mask = attention_mask
-        shared = prompt is None and self.shares_prompt_cache()
+        shared = prompt is None and self.shares_prompt_cache(length)
         cache, n_cached = self.shared_context(batch, cache, shared)
         if prompt is None and not shared and self.num_sequence_tokens:
             prompt = self.adapter.prompt_embeddings(batch, condition)
@@ -365,8 +378,11 @@ class SoftPromptModel(nn.Module):
     def _can_pack(self, mask: torch.Tensor) -> bool:
         if not self.backbone.is_causal or mask.shape[0] < 2:
             return False
-        if self.num_sequence_tokens and not self.shares_prompt_cache():
+        if self.num_sequence_tokens and not self.shares_prompt_cache(mask.shape[1]):
             return False  # per-row virtual tokens in the sequence
+        window = sliding_window(self.model.config)
+        if window is not None and self.num_sequence_tokens + self.num_prefix_tokens + mask.shape[1] > window:
+            return False  # the packed row's block mask knows no window
         real = int(mask.sum())
         return real <= self.PACK_MAX_TOKENS and 1 - real / mask.numel() >= self.PACK_MIN_PADDING
 
@@ -380,7 +396,7 @@ class SoftPromptModel(nn.Module):
         """
         mask = attention_mask.to(input_ids.device).bool()
         batch, length = input_ids.shape
-        cache, n_cached = self.shared_context(1, share_prompt=self.shares_prompt_cache())
+        cache, n_cached = self.shared_context(1, share_prompt=self.shares_prompt_cache(attention_mask.shape[1]))
         tokens = input_ids[mask].unsqueeze(0)  # (1, T), rows one after another
         row = torch.arange(batch, device=mask.device).unsqueeze(1).expand(batch, length)[mask]
         positions = (mask.long().cumsum(1) - 1)[mask] + n_cached
@@ -451,7 +467,8 @@ class SoftPromptModel(nn.Module):
         g = group_size
         if not self.backbone.is_causal:
             raise ConfigError(f"{self.backbone.spec!r} is an encoder: grouped log-probs need a causal LM")
-        inputs = self.model_inputs(prompt_ids, prompt_mask, condition)  # prefix / shared prompt cache included
+        # prefix / shared prompt cache included
+        inputs = self.model_inputs(prompt_ids, prompt_mask, condition, extra_positions=completion_ids.shape[1])
         key = cache_name(self.model)
         if inputs[key] is None:
             inputs[key] = DynamicCache(config=self.model.config)
