@@ -240,7 +240,9 @@ def experiment_rows(name: str, args, place: list[str], short: list[str], data_no
         common = [*place, *short]
         notes = list(base_notes)
         fallback = _fallback(resolve(name, common, preset=preset), resolve(name, common), notes)
-        make = lambda extra: resolve(name, [*common, *fallback, *extra], preset=preset)
+        def make(extra, name=name, fallback=fallback):
+            return resolve(name, [*common, *fallback, *extra], preset=preset)
+
         rows.append(_guarded(make, name, preset, gpu, notes))
         return rows
     plain = load_pipeline(name, place, preset=None, progress=False)

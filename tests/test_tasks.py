@@ -427,7 +427,9 @@ def test_real_glue_counts():
         ex = read_glue(task, split, REAL_GLUE)
         assert len(ex) == n, (task, split)
         assert [e.index for e in ex] == list(range(n))
-    labels = lambda t, s: Counter(e.label for e in read_glue(t, s, REAL_GLUE))
+    def labels(t, s):
+        return Counter(e.label for e in read_glue(t, s, REAL_GLUE))
+
     assert labels("SST-2", "dev") == {1: 444, 0: 428}
     assert labels("CoLA", "dev") == {1: 721, 0: 322}
     assert labels("MRPC", "train") == {1: 2474, 0: 1194}
