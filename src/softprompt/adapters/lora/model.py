@@ -29,8 +29,12 @@ class LoRA(Adapter):
         targets = config.target_modules
         if targets == ["all-linear"]:
             targets = "all-linear"
+        # GPT-2 keeps its projections in transformers' Conv1D, whose weight is stored transposed
+        from transformers.pytorch_utils import Conv1D
+
+        conv1d = any(isinstance(m, Conv1D) for m in model.modules())
         peft_config = LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                                 target_modules=targets)
+                                 target_modules=targets, fan_in_fan_out=conv1d)
         try:
             inject_adapter_in_model(peft_config, model, adapter_name="default")
         except ValueError as e:
