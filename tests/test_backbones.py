@@ -30,15 +30,16 @@ def test_directory_without_config(tmp_path):
         load_backbone(str(tmp_path))
 
 
-def test_unfreeze_top_layers(llama):
+def test_unfreeze_top_layers(causal_lm):
     from softprompt.modeling.backbones import unfreeze_top_layers
 
-    params = unfreeze_top_layers(llama.model, 1)
-    top = set(map(id, llama.model.model.layers[1].parameters()))
-    assert {id(p) for p in params} == top
-    assert all(not p.requires_grad for p in llama.model.model.layers[0].parameters())
+    model = causal_lm.model
+    blocks = model.transformer.h if hasattr(model, "transformer") else model.model.layers  # GPT-2 | the others
+    params = unfreeze_top_layers(model, 1)
+    assert {id(p) for p in params} == set(map(id, blocks[1].parameters()))
+    assert all(not p.requires_grad for p in blocks[0].parameters())
     with pytest.raises(ModelLoadError, match="has 2 layers"):
-        unfreeze_top_layers(llama.model, 3)
+        unfreeze_top_layers(model, 3)
 
 
 def _fake_convert(gguf, dest, kind):

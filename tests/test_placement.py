@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import tiny_bert, tiny_qwen3_embedding
 from helpers import assert_paths_agree, encode
 
 from softprompt import (
@@ -99,13 +100,17 @@ def test_text_init_equals_hard_prompt(causal_lm, adapter):
     assert_paths_agree(soft[real], hard[:, -ids.shape[1]:][real], model)
 
 
+@pytest.mark.parametrize("encoder", ["bert", "qwen3_embedding"])
 @pytest.mark.parametrize("name", ["prompt", "prefix"])
-def test_encoder_padding_invariant(bert, name):
-    model = SoftPromptModel.from_backbone(bert, CONFIGS[name])
-    ids, mask = encode(bert.tokenizer, TEXTS)  # right-padded, as BERT tokenizers do
+def test_encoder_padding_invariant(encoder, name):
+    """Embedding models: BERT right-padded, a Qwen3 embedding model (a decoder) left-padded."""
+    backbone = tiny_bert() if encoder == "bert" else tiny_qwen3_embedding()
+    model = SoftPromptModel.from_backbone(backbone, CONFIGS[name])
+    ids, mask = encode(backbone.tokenizer, TEXTS)  # padded on the tokenizer's side
+    assert (mask == 0).any()
     hidden, full_mask = model.encode(ids, mask)
     for i, text in enumerate(TEXTS):
-        one_ids, one_mask = encode(bert.tokenizer, [text])
+        one_ids, one_mask = encode(backbone.tokenizer, [text])
         alone, alone_mask = model.encode(one_ids, one_mask)
         rows = full_mask[i].bool()
         assert_paths_agree(hidden[i][rows], alone[0][alone_mask[0].bool()], model)
