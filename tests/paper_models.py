@@ -49,6 +49,15 @@ def _qwen3(tok):
                                         tie_word_embeddings=True, architectures=["Qwen3ForCausalLM"]))
 
 
+def _qwen3_embedding(tok):
+    """Qwen3-Embedding as published: a Qwen3Model's weights (no LM head) under a config.json that
+    names Qwen3ForCausalLM."""
+    from transformers import Qwen3Config, Qwen3Model
+
+    return Qwen3Model(Qwen3Config(**HIDDEN, **_ids(tok), num_key_value_heads=2, head_dim=16,
+                                  tie_word_embeddings=True, architectures=["Qwen3ForCausalLM"]))
+
+
 def _gemma3(tok):
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
@@ -89,7 +98,7 @@ def _sentence_transformers_card(folder: Path, pooling: str) -> None:
 
 #: hub id -> (model builder, tokenizer, sentence-transformers pooling or None): every model a paper preset names
 PAPER_MODELS = {
-    "Qwen/Qwen3-Embedding-4B": (_qwen3, "smollm2", "lasttoken"),  # ptcprl_sst2
+    "Qwen/Qwen3-Embedding-4B": (_qwen3_embedding, "smollm2", "lasttoken"),  # ptcprl_sst2
     "Qwen/Qwen3-8B": (_qwen3, "smollm2", None),  # polychromic
     "google/gemma-3-1b-it": (_gemma3, "smollm2", None),  # hard2soft_ppo's policy
     "bert-base-uncased": (_bert, "minilm", None),  # hard2soft_ppo's reward model
@@ -105,6 +114,9 @@ def save_standin(repo_id: str, folder: Path, tokenizers: dict) -> Path:
     torch.manual_seed(0)
     model = build(tok)
     model.save_pretrained(folder)
+    if build is _qwen3_embedding:  # save_pretrained writes the class it saved; the card's config names another
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "architectures": ["Qwen3ForCausalLM"]}))
     tok.save_pretrained(folder)
     if pooling:
         _sentence_transformers_card(folder, pooling)
