@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from conftest import save_backbone, tiny_bert, tiny_llama
+from conftest import CAUSAL_FAMILIES, save_backbone, tiny_bert, tiny_llama
 from helpers import (
     bf16_path_tolerance,
     depth_and_width,
@@ -199,8 +199,11 @@ def test_bf16_greedy_with_cache_equals_without(name):
 
 
 @pytest.mark.parametrize("name", list(ADAPTERS))
-def test_bf16_sampling_logprobs_equal_teacher_forcing(name):
-    model = bf16_model(name)
+def test_bf16_sampling_logprobs_equal_teacher_forcing(family, name):
+    """On every causal family: the paper presets run them in bf16."""
+    backbone = CAUSAL_FAMILIES[family]()
+    backbone.model.to(BF16)
+    model = bf16_model(name, backbone)
     temperature, g = 0.7, 3
     cond = condition_for(name, len(TEXTS))
     out = model.generate(TEXTS, max_new_tokens=10, do_sample=True, temperature=temperature, group_size=g, seed=3,
