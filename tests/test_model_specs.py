@@ -1,5 +1,6 @@
 """Hub ids as the Hub spells them (``gpt2``, ``org/name``) load from the Hugging Face cache; offline, a
-model that is not there fails in one line before anything loads."""
+model that is not there fails in one line before anything loads, and a config's every model is
+checked before a run or a pipeline's first stage creates its folder."""
 
 import json
 import socket
@@ -9,6 +10,7 @@ import torch
 from conftest import put_in_hub_cache, save_backbone, tiny_llama, tiny_tokenizer
 
 from softprompt import ModelLoadError, load_backbone
+from softprompt.commands.cli import main
 from softprompt.modeling.backbones import check_model_spec, resolve
 
 
@@ -166,3 +168,60 @@ def test_pooling_comes_from_a_cached_hub_repos_model_card(hub_cache, modules):
     put_in_hub_cache(hub_cache, "Qwen/Qwen3-Embedding-4B", save)
     backbone = load_backbone("Qwen/Qwen3-Embedding-4B")
     assert backbone.kind == "encoder" and backbone.pooling == "last"
+
+
+# --------------------------------------------------------------------------- before any folder
+
+
+def test_model_specs_of_a_config_name_the_models_it_loads():
+    from softprompt.commands.stages import load_pipeline
+    from softprompt.experiment import resolve as resolve_config
+    from softprompt.training.preflight import model_specs
+
+    ppo = dict(model_specs(load_pipeline("hard2soft_ppo").configs["ppo"]))
+    assert ppo == {"model.name": "smollm2-135m-instruct", "judge.run": "smollm2-135m-instruct"}  # rm: not yet trained
+    grpo = dict(model_specs(load_pipeline("rlpt_cola").configs["grpo"]))
+    assert grpo == {"model.name": "smollm2-135m-instruct", "rewards[1].model": "minilm-l6"}
+    poly = dict(model_specs(resolve_config("polychromic_baseline", ["method.diversity_weight=1.0"])))
+    assert poly["method.embedding_model"] == "minilm-l6"
+
+
+def _train(args, capsys) -> str:
+    assert main(["train", *args]) == 2
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err and len(out.err.strip().splitlines()) == 1
+    return out.err
+
+
+def _folders(root) -> list[str]:
+    """Everything under ``root/experiments`` (the default output_dir): run folders, pipeline folders."""
+    return sorted(str(p.relative_to(root)) for p in (root / "experiments").rglob("*"))
+
+
+@pytest.mark.parametrize("name, stage, spec", [("hard2soft_ppo", "rm", "bert-base-uncased"),
+                                               ("rlpt_cola", "sft", "HuggingFaceTB/SmolLM-135M"),
+                                               ("polychromic", "baseline", "Qwen/Qwen3-8B")])
+def test_a_paper_pipeline_offline_fails_before_any_folder(hub_cache, tmp_path, monkeypatch, capsys, name, stage,
+                                                          spec):
+    monkeypatch.chdir(tmp_path)
+    err = _train(["--config-name", name, "--preset", "paper", "--no-progress"], capsys)
+    assert _folders(tmp_path) == []
+    assert err.startswith(f"error: {name}: stage {stage!r}: model.name: model {spec!r} is not in the local")
+    assert "HF_HUB_OFFLINE" in err
+
+
+def test_a_later_stages_model_is_checked_before_the_first_stage_runs(hub_cache, tmp_path, monkeypatch, capsys):
+    put_in_hub_cache(hub_cache, "bert-base-uncased", save_tiny_bert)  # the rm stage could run
+    monkeypatch.chdir(tmp_path)
+    err = _train(["--config-name", "hard2soft_ppo", "--preset", "paper", "--no-progress",
+                  "rm.preferences.max_train_pairs=8", "rm.train.max_steps=1"], capsys)
+    assert _folders(tmp_path) == []
+    assert "stage 'ppo': model.name: model 'google/gemma-3-1b-it'" in err and "HF_HUB_OFFLINE" in err
+
+
+def test_a_single_run_paper_preset_offline_fails_before_its_folder(hub_cache, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    err = _train(["--config-name", "softprompt_ppo_sentiment", "--preset", "paper", "--no-progress"], capsys)
+    assert _folders(tmp_path) == []
+    assert err.startswith("error: model.name: model 'gpt2' is not in the local Hugging Face cache")
+    assert "HF_HUB_OFFLINE" in err
