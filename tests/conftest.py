@@ -132,6 +132,47 @@ def save_backbone(backbone, path):
     return path
 
 
+def fake_hub_cache(monkeypatch, tmp_path) -> Path:
+    """An empty Hugging Face cache, ``tmp_path/hf_home/hub``, that huggingface_hub, transformers and
+    softprompt read for the rest of the test: ``HF_HOME`` and ``HF_HUB_CACHE`` in the environment (for
+    subprocesses) and huggingface_hub's constants, which it read once at import (the libraries look
+    them up at call time). Its ``HF_HUB_OFFLINE`` constant follows the environment too (``_offline``
+    sets 1), as in a process started offline. Fill the cache with :func:`put_in_hub_cache`."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf_home" / "hub"
+    cache.mkdir(parents=True)
+    for name, value in (("HF_HOME", cache.parent), ("HF_HUB_CACHE", cache)):
+        monkeypatch.setenv(name, str(value))
+        monkeypatch.setattr(constants, name, str(value))
+    offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in constants.ENV_VARS_TRUE_VALUES
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline or constants.HF_HUB_OFFLINE)
+    return cache
+
+
+def put_in_hub_cache(cache: Path, repo_id: str, save, revision: str = "main") -> Path:
+    """Lay out hub repo ``repo_id`` in ``cache`` as huggingface_hub does
+    (``models--org--name/snapshots/<commit>/`` and ``refs/<revision>`` naming that commit); ``save(folder)``
+    writes the repo's files into the snapshot, e.g. ``lambda d: save_backbone(tiny_llama(), d)``.
+    Returns the snapshot folder."""
+    import hashlib
+
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    commit = hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest()
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    save(snapshot)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / revision).write_text(commit)
+    return snapshot
+
+
+@pytest.fixture
+def hub_cache(monkeypatch, tmp_path) -> Path:
+    """:func:`fake_hub_cache`: an empty Hugging Face cache for this test."""
+    return fake_hub_cache(monkeypatch, tmp_path)
+
+
 #: every causal family a seed experiment ran (SmolLM is a Llama), as tiny random stand-ins
 CAUSAL_FAMILIES = {"llama": tiny_llama, "qwen3": tiny_qwen3, "gemma3": tiny_gemma3, "gpt2": tiny_gpt2}
 

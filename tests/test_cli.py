@@ -33,7 +33,7 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     run = subprocess.run([sys.executable, "-m", "softprompt", "generate", "--model", "no-such-model",
                           "--prompt", "hi"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
-    assert run.stderr.startswith("error: unknown model spec 'no-such-model'")
+    assert run.stderr.startswith("error: model 'no-such-model' is not in the local Hugging Face cache")
     assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
     (tmp_path / "adapter").mkdir()
     (tmp_path / "adapter" / "softprompt_adapter.json").write_text('{"adapter_type": "prompt_tuning"}')

@@ -136,6 +136,7 @@ def cmd_train(args) -> int:
             if args.num_processes != 1:
                 raise SoftPromptError("--num-processes applies to one training run; a pipeline runs its stages "
                                       "in this process")
+            pipe.check_models()  # before naming a folder that would not be made
             console.print(f"pipeline folder: [bold]{pipe.path}[/bold]")
             pipe.run()
             console.print((pipe.path / "summary.md").read_text())

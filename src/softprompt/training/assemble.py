@@ -33,6 +33,7 @@ from ..tasks import DataSource, find_source, get_task, read_split
 from ..tasks.preferences import pairs_from_labels, read_preferences, split_pairs
 from ..tasks.prompts import held_out_info, load_prompts
 from .distributed import SHARDED, check_shardable
+from .preflight import check_models
 from .rollout import Policy, Reference
 from .trainer import Data, Trainer, strategy_of
 from .workloads import ClassificationWork, PreferenceWork, RLWork, count_overlong
@@ -178,6 +179,7 @@ def build_rl(config, rewards=None, backbone=None, device=None):
 def make_trainer(config, resume: str | Path | None = None, progress: bool = True, rewards=None) -> Trainer:
     """The trainer for ``config`` (its run folder created, or ``resume``d). ``rewards``: Python
     reward functions for an RL method instead of ``config.rewards``."""
+    check_models(config, rewards=rewards is None)  # a model that cannot load here fails first, in one line
     seed_everything(config.seed)
     state = process_state()
     device = state.device  # this process's GPU, or the CPU: every model of the run is loaded there
