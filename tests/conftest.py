@@ -132,16 +132,18 @@ def save_backbone(backbone, path):
     return path
 
 
-def fake_hub_cache(monkeypatch, tmp_path) -> Path:
+def fake_hub_cache(monkeypatch, tmp_path, cache: Path | None = None) -> Path:
     """An empty Hugging Face cache, ``tmp_path/hf_home/hub``, that huggingface_hub, transformers and
     softprompt read for the rest of the test: ``HF_HOME`` and ``HF_HUB_CACHE`` in the environment (for
     subprocesses) and huggingface_hub's constants, which it read once at import (the libraries look
     them up at call time). Its ``HF_HUB_OFFLINE`` constant follows the environment too (``_offline``
-    sets 1), as in a process started offline. Fill the cache with :func:`put_in_hub_cache`."""
+    sets 1), as in a process started offline. Fill the cache with :func:`put_in_hub_cache`, or give
+    ``cache``: one filled before (e.g. once for a module), used as it is."""
     from huggingface_hub import constants
 
-    cache = tmp_path / "hf_home" / "hub"
-    cache.mkdir(parents=True)
+    if cache is None:
+        cache = tmp_path / "hf_home" / "hub"
+        cache.mkdir(parents=True)
     for name, value in (("HF_HOME", cache.parent), ("HF_HUB_CACHE", cache)):
         monkeypatch.setenv(name, str(value))
         monkeypatch.setattr(constants, name, str(value))
