@@ -30,60 +30,50 @@ def tiny_tokenizer(padding_side: str = "left"):
     return tok
 
 
+#: the size every stand-in shares: 2 blocks of width 64 (MLP 128), 4 heads; about 80k parameters
+SIZE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, initializer_range=0.3)
+
+
+def _tiny(name: str, model_class, config_class, seed: int, kind: str = "causal_lm", pooling: str | None = None,
+          **config):
+    """A frozen random backbone of ``model_class`` with the tiny tokenizer (left-padded for a decoder)."""
+    from softprompt.modeling.backbones import Backbone, freeze
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer("left" if kind == "causal_lm" else "right")
+    if kind == "causal_lm":
+        config.update(eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    model = model_class(config_class(pad_token_id=tok.pad_token_id, **config)).eval()
+    freeze(model)
+    return Backbone(model=model, tokenizer=tok, spec=f"tiny-{name}", path=f"tiny-{name}", kind=kind, pooling=pooling)
+
+
 def tiny_llama(seed: int = 0, vocab_size: int = 64):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from softprompt.modeling.backbones import Backbone, freeze
-
-    torch.manual_seed(seed)
-    tok = tiny_tokenizer("left")
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.3,
-                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
-                         architectures=["LlamaForCausalLM"])
-    model = LlamaForCausalLM(config).eval()
-    freeze(model)
-    return Backbone(model=model, tokenizer=tok, spec="tiny-llama", path="tiny-llama", kind="causal_lm")
+    return _tiny("llama", LlamaForCausalLM, LlamaConfig, seed, **SIZE, vocab_size=vocab_size, num_key_value_heads=2,
+                 max_position_embeddings=256, architectures=["LlamaForCausalLM"])
 
 
 def tiny_gemma3(seed: int = 0, vocab_size: int = 64, sliding_window: int = 32):
-    """A Gemma-3 text model (about 80k parameters): its input embeddings multiply the table by sqrt(64) = 8,
-    and its first layer attends within a sliding window (32 positions: longer than the shared tests' layouts;
-    tests/test_families.py goes past a shorter one), the second globally. (Weights at
-    0.15: at the other stand-ins' 0.3 the x8 embeddings make the next-token distribution nearly one-hot.)"""
+    """A Gemma-3 text model: its input embeddings multiply the table by sqrt(64) = 8, and its first
+    layer attends within a sliding window (32 positions: longer than the shared tests' layouts;
+    tests/test_families.py goes past a shorter one), the second globally. (Weights at 0.15: at the
+    other stand-ins' 0.3 the x8 embeddings make the next-token distribution nearly one-hot.)"""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    from softprompt.modeling.backbones import Backbone, freeze
-
-    torch.manual_seed(seed)
-    tok = tiny_tokenizer("left")
-    config = Gemma3TextConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                              num_attention_heads=4, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16,
-                              sliding_window=sliding_window, layer_types=["sliding_attention", "full_attention"],
-                              max_position_embeddings=256, initializer_range=0.15, pad_token_id=tok.pad_token_id,
-                              eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
-                              architectures=["Gemma3ForCausalLM"])
-    model = Gemma3ForCausalLM(config).eval()
-    freeze(model)
-    return Backbone(model=model, tokenizer=tok, spec="tiny-gemma3", path="tiny-gemma3", kind="causal_lm")
+    return _tiny("gemma3", Gemma3ForCausalLM, Gemma3TextConfig, seed, **{**SIZE, "initializer_range": 0.15},
+                 vocab_size=vocab_size, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16,
+                 sliding_window=sliding_window, layer_types=["sliding_attention", "full_attention"],
+                 max_position_embeddings=256, architectures=["Gemma3ForCausalLM"])
 
 
 def tiny_qwen3(seed: int = 0, vocab_size: int = 64):
-    """A Qwen3 model (about 90k parameters): it RMS-normalises each head's queries and keys."""
+    """A Qwen3 model: it RMS-normalises each head's queries and keys."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from softprompt.modeling.backbones import Backbone, freeze
-
-    torch.manual_seed(seed)
-    tok = tiny_tokenizer("left")
-    config = Qwen3Config(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
-                         initializer_range=0.3, tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
-                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
-                         architectures=["Qwen3ForCausalLM"])
-    model = Qwen3ForCausalLM(config).eval()
-    freeze(model)
-    return Backbone(model=model, tokenizer=tok, spec="tiny-qwen3", path="tiny-qwen3", kind="causal_lm")
+    return _tiny("qwen3", Qwen3ForCausalLM, Qwen3Config, seed, **SIZE, vocab_size=vocab_size, num_key_value_heads=2,
+                 head_dim=16, max_position_embeddings=256, tie_word_embeddings=True, architectures=["Qwen3ForCausalLM"])
 
 
 def tiny_qwen3_embedding(seed: int = 0, vocab_size: int = 64):
@@ -96,33 +86,18 @@ def tiny_qwen3_embedding(seed: int = 0, vocab_size: int = 64):
 
 
 def tiny_gpt2(seed: int = 0, vocab_size: int = 64):
-    """A GPT-2 model (about 110k parameters): learned absolute positions, Conv1D projections."""
+    """A GPT-2 model: learned absolute positions, Conv1D projections (GPT-2 names its sizes n_*)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from softprompt.modeling.backbones import Backbone, freeze
-
-    torch.manual_seed(seed)
-    tok = tiny_tokenizer("left")
-    config = GPT2Config(vocab_size=vocab_size, n_embd=64, n_inner=128, n_layer=2, n_head=4, n_positions=256,
-                        initializer_range=0.3, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                        bos_token_id=tok.bos_token_id, architectures=["GPT2LMHeadModel"])
-    model = GPT2LMHeadModel(config).eval()
-    freeze(model)
-    return Backbone(model=model, tokenizer=tok, spec="tiny-gpt2", path="tiny-gpt2", kind="causal_lm")
+    return _tiny("gpt2", GPT2LMHeadModel, GPT2Config, seed, vocab_size=vocab_size, n_embd=64, n_inner=128, n_layer=2,
+                 n_head=4, n_positions=256, initializer_range=0.3, architectures=["GPT2LMHeadModel"])
 
 
 def tiny_bert(seed: int = 0, vocab_size: int = 64):
     from transformers import BertConfig, BertModel
 
-    from softprompt.modeling.backbones import Backbone, freeze
-
-    torch.manual_seed(seed)
-    tok = tiny_tokenizer("right")
-    config = BertConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                        num_attention_heads=4, max_position_embeddings=128, initializer_range=0.3, pad_token_id=tok.pad_token_id)
-    model = BertModel(config).eval()
-    freeze(model)
-    return Backbone(model=model, tokenizer=tok, spec="tiny-bert", path="tiny-bert", kind="encoder", pooling="mean")
+    return _tiny("bert", BertModel, BertConfig, seed, kind="encoder", pooling="mean", **SIZE, vocab_size=vocab_size,
+                 max_position_embeddings=128)
 
 
 def save_backbone(backbone, path):
