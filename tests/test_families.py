@@ -194,3 +194,24 @@ def test_qwen3_embedding_pools_each_rows_last_token(config):
         one_ids, one_mask = encode(backbone.tokenizer, [text])
         hidden, _ = model.encode(one_ids, one_mask)
         assert_paths_agree(pooled[i], hidden[0, -1], model)
+
+
+def test_chat_on_a_model_without_a_chat_template_is_a_one_line_error(tmp_path):
+    """GPT-2 has no chat template: generation and an RL config with generation.chat say so, the config
+    before its run folder exists."""
+    from conftest import save_backbone
+
+    from softprompt.experiment import from_dict
+    from softprompt.training.assemble import make_trainer
+
+    model = SoftPromptModel(tiny_gpt2())
+    with pytest.raises(ConfigError, match="has no chat template"):
+        model.generate(["the movie"], chat=True, max_new_tokens=2)
+    path = save_backbone(tiny_gpt2(), tmp_path / "gpt2")
+    config = from_dict({"model": str(path), "output_dir": str(tmp_path / "runs"), "method": {"name": "grpo"},
+                        "prompts": {"source": "list", "items": ["the movie", "a film"], "num_eval": 1},
+                        "generation": {"chat": True, "max_new_tokens": 2},
+                        "rewards": [{"name": "length"}], "train": {"batch": 1, "max_steps": 1}})
+    with pytest.raises(ConfigError, match=r"generation.chat is on but '.*gpt2' has no chat template"):
+        make_trainer(config, progress=False)
+    assert not (tmp_path / "runs").exists()

@@ -192,9 +192,18 @@ def encode_prompts(tokenizer, prompts: Sequence[str], config: GenerationConfig, 
     return {k: enc[k].to(device) for k in ("input_ids", "attention_mask")}
 
 
+def check_chat_template(tokenizer, chat: bool, model: str = "the model") -> None:
+    """Refuse ``chat`` for a tokenizer without a chat template (GPT-2, base models) in one line."""
+    if chat and not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"generation.chat is on but {model!r} has no chat template (its tokenizer sets none, as "
+                          f"base models such as gpt2 do): set generation.chat=false to feed the prompts as plain text, "
+                          f"or use an instruct model")
+
+
 def apply_chat_template(tokenizer, messages: list[dict], template_kwargs: dict | None = None) -> str:
     """The text of ``messages`` under the tokenizer's chat template, ready for the assistant's turn;
     ``template_kwargs`` reach the template as variables (``enable_thinking: false`` for Qwen3)."""
+    check_chat_template(tokenizer, True)
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                          **dict(template_kwargs or {}))
 

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import ConfigError, SoftPromptError
 from ..modeling.backbones import unfreeze_top_layers
+from ..modeling.generation import check_chat_template
 from ..modeling.model import SoftPromptModel
 from ..objectives.polychromic import reference_response
 from ..rewards import RewardContext, RewardSet
@@ -152,6 +153,7 @@ def build_rl(config, rewards=None, backbone=None, device=None):
     backbone = backbone or config_backbone(config, device)
     if not backbone.is_causal:
         raise ConfigError(f"RL method {config.method_name!r} needs a causal LM; {config.model.name!r} is an encoder")
+    check_chat_template(backbone.tokenizer, config.generation.chat, config.model.name)
     unfrozen = unfreeze_top_layers(backbone.model, method.layers_unfrozen) if method.layers_unfrozen else []
     model = adapter_model(config, backbone)
     policy = Policy(model, value_head=method.value_head, tune_v_head=method.tunes_value_head, unfrozen=unfrozen)
