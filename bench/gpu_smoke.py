@@ -98,22 +98,18 @@ def synthetic_glue(root: Path, train: int = 512, dev: int = 64) -> Path:
 
 
 def available(spec: str) -> str | None:
-    """None when model ``spec`` can be loaded here, else why not (a hub id not in the local cache)."""
+    """None when model ``spec`` can be loaded here, else why not (a hub id not in the local cache:
+    this machine has no network, whatever HF_HUB_OFFLINE says)."""
     from softprompt.errors import ModelLoadError
-    from softprompt.modeling.backbones import resolve
+    from softprompt.modeling.backbones import check_model_spec, hub_cached_file, resolve
 
     try:
+        check_model_spec(spec)
         path, _, gguf = resolve(spec)
     except ModelLoadError as e:
         return str(e)
-    if gguf is not None or Path(path).is_dir():
-        return None
-    from transformers import AutoConfig
-
-    try:
-        AutoConfig.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError) as e:  # not in the cache (this machine has no network)
-        return f"{spec} is not on this machine ({type(e).__name__})"
+    if gguf is None and not Path(path).is_dir() and hub_cached_file(path) is None:
+        return f"{spec} is not on this machine (not in the Hugging Face cache)"
     return None
 
 
