@@ -46,7 +46,12 @@ class Method:
 
     @property
     def inner_updates(self) -> int:
-        """Optimizer steps on each batch (an RL rollout is reused this many times)."""
+        """Passes over each batch (an RL rollout is reused this many times)."""
+        return 1
+
+    @property
+    def mini_batches(self) -> int:
+        """Optimizer steps per pass over a batch: it is split into this many minibatches."""
         return 1
 
     @property
@@ -172,6 +177,10 @@ class RLMethod(Method):
     @property
     def inner_updates(self) -> int:
         return self.num_iterations
+
+    @property
+    def mini_batches(self) -> int:
+        return getattr(self, "num_mini_batches", 1)
 
     def objectives(self) -> dict[str, object]:
         return {self.objective: self}

@@ -270,6 +270,13 @@ def policy_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: flo
     return F.log_softmax(scores, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
+def policy_entropy(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """The entropy (...) of the sampling policy of :func:`policy_scores` at each position of logits (..., V)."""
+    logp = F.log_softmax(policy_scores(logits, temperature, top_k, top_p), -1)
+    p = logp.exp()
+    return -torch.where(p > 0, p * logp, 0.0).sum(-1)
+
+
 # --------------------------------------------------------------------------- main loop
 
 

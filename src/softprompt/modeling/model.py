@@ -32,7 +32,7 @@ from .backbones import (
 )
 from .backbones import untouched as untouched_backbone
 from .families import check_positions, check_prefix_window, sliding_window
-from .generation import generate, policy_logprobs
+from .generation import generate, policy_entropy, policy_logprobs
 from .placement import insert_virtual, position_ids
 from .precision import autocast, backbone_dtype
 
@@ -421,6 +421,7 @@ class SoftPromptModel(nn.Module):
         return_hidden: bool = False,
         top_k: int = 0,
         top_p: float = 1.0,
+        return_entropy: bool = False,
     ):
         """Teacher-forced log-probs (B, T) of right-padded completions after left-padded prompts.
 
@@ -428,17 +429,16 @@ class SoftPromptModel(nn.Module):
         ``temperature``), truncated to the ``top_k`` / ``top_p`` set of the teacher-forced logits
         and renormalised when those are set (each completion token kept in its set), so they
         equal what generation stored with the same settings. Entries where ``completion_mask``
-        is 0 are set to 0.
+        is 0 are set to 0. ``return_hidden`` adds the hidden states that predict each token,
+        ``return_entropy`` the policy's entropy (B, T) at each (see :func:`_with_extras`).
         """
         ids = torch.cat([prompt_ids, completion_ids], 1)
         mask = torch.cat([prompt_mask, completion_mask], 1)
         t = completion_ids.shape[1]
         out = self.forward(ids, mask, condition, logits_to_keep=t + 1, return_hidden=return_hidden)
         logits = out.logits[:, :-1].float()
-        logp = policy_logprobs(logits, completion_ids, temperature, top_k, top_p) * completion_mask
-        if return_hidden:
-            return logp, out.hidden[:, :-1]
-        return logp
+        return _with_extras(logits, completion_ids, completion_mask, temperature, top_k, top_p,
+                            out.hidden[:, :-1] if return_hidden else None, return_entropy)
 
     @_autocast
     def grouped_logprobs(
@@ -453,6 +453,7 @@ class SoftPromptModel(nn.Module):
         return_hidden: bool = False,
         top_k: int = 0,
         top_p: float = 1.0,
+        return_entropy: bool = False,
     ):
         """:meth:`sequence_logprobs` for N = B * G completions of B prompts, each prompt run once.
 
@@ -488,8 +489,7 @@ class SoftPromptModel(nn.Module):
             logits = torch.cat([logits, rest.logits.float()], 1)
             if return_hidden:
                 hidden = torch.cat([hidden, rest.hidden_states[-1]], 1)
-        logp = policy_logprobs(logits, completion_ids, temperature, top_k, top_p) * completion_mask
-        return (logp, hidden) if return_hidden else logp
+        return _with_extras(logits, completion_ids, completion_mask, temperature, top_k, top_p, hidden, return_entropy)
 
     # -- generation ----------------------------------------------------------------------------
     def generate(self, prompts, config=None, **kwargs):
@@ -512,3 +512,12 @@ class SoftPromptModel(nn.Module):
                             temperature=temperature if temperature > 0 else 1.0, **kwargs)
         reply = out.texts[0].strip()
         return reply, [*messages, {"role": "assistant", "content": reply}]
+
+
+def _with_extras(logits, completion_ids, completion_mask, temperature, top_k, top_p, hidden, entropy: bool):
+    """log-probs (B, T) under the sampling policy, 0 off the mask; with ``hidden`` (not None) and
+    ``entropy``, the tuple (log-probs, hidden if given, entropy (B, T) if asked)."""
+    logp = policy_logprobs(logits, completion_ids, temperature, top_k, top_p) * completion_mask
+    extras = ([hidden] if hidden is not None else []) + \
+        ([policy_entropy(logits, temperature, top_k, top_p) * completion_mask] if entropy else [])
+    return (logp, *extras) if extras else logp

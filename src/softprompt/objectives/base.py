@@ -58,6 +58,17 @@ class Objective:
     def prepare(self, labels: list) -> None:
         """Called once with the training labels before training (e.g. to weight classes)."""
 
+    def precompute(self, inputs) -> None:
+        """Compute what a step's inputs hold fixed over all of them (an RL rollout's advantages)
+        before the trainer splits them into minibatches (default: nothing)."""
+
+    def state_dict(self) -> dict:
+        """What the objective carries from step to step (JSON values), kept in checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict`'s values (a resumed run)."""
+
     def __call__(self, inputs: StepInputs) -> ObjectiveOutput:
         raise NotImplementedError
 

@@ -16,7 +16,7 @@ generation's own log-probs are kept, saving a forward pass.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -66,8 +66,9 @@ class Policy(nn.Module):
             self.value_head.load_state_dict({k[len("value_head."):]: v for k, v in tensors.items()
                                              if k.startswith("value_head.")})
 
-    def logprobs(self, ro: Rollout, with_values: bool = False, truncate: bool = True):
-        """Teacher-forced log-probs (N, T) of the rollout's completions now (and values (N, T)).
+    def logprobs(self, ro: Rollout, with_values: bool = False, truncate: bool = True, with_entropy: bool = False):
+        """Teacher-forced (log-probs (N, T) of the rollout's completions now, values (N, T) or None,
+        the policy's entropy (N, T) at each token or None).
 
         Under the rollout's sampling policy (softmax(logits / T) truncated to its top-k / top-p
         and renormalised, as generation stored them), or with ``truncate=False`` under the
@@ -83,15 +84,18 @@ class Policy(nn.Module):
             cond = ro.condition[::ro.group_size] if ro.condition is not None else None
             out = self.model.grouped_logprobs(ro.gen.prompt_ids, ro.gen.prompt_mask, ro.completion_ids,
                                               ro.completion_mask, ro.group_size, temperature=ro.temperature,
-                                              condition=cond, return_hidden=with_values, top_k=top_k, top_p=top_p)
+                                              condition=cond, return_hidden=with_values, top_k=top_k, top_p=top_p,
+                                              return_entropy=with_entropy)
         else:
             out = self.model.sequence_logprobs(ro.prompt_ids, ro.prompt_mask, ro.completion_ids, ro.completion_mask,
                                                temperature=ro.temperature, condition=ro.condition,
-                                               return_hidden=with_values, top_k=top_k, top_p=top_p)
-        if not with_values:
-            return out, None
-        logp, hidden = out
-        return logp, self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
+                                               return_hidden=with_values, top_k=top_k, top_p=top_p,
+                                               return_entropy=with_entropy)
+        out = list(out) if isinstance(out, tuple) else [out]
+        logp, hidden = out.pop(0), out.pop(0) if with_values else None
+        entropy = out.pop(0) if with_entropy else None
+        values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1) if with_values else None
+        return logp, values, entropy
 
 
 @dataclass
@@ -146,6 +150,28 @@ class Rollout:
         """Tokens that count in the loss: generated, of a sample with a finite reward."""
         return self.gen.completion_mask * self.valid[:, None].to(self.gen.completion_mask.dtype)
 
+    def subset(self, prompts: torch.Tensor) -> Rollout:
+        """The rollout of prompts ``prompts`` (indices into the B prompts) with all their samples:
+        a minibatch. Per-sample tensors, ``memo`` entries included (advantages computed over the
+        whole rollout), are sliced; the rest is shared."""
+        g, n = self.group_size, len(self.gen.texts)
+        rows = (prompts[:, None] * g + torch.arange(g, device=prompts.device)).flatten()
+        pick = rows.tolist()
+
+        def cut(x):
+            return x[rows.to(x.device)] if isinstance(x, torch.Tensor) and x.dim() and x.shape[0] == n else x
+        gen = replace(self.gen, prompts=[self.gen.prompts[i] for i in prompts.tolist()],
+                      prompt_ids=self.gen.prompt_ids[prompts], prompt_mask=self.gen.prompt_mask[prompts],
+                      prompt_index=torch.arange(len(prompts), device=prompts.device).repeat_interleave(g),
+                      completion_ids=cut(self.gen.completion_ids), completion_mask=cut(self.gen.completion_mask),
+                      logprobs=cut(self.gen.logprobs), texts=[self.gen.texts[i] for i in pick],
+                      finish_reasons=[self.gen.finish_reasons[i] for i in pick])
+        return Rollout([self.examples[i] for i in prompts.tolist()], gen, cut(self.rewards),
+                       {k: cut(v) for k, v in self.reward_parts.items()}, self.temperature, self.max_new_tokens,
+                       ref_logprobs=cut(self.ref_logprobs), old_values=cut(self.old_values),
+                       condition=cut(self.condition), memo={k: cut(v) for k, v in self.memo.items()},
+                       top_k=self.top_k, top_p=self.top_p, recomputed_logprobs=cut(self.recomputed_logprobs))
+
 
 @dataclass
 class RLInputs:
@@ -155,6 +181,7 @@ class RLInputs:
     policy: Policy
     epoch: int = 0
     step: int = 0
+    with_entropy: bool = False  # the forward pass also returns the policy's entropy (PPO's entropy_coef)
     _memo: dict = field(default_factory=dict)
 
     def fresh(self) -> None:
@@ -163,9 +190,27 @@ class RLInputs:
 
     def logprobs(self) -> torch.Tensor:
         if "logp" not in self._memo:
-            self._memo["logp"], self._memo["values"] = self.policy.logprobs(self.rollout,
-                                                                             self.policy.value_head is not None)
+            self._memo["logp"], self._memo["values"], self._memo["entropy"] = self.policy.logprobs(
+                self.rollout, self.policy.value_head is not None, with_entropy=self.with_entropy)
         return self._memo["logp"]
+
+    def minibatches(self, count: int) -> list[RLInputs]:
+        """This rollout as ``count`` minibatches of whole prompt groups (fewer when it has fewer
+        prompts), each with its own forward pass; the rollout's ``memo`` (advantages) must be
+        computed over all of it first (``Objective.precompute``)."""
+        prompts = len(self.rollout.examples)
+        if count <= 1 or prompts <= 1:
+            return [self]
+        device = self.rollout.gen.prompt_ids.device
+        return [RLInputs(self.rollout.subset(part), self.policy, self.epoch, self.step, self.with_entropy)
+                for part in torch.arange(prompts, device=device).tensor_split(min(count, prompts))]
+
+    def entropy(self) -> torch.Tensor:
+        """The policy's entropy (N, T) at each completion token, from the same forward pass."""
+        if not self.with_entropy:
+            raise ConfigError("this rollout's inputs were built without the entropy (with_entropy=False)")
+        self.logprobs()
+        return self._memo["entropy"]
 
     def logprobs_and_values(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.policy.value_head is None:
@@ -266,7 +311,7 @@ def make_rollout(policy: Policy, examples: list, gen_config: GenerationConfig, r
         ro = Rollout(examples, gen, total.to(gen.logprobs.device), parts, temperature, gen_config.max_new_tokens,
                      ref_logprobs=ref, condition=cond, **truncation)
         if values or policy.model.compute_dtype != torch.float32:  # old log-probs as the ratio recomputes them
-            ro.recomputed_logprobs, ro.old_values = policy.logprobs(ro, with_values=values)
+            ro.recomputed_logprobs, ro.old_values, _ = policy.logprobs(ro, with_values=values)
         return ro
     finally:
         policy.train(was_training)

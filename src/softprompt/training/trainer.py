@@ -88,9 +88,14 @@ class Trainer:
         self.objectives = {name: OBJECTIVES.get(name)(cfg) for name, cfg in config.objectives().items()}
         work.prepare(self.objectives, data.train)
         self.schedule = config.schedule()
-        self.inner_updates = config.method.inner_updates
+        self.inner_updates, self.mini_batches = config.method.inner_updates, config.method.mini_batches
         if self.inner_updates > 1 and tr.grad_accum > 1:
             raise ConfigError("method.num_iterations > 1 needs train.grad_accum = 1 (each inner update is a step)")
+        if self.mini_batches > 1 and tr.grad_accum > 1:
+            raise ConfigError("method.num_mini_batches > 1 needs train.grad_accum = 1 (each minibatch is a step)")
+        if self.mini_batches > tr.batch:
+            raise ConfigError(f"method.num_mini_batches={self.mini_batches} exceeds train.batch={tr.batch}: a "
+                              "minibatch holds whole prompts (with their samples)")
         groups = [{"params": self.clf.model.trainable_parameters(), "lr": tr.lr}]
         head = [p for p in self.clf.head_parameters() if p.requires_grad]
         if head:
@@ -103,7 +108,8 @@ class Trainer:
         # fp16 activations underflow in backward: the loss is scaled up (and the gradients back down)
         self.scaler = torch.amp.GradScaler(self.accelerator.device.type,
                                            enabled=self.clf.model.compute_dtype == torch.float16)
-        self.steps_per_epoch = math.ceil(math.ceil(len(data.train) / tr.batch) / tr.grad_accum) * self.inner_updates
+        per_batch = self.inner_updates * self.mini_batches  # optimizer steps on each batch
+        self.steps_per_epoch = math.ceil(math.ceil(len(data.train) / tr.batch) / tr.grad_accum) * per_batch
         total = self.steps_per_epoch * tr.epochs
         if tr.max_steps:
             total = min(total, tr.max_steps)
@@ -129,6 +135,9 @@ class Trainer:
         self.counters = load_checkpoint(last, self.clf, self.optimizer, self.scheduler)
         if self.scaler.is_enabled() and self.counters.get("grad_scaler"):
             self.scaler.load_state_dict(self.counters["grad_scaler"])
+        for name, state in self.counters.pop("objectives", {}).items():
+            if name in self.objectives:
+                self.objectives[name].load_state_dict(state)
         if getattr(self.work, "reference", None) is not None:
             load_reference(last, self.work.reference)
         if self.run:
@@ -189,16 +198,17 @@ class Trainer:
                                   if examples else (None, {}))  # a rank with no share of a short batch
             step_before = c["global_step"]
             last_micro = (i + 1) % tr.grad_accum == 0 or i + 1 == len(batches)  # an optimizer step follows
-            for update in range(self.inner_updates):
-                if update and inputs is not None:
-                    inputs.fresh()  # same rollout, new forward pass under the updated prompt
+            parts = self._minibatches(inputs, weights)
+            for n_pass, part in enumerate(p for _ in range(self.inner_updates) for p in parts):
+                if n_pass and part is not None:
+                    part.fresh()  # same rollout, new forward pass under the updated prompt
                 total, logs = torch.zeros((), device=self.accelerator.device), dict(batch_logs)
-                for name, weight in (weights.items() if inputs is not None else ()):
-                    out = self.objectives[name](inputs)
+                for name, weight in (weights.items() if part is not None else ()):
+                    out = self.objectives[name](part)
                     total = total + weight * out.loss
                     logs[f"loss/{name}"] = out.loss.item()
                     logs.update({f"{name}/{k}": v for k, v in out.metrics.items()})
-                if inputs is not None:
+                if part is not None:
                     self.accelerator.backward(self.scaler.scale(total / tr.grad_accum))
                 if not last_micro:
                     break
@@ -223,6 +233,18 @@ class Trainer:
                 self._save("last")
             if self._finished():
                 return
+
+    def _minibatches(self, inputs, weights: dict) -> list:
+        """``inputs`` as the method's minibatches (each an optimizer step), the objectives' per-batch
+        quantities (advantages) computed over all of it first; [inputs] when there is one."""
+        if self.mini_batches <= 1 or not hasattr(self.work, "minibatches_of"):
+            return [inputs]
+        if inputs is None:  # this rank has no share of a short batch: it still takes each step with the others
+            return [None] * self.mini_batches
+        for name in weights:
+            self.objectives[name].precompute(inputs)
+        parts = inputs.minibatches(self.mini_batches)
+        return parts + [None] * (self.mini_batches - len(parts))  # a short last batch: every rank, the same steps
 
     def _optimizer_step(self, total, logs: dict, bar, job) -> None:
         tr, c = self.config.train, self.counters
@@ -358,6 +380,9 @@ class Trainer:
             counters = dict(self.counters)
             if self.scaler.is_enabled():  # fp16: the loss scale goes on where it was
                 counters["grad_scaler"] = self.scaler.state_dict()
+            states = {name: obj.state_dict() for name, obj in self.objectives.items()}
+            if any(states.values()):  # e.g. PPO's adaptive KL coefficient and running reward scale
+                counters["objectives"] = states
             save_checkpoint(self.run.checkpoints / which, self.clf, self.optimizer, self.scheduler,
                             counters, reference=reference.state() if reference is not None else None)
 

@@ -30,6 +30,8 @@ class RLWork:
 
         self.conditioner = conditioner_for(config, policy.model.adapter, policy.model.device)
 
+    minibatches_of = True  # the trainer may split a rollout into minibatches (RLInputs.minibatches)
+
     def condition(self, examples: list):
         return self.conditioner(examples) if self.conditioner is not None else None
 
@@ -47,7 +49,8 @@ class RLWork:
         for name, values in ro.reward_parts.items():
             finite = values[torch.isfinite(values)]
             logs[f"reward/{name}"] = float(finite.mean()) if len(finite) else float("nan")
-        return RLInputs(ro, self.module, epoch, step), logs
+        entropy = bool(getattr(self.method, "entropy_coef", 0))  # PPO's entropy term: from the same forward
+        return RLInputs(ro, self.module, epoch, step, with_entropy=entropy), logs
 
     @torch.no_grad()
     def evaluate(self, examples: list) -> tuple[dict, list[dict]]:
