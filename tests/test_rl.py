@@ -119,7 +119,7 @@ def test_single_step_ppo_by_hand():
                          old_values=torch.tensor([[0.5, 9.0], [0.2, 9.0]]), memo={})
     logp = torch.tensor([[-0.8, -1.0], [-2.1, 0.0]], requires_grad=True)
     values = torch.tensor([[0.7, 9.0], [0.1, 9.0]], requires_grad=True)
-    inputs = SimpleNamespace(rollout=ro, logprobs_and_values=lambda: (logp, values))
+    inputs = SimpleNamespace(rollout=ro, step=0, logprobs_and_values=lambda: (logp, values))
     config = SingleStepPPOConfig(beta=0.1, epsilon=0.2, cliprange_value=0.2, vf_coef=0.5,
                                  whiten_advantages=False)
     out = SingleStepPPO(config)(inputs)
@@ -225,7 +225,7 @@ def test_old_logprobs_from_generation_equal_a_recomputed_forward(tmp_path):
     work, data = build_rl(cfg, rewards=[rate_of_great], backbone=tiny_llama())
     ro = make_rollout(work.module, data.train[:4], work.gen, work.rewards)
     with torch.no_grad():
-        again, _ = work.module.logprobs(ro)
+        again = work.module.logprobs(ro)[0]
     assert ro.completion_mask.sum() > 10
     assert_paths_agree(ro.old_logprobs, again, work.module.model)
 
@@ -243,7 +243,7 @@ def test_truncated_sampling_old_new_and_reference_logprobs(tmp_path, group_size)
     ro = make_rollout(work.module, data.train[:4], gen, work.rewards, work.reference)
     assert (ro.top_k, ro.top_p, ro.temperature) == (10, 0.9, 0.8)
     with torch.no_grad():
-        again, _ = work.module.logprobs(ro)
+        again = work.module.logprobs(ro)[0]
     mask = ro.completion_mask.bool()
     assert mask.sum() > 10
     assert_paths_agree(ro.old_logprobs, again, work.module.model)

@@ -136,7 +136,7 @@ class Trainer:
         if self.scaler.is_enabled() and self.counters.get("grad_scaler"):
             self.scaler.load_state_dict(self.counters["grad_scaler"])
         for name, state in self.counters.pop("objectives", {}).items():
-            if name in self.objectives:
+            if hasattr(self.objectives.get(name), "load_state_dict"):
                 self.objectives[name].load_state_dict(state)
         if getattr(self.work, "reference", None) is not None:
             load_reference(last, self.work.reference)
@@ -380,7 +380,7 @@ class Trainer:
             counters = dict(self.counters)
             if self.scaler.is_enabled():  # fp16: the loss scale goes on where it was
                 counters["grad_scaler"] = self.scaler.state_dict()
-            states = {name: obj.state_dict() for name, obj in self.objectives.items()}
+            states = {name: obj.state_dict() for name, obj in self.objectives.items() if hasattr(obj, "state_dict")}
             if any(states.values()):  # e.g. PPO's adaptive KL coefficient and running reward scale
                 counters["objectives"] = states
             save_checkpoint(self.run.checkpoints / which, self.clf, self.optimizer, self.scheduler,
