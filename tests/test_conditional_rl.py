@@ -227,3 +227,69 @@ def test_eval_gen_on_a_conditional_run_feeds_and_records_each_condition(tmp_path
     assert [(r["prompt"], r["condition"]) for r in rows[::2]] == [
         ("the plot was", "negative"), ("the plot was", "positive"), ("it is", "negative"), ("it is", "positive")]
     assert seen[0][2].tolist() == [[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]
+
+
+# -- each condition on its own prompt --------------------------------------------------------------
+
+
+def _conditional_rl(tmp_path, **adapter):
+    from softprompt.experiment import from_dict
+    from softprompt.training.assemble import build_rl
+
+    raw = {"model": "tiny", "output_dir": str(tmp_path / "runs"), "seed": 0,
+           "adapter": {"type": "conditional_prompt", "num_virtual_tokens": 2, "condition_dim": 2, "hidden_dim": 8,
+                       "init": "random", "init_seed": 0, **adapter},
+           "condition": {"field": "condition", "encoder": "onehot", "values": ["negative", "positive"]},
+           "method": {"name": "grpo", "group_size": 4},
+           "prompts": {"source": "list", "items": PROMPTS, "num_eval": 2, "conditions": ["negative", "positive"]},
+           "generation": {"max_new_tokens": 5, "eval_samples": 1},
+           "train": {"batch": 6, "epochs": 3, "lr": 0.3, "warmup_ratio": 0.0, "scheduler": "constant",
+                     "eval_every": 0}}
+
+    def wanted_word(prompts, completions, examples):  # positive: say "great"; negative: say "bad"
+        word = {"positive": "great", "negative": "bad"}
+        return [c.split().count(word[e.extra["condition"]]) / max(len(c.split()), 1)
+                for c, e in zip(completions, examples)]
+    config = from_dict(raw)
+    work, data = build_rl(config, rewards=[wanted_word], backbone=tiny_llama(vocab_size=50))
+    return config, work, data
+
+
+def _prompts(work) -> dict[str, torch.Tensor]:
+    vectors = work.conditioner.vectors(["negative", "positive"])
+    with torch.no_grad():
+        both = work.module.model.adapter.prompt_embeddings(2, vectors)
+    return {"negative": both[0], "positive": both[1]}
+
+
+def test_condition_inits_start_each_condition_on_its_own_prompt(tmp_path):
+    _, work, _ = _conditional_rl(tmp_path, condition_inits={"negative": "text:bad boring", "positive": "text:great fun"})
+    tok, embed = work.module.model.tokenizer, work.module.model.backbone.input_embeddings()
+    prompts = _prompts(work)
+    for condition, text in (("negative", "bad boring"), ("positive", "great fun")):
+        ids = torch.tensor(tok(text, add_special_tokens=False)["input_ids"])
+        torch.testing.assert_close(prompts[condition], embed(ids), atol=1e-4, rtol=0)
+    # the default: every condition starts within 10% of base's scale of the same prompt
+    _, plain, _ = _conditional_rl(tmp_path / "plain")
+    same = _prompts(plain)
+    base = plain.module.model.adapter.base.detach()
+    assert (same["positive"] - same["negative"]).norm() < 0.1 * base.norm()
+    assert (prompts["positive"] - prompts["negative"]).norm() > 0.5 * base.norm()
+
+
+def test_a_few_steps_on_a_condition_dependent_reward_move_the_two_prompts_apart(tmp_path):
+    from softprompt.training.trainer import Trainer
+
+    config, work, data = _conditional_rl(tmp_path)
+    before = _prompts(work)
+    Trainer(config, work, data, run=None).fit(progress=False)
+    after = _prompts(work)
+    gap = [(p["positive"] - p["negative"]).norm().item() for p in (before, after)]
+    assert gap[1] > 2 * gap[0], gap
+
+
+def test_condition_inits_are_checked():
+    from softprompt.adapters.conditional import ConditionalPromptConfig
+
+    with pytest.raises(ConfigError, match="condition_inits"):
+        ConditionalPromptConfig(condition_inits={"a": "text"})  # neither random, vocab nor text:...

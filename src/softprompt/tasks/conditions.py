@@ -41,7 +41,11 @@ class Conditioner:
 
     @torch.no_grad()
     def __call__(self, examples: list) -> torch.Tensor:
-        texts = [self.text_of(e) for e in examples]
+        return self.vectors([self.text_of(e) for e in examples])
+
+    @torch.no_grad()
+    def vectors(self, texts: list[str]) -> torch.Tensor:
+        """The condition vectors (len(texts), dim) of condition texts, on the encoder's device."""
         new = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if new and self._encoder is None:
             for t in new:

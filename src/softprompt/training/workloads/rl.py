@@ -29,6 +29,10 @@ class RLWork:
         self.values = policy.value_head is not None
 
         self.conditioner = conditioner_for(config, policy.model.adapter, policy.model.device)
+        targets = getattr(policy.model.adapter, "condition_targets", None)
+        if self.conditioner is not None and targets and not config.init_from:  # each condition on its own prompt
+            names = list(targets)
+            policy.model.adapter.fit_conditions(dict(zip(names, self.conditioner.vectors(names))))
 
     minibatches_of = True  # the trainer may split a rollout into minibatches (RLInputs.minibatches)
 
