@@ -246,7 +246,8 @@ def _add_eval_gen(sub) -> None:
     p.add_argument("--num-generations", "--n", dest="n", type=int, default=10, help="samples per prompt (or --n)")
     p.add_argument("--k", default="1,5,10", help="comma-separated k for Pass@k (each <= n)")
     p.add_argument("--verifier", default=None,
-                   help="exact[:FIELD], regex:PATTERN, judge>=T or reward>=T (default: judge>=0.5 if the run has one)")
+                   help="exact[:FIELD], contains[:FIELD], regex:PATTERN, judge>=T or reward>=T (default: judge>=0.5 "
+                        "if the run has one)")
     p.add_argument("--base", action="store_true", help="the run's backbone without its adapter")
     p.add_argument("--max-prompts", type=int, default=None)
     p.add_argument("--temperature", type=float, default=None, help="default: the run's")

@@ -2,7 +2,9 @@
 diversity (per prompt, averaged), Pass@k under a verifier, and the generations themselves.
 
 Verifiers (``--verifier``): ``exact[:FIELD]`` (the normalised completion equals the prompt
-file's FIELD, default ``answer``), ``regex:PATTERN`` (found in the completion), ``judge>=T``
+file's FIELD, default ``answer``), ``contains[:FIELD]`` (one of the prompt's accepted answers,
+default field ``answers``, occurs in the completion as whole words: the ``capitals`` prompts),
+``regex:PATTERN`` (found in the completion), ``judge>=T``
 (the run's judge), ``reward>=T`` (the run's total reward), or a Python callable
 ``f(example, completion, reward, judge) -> bool`` from the API.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, DataError, SoftPromptError
+from ..metrics.answers import contains_answer
 from ..metrics.diversity import (
     distinct_n,
     encode_groups,
@@ -76,6 +79,15 @@ def make_verifier(spec: str | Verifier | None, has_judge: bool) -> tuple[Verifie
                 raise DataError(f"--verifier {spec}: prompt {ex.index} ({ex.text[:40]!r}) has no {field!r} column")
             return normalise(text) == normalise(str(target))
         return exact, spec
+    if spec == "contains" or spec.startswith("contains:"):
+        field = spec.partition(":")[2] or "answers"
+
+        def contains(ex, text, reward, judge):
+            answers = example_field(ex, field)
+            if answers is None:
+                raise DataError(f"--verifier {spec}: prompt {ex.index} ({ex.text[:40]!r}) has no {field!r} column")
+            return contains_answer(text, answers)
+        return contains, spec
     m = re.fullmatch(r"(judge|reward)\s*>=\s*(-?[0-9.]+(?:e-?[0-9]+)?)", spec)
     if m:
         source, threshold = m.group(1), float(m.group(2))
@@ -84,7 +96,8 @@ def make_verifier(spec: str | Verifier | None, has_judge: bool) -> tuple[Verifie
         if source == "judge":
             return (lambda ex, text, reward, judge: judge is not None and judge >= threshold), spec
         return (lambda ex, text, reward, judge: reward >= threshold), spec
-    raise ConfigError(f"--verifier {spec!r}: expected exact[:FIELD], regex:PATTERN, judge>=T or reward>=T")
+    raise ConfigError(f"--verifier {spec!r}: expected exact[:FIELD], contains[:FIELD], regex:PATTERN, judge>=T or "
+                      "reward>=T")
 
 
 @dataclass

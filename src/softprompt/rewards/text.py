@@ -8,6 +8,8 @@ from typing import Literal
 
 from ..config.fields import hfield
 from ..errors import ConfigError
+from ..metrics.answers import contains_answer
+from ..tasks.data import example_field
 from .base import REWARDS, Reward
 
 
@@ -87,3 +89,27 @@ class RegexMatch(Reward):
     def __call__(self, prompts, completions, examples):
         match = self.regex.fullmatch if self.config.full_match else self.regex.search
         return [1.0 if match(c.strip() if self.config.full_match else c) else 0.0 for c in completions]
+
+
+@dataclass
+class AnswerMatchConfig:
+    field: str = hfield("answers", "the prompt example's field holding the accepted answer(s) (capitals: answers)")
+
+
+@REWARDS.register("answer_match")
+class AnswerMatch(Reward):
+    """1.0 when the completion contains one of the example's accepted answers as whole words, else 0.0:
+    a verifiable reward (the ``capitals`` prompt source carries ``answers``)."""
+
+    config_class = AnswerMatchConfig
+    nonnegative = True
+
+    def __call__(self, prompts, completions, examples):
+        out = []
+        for completion, example in zip(completions, examples):
+            answers = example_field(example, self.config.field)
+            if answers is None:
+                raise ConfigError(f"answer_match: prompt {getattr(example, 'index', '?')} has no "
+                                  f"{self.config.field!r} field (the capitals source has 'answers')")
+            out.append(1.0 if contains_answer(completion, answers) else 0.0)
+        return out

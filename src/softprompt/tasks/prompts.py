@@ -37,7 +37,8 @@ PROMPT_SOURCES: Registry = Registry("prompt source")
 
 @dataclass
 class PromptsSection:
-    source: str = hfield("review_openings", "review_openings, review_requests, file or list")
+    source: str = hfield("review_openings", "review_openings, review_requests, sentence_splits, capitals, file or "
+                                            "list")
     data_dir: str | None = hfield(None, "review_openings, sentence_splits: a GLUE-layout folder; unset: "
                                         "$SOFTPROMPT_DATA, else (sentence_splits) the hub's nyu-mll/glue or "
                                         "(review_openings, which never downloads) the built-in openings")
@@ -54,7 +55,8 @@ class PromptsSection:
     num_eval: int = hfield(32, "held-out prompts scored before and after training", ge=1)
     min_words: int = hfield(3, "review_openings: shortest opening, in words", ge=1)
     max_words: int = hfield(6, "review_openings: longest opening, in words", ge=1)
-    template: str = hfield("Write a one-line movie review of {topic}.", "review_requests: the request, with {topic}")
+    template: str = hfield("Write a one-line movie review of {topic}.", "review_requests: the request, with {topic}; "
+                                                                        "capitals: with {country} (else its own)")
     task: str = hfield("cola", "sentence_splits: the GLUE task whose sentences are split (train: its train "
                                "split; held out: its dev split), unless 'file' is given")
     min_prompt_tokens: int = hfield(3, "sentence_splits: shortest prompt, in the policy's tokens", ge=1)
@@ -178,6 +180,26 @@ def review_requests(s: PromptsSection, seed: int):
     items = [Example(text=s.template.replace("{topic}", t), index=i, extra={"topic": t}) for i, t in enumerate(topics)]
     n_eval = min(s.num_eval, len(items) // 4)
     return items[n_eval:], items[:n_eval]
+
+
+CAPITALS_REQUEST = "What is the capital of {country}? Answer with the city name only."
+
+
+@PROMPT_SOURCES.register("capitals")
+def capitals(s: PromptsSection, seed: int):
+    """Capital-city requests with a checkable answer (data/capitals.tsv, 116 countries): each example
+    carries ``answer`` (the capital) and ``answers`` (every accepted spelling) for the ``answer_match``
+    reward and eval-gen's ``contains`` verifier. ``prompts.template`` words the request when it holds
+    {country}. One split for every run seed, as review_requests."""
+    template = s.template if "{country}" in s.template else CAPITALS_REQUEST
+    lines = resources.files("softprompt").joinpath("data/capitals.tsv").read_text(encoding="utf-8").splitlines()
+    rows = [line.split("\t") for line in lines if line.strip() and not line.startswith("#")]
+    random.Random(0).shuffle(rows)
+    items = [Example(text=template.replace("{country}", country), index=i,
+                     extra={"country": country, "answer": spellings.split("|")[0], "answers": spellings.split("|")})
+             for i, (country, spellings) in enumerate(rows)]
+    n_eval = min(s.num_eval, len(items) // 2)
+    return items[n_eval:][:s.num_train], items[:n_eval]
 
 
 def _needs_tokenizer(fn):
