@@ -128,7 +128,7 @@ def test_entropy_bonus_is_the_policys_entropy_and_its_gradient_raises_it():
     entropy = policy_entropy(logits, 1.0).expand(2, 2)
     inputs, _, _ = _inputs(ro, entropy=entropy)
     out = obj(inputs)
-    assert out.metrics["entropy"] == pytest.approx(float((entropy * ro.mask).sum() / ro.mask.sum()))
+    assert out.metrics["entropy"] == pytest.approx(float((entropy.detach() * ro.mask).sum() / ro.mask.sum()))
     out.loss.backward()
     with torch.no_grad():  # a step down the loss raises the entropy
         higher = policy_entropy(logits - 0.1 * logits.grad, 1.0)
