@@ -63,6 +63,17 @@ for name in config_names():
     assert resolved.split() == shipped
 
 
+def test_the_installed_wheel_ships_its_prompt_data(installed):
+    """The built-in prompt sources read package data (review topics, capitals.tsv): the wheel carries it."""
+    counts = _python(installed, """
+from softprompt.tasks.prompts import PromptsSection, load_prompts
+for source in ("review_requests", "capitals"):
+    train, held_out = load_prompts(PromptsSection(source=source, num_train=10_000, num_eval=20))
+    print(source, len(train) + len(held_out))
+""")
+    assert counts.split() == ["review_requests", "400", "capitals", "116"]
+
+
 def _train(installed, args: list[str]):
     return _python(installed, f"import sys; from softprompt.commands.cli import main; sys.exit(main({args!r}))")
 
