@@ -8,9 +8,7 @@ import json
 from pathlib import Path
 
 import torch
-
-HIDDEN = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-              initializer_range=0.3)
+from conftest import SIZE
 
 
 def smollm2_tokenizer():
@@ -38,14 +36,14 @@ def _ids(tok) -> dict:
 def _llama(tok):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    return LlamaForCausalLM(LlamaConfig(**HIDDEN, **_ids(tok), num_key_value_heads=2, tie_word_embeddings=True,
+    return LlamaForCausalLM(LlamaConfig(**SIZE, **_ids(tok), num_key_value_heads=2, tie_word_embeddings=True,
                                         architectures=["LlamaForCausalLM"]))
 
 
 def _qwen3(tok):
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    return Qwen3ForCausalLM(Qwen3Config(**HIDDEN, **_ids(tok), num_key_value_heads=2, head_dim=16,
+    return Qwen3ForCausalLM(Qwen3Config(**SIZE, **_ids(tok), num_key_value_heads=2, head_dim=16,
                                         tie_word_embeddings=True, architectures=["Qwen3ForCausalLM"]))
 
 
@@ -54,7 +52,7 @@ def _qwen3_embedding(tok):
     names Qwen3ForCausalLM."""
     from transformers import Qwen3Config, Qwen3Model
 
-    return Qwen3Model(Qwen3Config(**HIDDEN, **_ids(tok), num_key_value_heads=2, head_dim=16,
+    return Qwen3Model(Qwen3Config(**SIZE, **_ids(tok), num_key_value_heads=2, head_dim=16,
                                   tie_word_embeddings=True, architectures=["Qwen3ForCausalLM"]))
 
 
@@ -62,7 +60,7 @@ def _gemma3(tok):
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     # gemma-3-1b-it's pattern and window: local layers see 512 positions, every sixth layer all
-    config = Gemma3TextConfig(**{**HIDDEN, "initializer_range": 0.15}, **_ids(tok), num_key_value_heads=1,
+    config = Gemma3TextConfig(**{**SIZE, "initializer_range": 0.15}, **_ids(tok), num_key_value_heads=1,
                               head_dim=16, query_pre_attn_scalar=16, sliding_window=512,
                               layer_types=["sliding_attention", "full_attention"],
                               architectures=["Gemma3ForCausalLM"])
@@ -82,7 +80,7 @@ def _gpt2(tok):
 def _bert(tok):
     from transformers import BertConfig, BertForMaskedLM
 
-    return BertForMaskedLM(BertConfig(**HIDDEN, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+    return BertForMaskedLM(BertConfig(**SIZE, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
                                       max_position_embeddings=512, architectures=["BertForMaskedLM"]))
 
 

@@ -21,6 +21,7 @@ that convert at once from corrupting the cache.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -36,6 +37,7 @@ from torch import nn
 
 from ..adapters.lora.model import lora_off
 from ..errors import AdapterLoadError, ModelLoadError, closest
+from .families import position_limit
 from .precision import resolve_dtype, upcast_
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,12 @@ class Backbone:
     @property
     def is_causal(self) -> bool:
         return self.kind == "causal_lm"
+
+    @functools.cached_property
+    def position_limit(self) -> int | None:
+        """Positions in the model's learned absolute-position table (GPT-2: 1024), None without one:
+        :func:`softprompt.modeling.families.position_limit`, looked up once (every forward checks it)."""
+        return position_limit(self.model)
 
     def input_embeddings(self) -> nn.Embedding:
         return self.model.get_input_embeddings()

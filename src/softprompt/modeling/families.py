@@ -40,10 +40,10 @@ def position_limit(model: nn.Module) -> int | None:
     return None
 
 
-def check_positions(model: nn.Module, spec: str, used: int, virtual: int) -> None:
+def check_positions(limit: int | None, spec: str, used: int, virtual: int) -> None:
     """Refuse a layout of ``used`` positions (``virtual`` of them the adapter's) on a model whose
-    position table is shorter, with the numbers instead of an index error from inside torch."""
-    limit = position_limit(model)
+    position table holds ``limit`` (:func:`position_limit`; None: no table), with the numbers
+    instead of an index error from inside torch."""
     if limit is not None and used > limit:
         raise ConfigError(f"{spec!r} has {limit} learned positions; this batch needs {used} ({virtual} virtual "
                           f"tokens + text + new tokens): shorten task.max_length, generation.max_prompt_tokens or "

@@ -283,7 +283,7 @@ class SoftPromptModel(nn.Module):
         attention_mask = attention_mask.to(input_ids.device).long()
         batch, length = input_ids.shape[0], input_ids.shape[1] + extra_positions
         virtual = self.num_prefix_tokens + (prompt.shape[1] if prompt is not None else self.num_sequence_tokens)
-        check_positions(self.model, self.backbone.spec, virtual + length, virtual)
+        check_positions(self.backbone.position_limit, self.backbone.spec, virtual + length, virtual)
         if self.num_prefix_tokens and self.backbone.is_causal:
             check_prefix_window(self.model.config, self.backbone.spec, self.num_prefix_tokens, length)
         embeds = self.model.get_input_embeddings()(input_ids)

@@ -236,8 +236,9 @@ class Trainer:
 
     def _minibatches(self, inputs, weights: dict) -> list:
         """``inputs`` as the method's minibatches (each an optimizer step), the objectives' per-batch
-        quantities (advantages) computed over all of it first; [inputs] when there is one."""
-        if self.mini_batches <= 1 or not hasattr(self.work, "minibatches_of"):
+        quantities (advantages) computed over all of it first; [inputs] when there is one. Only RL
+        methods split (PPO's num_mini_batches): their inputs are RLInputs (RLInputs.minibatches)."""
+        if self.mini_batches <= 1:
             return [inputs]
         if inputs is None:  # this rank has no share of a short batch: it still takes each step with the others
             return [None] * self.mini_batches

@@ -34,8 +34,6 @@ class RLWork:
             names = list(targets)
             policy.model.adapter.fit_conditions(dict(zip(names, self.conditioner.vectors(names))))
 
-    minibatches_of = True  # the trainer may split a rollout into minibatches (RLInputs.minibatches)
-
     def condition(self, examples: list):
         return self.conditioner(examples) if self.conditioner is not None else None
 
