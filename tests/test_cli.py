@@ -51,3 +51,17 @@ def test_configuration_reference_page_is_current(capsys):
     out = capsys.readouterr().out
     assert "`method.diversity_weight`" in out and "`train.max_bad_steps`" in out
     assert page.read_text() == out, "docs/configuration.md is stale: softprompt config-reference > docs/configuration.md"
+
+
+def test_every_command_prints_its_help():
+    """argparse formats help strings with %: a bare % in one (``deltas in %``) broke ``softprompt --help``."""
+    import argparse
+
+    from softprompt.commands.cli import build_parser
+
+    parser = build_parser()
+    assert "compare" in parser.format_help()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert len(subs.choices) >= 10
+    for name, sub in subs.choices.items():
+        assert sub.format_help().startswith("usage: softprompt " + name), name

@@ -97,6 +97,31 @@ def test_adaptive_beta_prices_the_next_rollouts_kl():
     assert fixed.beta == 0.1  # adaptive_kl off: beta stays
 
 
+def test_kl_in_the_loss_leaves_the_rewards_and_adds_beta_times_the_k3_kl():
+    """kl_penalty=loss: the returns hold the score alone, and the loss gains beta * the token mean of
+    k3(logp, ref) = exp(ref - logp) - (ref - logp) - 1 of the current log-probs (old + 0.1 here)."""
+    in_loss = PPO(PPOConfig(beta=0.2, kl_penalty="loss", whiten_advantages=False, vf_coef=0.0))
+    no_kl = PPO(PPOConfig(beta=0.0, whiten_advantages=False, vf_coef=0.0))
+    ro, plain = _rollout(), _rollout()
+    inputs, logp, _ = _inputs(ro)
+    loss = in_loss(inputs).loss
+    base = no_kl(_inputs(plain)[0]).loss
+    torch.testing.assert_close(ro.memo["returns"], plain.memo["returns"])  # no KL in the rewards
+    d = torch.tensor([[-1.5 - (-0.9), -1.0 - (-0.9)], [-2.5 - (-1.9), 0.0]])  # ref - logp, on the mask
+    k3 = (d.exp() - d - 1) * ro.mask
+    assert float(loss - base) == pytest.approx(0.2 * float(k3.sum() / ro.mask.sum()), rel=1e-5)
+    loss.backward()
+    plain_inputs, plain_logp, _ = _inputs(_rollout())
+    no_kl(plain_inputs).loss.backward()
+    # d k3 / d logp = 1 - exp(ref - logp): positive where the policy is above the reference, so a
+    # step down the loss lowers those log-probs toward the reference's
+    torch.testing.assert_close(logp.grad - plain_logp.grad, 0.2 * (1 - d.exp()) * ro.mask / ro.mask.sum())
+    in_reward = PPO(PPOConfig(beta=0.2, whiten_advantages=False))
+    folded = _rollout()
+    in_reward(_inputs(folded)[0])
+    assert not torch.allclose(folded.memo["returns"], plain.memo["returns"])  # trlx's default folds it in
+
+
 @pytest.mark.parametrize("objective,config", [(PPO, PPOConfig), (SingleStepPPO, SingleStepPPOConfig)])
 def test_value_warmup_trains_only_the_value_head(objective, config):
     obj = objective(config(beta=0.1, vf_warmup_steps=3))

@@ -283,7 +283,7 @@ def cmd_eval_gen(args) -> int:
 
 
 def _add_compare(sub) -> None:
-    p = sub.add_parser("compare", help="baseline vs variants: report.md/.html with every metric, deltas in %, "
+    p = sub.add_parser("compare", help="baseline vs variants: report.md/.html with every metric, deltas in %%, "
                                        "mean ± std over seeds, training-curve and trade-off plots")
     p.add_argument("runs", nargs="+", help="run folders (several seeds of one config are grouped)")
     p.add_argument("--baseline", default=None, help="the baseline run (default: the first)")

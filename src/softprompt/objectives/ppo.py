@@ -18,6 +18,9 @@ Update (``num_iterations`` times per rollout, each over ``num_mini_batches`` min
     H        = mean_t entropy of the sampling policy at t
     loss     = L_pg + vf_coef * L_v - entropy_coef * H       (L_pg off for the first vf_warmup_steps)
 
+With ``kl_penalty: loss`` the KL leaves the rewards (r_t is the score alone) and enters the
+loss instead, as GRPO's does: L_pg += beta * mean_t k3(logp_t, ref_t) (OpenRLHF's use_kl_loss).
+
 The stabilisers (objectives/ppo_control.py): the score may be divided by its running std and
 clipped (``scale_reward``, ``cliprange_reward``) before it enters r; with ``adaptive_kl`` beta
 follows the rollouts' KL toward ``target``, the next rollout's rewards using the new beta.
@@ -38,7 +41,7 @@ import torch
 from ..config.fields import hfield
 from ..errors import ConfigError
 from .base import OBJECTIVES, Objective, ObjectiveOutput
-from .grpo import RLConfig, _masked_mean
+from .grpo import RLConfig, _masked_mean, k3_kl
 from .ppo_control import AdaptiveKL, RunningMoments, scale_scores
 
 
@@ -80,6 +83,9 @@ class PPOConfig(ValueHeadPPOConfig):
     lam: float = hfield(0.95, "GAE lambda", ge=0, le=1)
     entropy_coef: float = hfield(0.0, "weight of the sampling policy's mean token entropy, subtracted from the loss "
                                       "(CleanRL's ent_coef)", ge=0)
+    kl_penalty: Literal["reward", "loss"] = hfield(
+        "reward", "where the KL to the reference enters: reward (trlx: -beta * log-ratio on each token's reward) or "
+                  "loss (OpenRLHF's use_kl_loss: + beta * the k3 KL of the current policy, token mean, as GRPO)")
 
 
 @dataclass
@@ -186,7 +192,8 @@ class PPO(ValueHeadPPO):
         if "advantages" in ro.memo:
             return
         mask, beta = ro.mask, self.beta
-        r = token_rewards(self.scores(ro), ro.old_logprobs, ro.ref_logprobs, mask, beta)
+        r = token_rewards(self.scores(ro), ro.old_logprobs, ro.ref_logprobs, mask,
+                          beta if c.kl_penalty == "reward" else 0.0)
         adv, ret = gae(r, ro.old_values, mask, c.gamma, c.lam)
         ro.memo.update(advantages=whiten(adv, mask) if c.whiten_advantages else adv, returns=ret, beta=beta)
         if ro.ref_logprobs is not None:
@@ -201,6 +208,9 @@ class PPO(ValueHeadPPO):
         logp, values = inputs.logprobs_and_values()
         pg, clip_frac = policy_loss(logp, ro.old_logprobs, ro.memo["advantages"], mask, c.epsilon, c.clip_high)
         vf = value_loss(values, ro.old_values, ro.memo["returns"], mask, c.cliprange_value)
+        if c.kl_penalty == "loss" and ro.ref_logprobs is not None and ro.memo["beta"]:
+            kl_loss = _masked_mean_t(k3_kl(logp, ro.ref_logprobs), mask)
+            pg = pg + ro.memo["beta"] * kl_loss
         loss = c.vf_coef * vf + (pg if self.policy_on(inputs) else 0.0 * pg)
         metrics = {"policy_loss": pg.item(), "value_loss": vf.item(), "clip_fraction": clip_frac,
                    "value_mean": _masked_mean(values.detach(), mask), "kl_coef": ro.memo["beta"]}
