@@ -29,7 +29,7 @@ def sweep_runs(tmp_path_factory):
     }
     (tmp / "poly.yaml").write_text(yaml.safe_dump(config))
     code = main(["sweep", "--config-name", str(tmp / "poly.yaml"), "--name", "poly", "--no-progress", "--eval-gen",
-                 "--n", "4", "--k", "1,2", "--verifier", "regex:great|good", "method.diversity_weight=0,1.0",
+                 "--n", "4", "--k", "all", "--verifier", "regex:great|good", "method.diversity_weight=0,1.0",
                  "seed=1,2"])
     assert code == 0
     root = tmp / "exp" / "model" / "list" / "polychromic"
@@ -45,7 +45,7 @@ def test_sweep_runs_every_combination_and_reports(sweep_runs, capsys):
     assert "diversity_weight=0.0 (baseline)" in report and "| diversity_weight=1.0 |" in report
     assert "± " in report and "(n=2)" in report  # two seeds per variant
     assert "gen_pass@1" in report and "gen_self_bleu" in report and "%" in report
-    for png in ("curves.png", "tradeoff.png"):
+    for png in ("curves.png", "pass_at_k.png", "tradeoff.png"):
         assert (root / "poly-report" / png).stat().st_size > 1000
     assert "<table>" in (root / "poly-report" / "report.html").read_text()
     # a second sweep finds every run finished and only redoes the report
@@ -60,12 +60,12 @@ def test_eval_gen_pass_at_k_from_its_own_generations(sweep_runs):
     out = root / "poly-diversity_weight=1.0-seed=1" / "eval_gen"
     metrics = json.loads((out / "metrics.json").read_text())
     rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
-    assert metrics["n"] == 4 and metrics["num_prompts"] == 6 and len(rows) == 24
+    assert metrics["n"] == 4 and metrics["num_prompts"] == 6 and len(rows) == 24 and metrics["k"] == [1, 2, 3, 4]
     by_prompt: dict[int, list[bool]] = {}
     for r in rows:
         assert r["correct"] == bool(("great" in r["completion"]) or ("good" in r["completion"]))
         by_prompt.setdefault(r["index"], []).append(r["correct"])
-    for k in (1, 2):
+    for k in (1, 2, 3, 4):
         expect = sum(pass_at_k(4, sum(c), k) for c in by_prompt.values()) / len(by_prompt)
         assert metrics[f"pass@{k}"] == pytest.approx(expect)
     assert 0 <= metrics["self_bleu"] <= 100 and 0 < metrics["set_distinct_2"] <= 1
@@ -120,3 +120,17 @@ def test_summary_signs_diversity_changes_and_quality_points(tmp_path):
     (line,) = summary([base, more], base)
     assert "embedding_diversity +20.0%" in line and "self_bleu +20.0%" in line  # lower Self-BLEU: more diverse
     assert "pass@1 -1.0 pts" in line
+
+
+def test_pass_at_k_curve_is_the_mean_and_std_over_seeds_of_every_measured_k():
+    from pathlib import Path
+
+    from softprompt.commands.compare import Run, Variant, pass_at_k_curve
+    from softprompt.commands.eval_gen import parse_ks
+
+    assert parse_ks("all", 4) == [1, 2, 3, 4] and parse_ks("5,1", 5) == [1, 5]
+    a = Run(Path("a"), {}, {"gen_pass@1": 0.2, "gen_pass@2": 0.3, "gen_pass@4": 0.5})
+    b = Run(Path("b"), {}, {"gen_pass@1": 0.4, "gen_pass@2": 0.5})
+    curve = pass_at_k_curve(Variant("v", [a, b]))
+    assert [k for k, _, _ in curve] == [1, 2]  # k=4 was measured by one seed only
+    assert curve[0][1] == pytest.approx(0.3) and curve[0][2] == pytest.approx(0.1414213, rel=1e-5)

@@ -244,7 +244,7 @@ def _add_eval_gen(sub) -> None:
                    help=".txt/.jsonl/.csv prompt file (default: the run's held-out prompts); on a conditional run, "
                         "a file without the condition field has each prompt sampled under every prompts.conditions")
     p.add_argument("--num-generations", "--n", dest="n", type=int, default=10, help="samples per prompt (or --n)")
-    p.add_argument("--k", default="1,5,10", help="comma-separated k for Pass@k (each <= n)")
+    p.add_argument("--k", default="1,5,10", help="comma-separated k for Pass@k (each <= n), or all: every k from 1 to n")
     p.add_argument("--verifier", default=None,
                    help="exact[:FIELD], contains[:FIELD], regex:PATTERN, judge>=T or reward>=T (default: judge>=0.5 "
                         "if the run has one)")
@@ -307,7 +307,7 @@ def _add_sweep(sub) -> None:
     p.add_argument("--eval-gen", action="store_true", help="run eval-gen on each run before the report")
     p.add_argument("--num-generations", "--n", dest="n", type=int, default=10,
                    help="eval-gen: samples per prompt (or --n)")
-    p.add_argument("--k", default="1,5,10", help="eval-gen: Pass@k")
+    p.add_argument("--k", default="1,5,10", help="eval-gen: Pass@k (comma-separated, or all)")
     p.add_argument("--verifier", default=None, help="eval-gen: verifier (see eval-gen --help)")
     p.add_argument("--no-report", action="store_true", help="skip the compare report")
     p.add_argument("--no-progress", action="store_true")

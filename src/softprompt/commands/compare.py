@@ -137,7 +137,8 @@ def compare(paths: list[str | Path], baseline: str | Path | None = None, out: st
     out = Path(out) if out else _common_parent([r.path for r in runs]) / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     keys = sorted({k for r in runs for k in r.metrics}, key=lambda k: (not k.startswith("gen_"), k))
-    plots = [p for p in (_curves(variants, out / "curves.png"), _tradeoff(variants, out / "tradeoff.png")) if p]
+    plots = [p for p in (_curves(variants, out / "curves.png"), _pass_at_k(variants, out / "pass_at_k.png"),
+                         _tradeoff(variants, out / "tradeoff.png")) if p]
     rows = _table(variants, base, keys)
     _write_md(out / "report.md", variants, base, rows, plots)
     _write_html(out / "report.html", variants, base, rows, plots)
@@ -275,6 +276,36 @@ def _curves(variants: list[Variant], path: Path) -> Path | None:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    return save_png(fig, path)
+
+
+def pass_at_k_curve(variant: Variant) -> list[tuple[int, float, float]]:
+    """(k, mean, std over seeds) of ``gen_pass@k`` for every k all of ``variant``'s runs measured."""
+    ks = set.intersection(*({int(k.split("@")[1]) for k in r.metrics if k.startswith("gen_pass@")}
+                            for r in variant.runs))
+    out = []
+    for k in sorted(ks):
+        values = variant.values(f"gen_pass@{k}")
+        out.append((k, statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0))
+    return out
+
+
+def _pass_at_k(variants: list[Variant], path: Path) -> Path | None:
+    """Pass@k against k, one line per variant (mean over its seeds, bars: std)."""
+    curves = [(i, v, pass_at_k_curve(v)) for i, v in enumerate(variants)]
+    if not any(len(c) > 1 for _, _, c in curves):
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for i, v, curve in curves:
+        if curve:
+            ks, means, stds = zip(*curve)
+            ax.errorbar(ks, means, yerr=stds, marker="o", capsize=3, label=v.name, color=f"C{i}")
+    ax.set_xlabel("k (samples per request)")
+    ax.set_ylabel("Pass@k (eval-gen)")
+    ax.set_title("Pass@k per variant (mean over seeds; bars: std)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     return save_png(fig, path)
 
 

@@ -45,11 +45,13 @@ Verifier = Callable[[object, str, float, "float | None"], bool]
 
 
 def parse_ks(text: str | Sequence[int], n: int) -> list[int]:
-    """'1,5,10' -> [1, 5, 10]; each k must be 1 <= k <= n."""
+    """'1,5,10' -> [1, 5, 10]; 'all' -> 1..n (the whole Pass@k curve); each k must be 1 <= k <= n."""
+    if isinstance(text, str) and text.strip().lower() == "all":
+        return list(range(1, n + 1))
     try:
         ks = sorted({int(k) for k in (text.split(",") if isinstance(text, str) else text) if str(k).strip()})
     except ValueError:
-        raise ConfigError(f"--k {text!r}: expected comma-separated integers, e.g. 1,5,10") from None
+        raise ConfigError(f"--k {text!r}: expected comma-separated integers, e.g. 1,5,10, or all") from None
     bad = [k for k in ks if not 1 <= k <= n]
     if not ks or bad:
         raise ConfigError(f"--k {text!r}: each k must be between 1 and --n ({n}); k > n has no unbiased estimate")
