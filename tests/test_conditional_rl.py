@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from conftest import save_backbone, tiny_llama, tiny_tokenizer
@@ -112,6 +114,7 @@ def test_conditional_prompt_trains_with_rl_and_the_condition_reaches_generation(
            "prompts": {"source": "list", "items": PROMPTS, "num_eval": 2, "conditions": ["negative", "positive"]},
            "generation": {"max_new_tokens": 4, "eval_samples": 2},
            "rewards": [{"name": "classifier", "model": str(model), "task": "sst2", "target_field": "condition"}],
+           "judge": {"name": "classifier", "model": str(model), "task": "sst2", "target_field": "condition"},
            "train": {"batch": 3, "max_steps": 2, "lr": 0.1}}
     trainer = make_trainer(from_dict(raw), progress=False)
     mlp_before = [p.detach().clone() for p in trainer.work.module.model.adapter.mlp.parameters()]
@@ -130,6 +133,13 @@ def test_conditional_prompt_trains_with_rl_and_the_condition_reaches_generation(
     rows = trainer.run.read_jsonl("predictions.jsonl")
     assert len(rows) == 2 * 2 * 2  # 2 held-out prompts x both conditions x 2 samples
     assert sorted(r["condition"] for r in rows) == ["negative"] * 4 + ["positive"] * 4
+    # the judge reads each row's target: the rate each target was met, from the rows by hand
+    metrics = json.loads((trainer.run.path / "metrics.json").read_text())
+    for target in ("negative", "positive"):
+        judged = [r["judge"] > 0.5 for r in rows if r["condition"] == target]
+        assert metrics[f"eval_condition_met/{target}"] == pytest.approx(sum(judged) / len(judged))
+    assert metrics["eval_judge_positive_rate"] == pytest.approx(
+        (metrics["eval_condition_met/negative"] + metrics["eval_condition_met/positive"]) / 2)
     # a condition vector of the wrong size is refused when the run is built
     raw["adapter"]["condition_dim"] = 5
     raw["run_id"] = "d"
@@ -208,6 +218,13 @@ def test_eval_gen_on_a_conditional_run_feeds_and_records_each_condition(tmp_path
     rows = rows_of(out)
     assert len(rows) == 2 * 2 * 2  # 2 held-out prompts x both conditions x 2 samples
     assert sorted(r["condition"] for r in rows) == ["negative"] * 4 + ["positive"] * 4
+    # the judge reads each row's target: the rate each target was met, from the rows by hand
+    metrics = json.loads((trainer.run.path / "metrics.json").read_text())
+    for target in ("negative", "positive"):
+        judged = [r["judge"] > 0.5 for r in rows if r["condition"] == target]
+        assert metrics[f"eval_condition_met/{target}"] == pytest.approx(sum(judged) / len(judged))
+    assert metrics["eval_judge_positive_rate"] == pytest.approx(
+        (metrics["eval_condition_met/negative"] + metrics["eval_condition_met/positive"]) / 2)
     (has_adapter, prompts, condition), = seen
     onehot = {"negative": [1.0, 0.0], "positive": [0.0, 1.0]}
     assert has_adapter and condition.tolist() == [onehot[r["condition"]] for r in rows[::2]]
