@@ -218,13 +218,6 @@ def test_eval_gen_on_a_conditional_run_feeds_and_records_each_condition(tmp_path
     rows = rows_of(out)
     assert len(rows) == 2 * 2 * 2  # 2 held-out prompts x both conditions x 2 samples
     assert sorted(r["condition"] for r in rows) == ["negative"] * 4 + ["positive"] * 4
-    # the judge reads each row's target: the rate each target was met, from the rows by hand
-    metrics = json.loads((trainer.run.path / "metrics.json").read_text())
-    for target in ("negative", "positive"):
-        judged = [r["judge"] > 0.5 for r in rows if r["condition"] == target]
-        assert metrics[f"eval_condition_met/{target}"] == pytest.approx(sum(judged) / len(judged))
-    assert metrics["eval_judge_positive_rate"] == pytest.approx(
-        (metrics["eval_condition_met/negative"] + metrics["eval_condition_met/positive"]) / 2)
     (has_adapter, prompts, condition), = seen
     onehot = {"negative": [1.0, 0.0], "positive": [0.0, 1.0]}
     assert has_adapter and condition.tolist() == [onehot[r["condition"]] for r in rows[::2]]
