@@ -28,11 +28,12 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=10)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-eval", type=int, default=40, help="held-out requests (the config's prompts.num_eval)")
     p.add_argument("--out", default="bench/results/task_difficulty.json")
     args = p.parse_args()
 
     model = SoftPromptModel.from_backbone(args.model)
-    train, held_out = load_prompts(PromptsSection(source=args.source, num_train=100_000, num_eval=20), seed=0)
+    train, held_out = load_prompts(PromptsSection(source=args.source, num_train=100_000, num_eval=args.num_eval), seed=0)
     gen = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, group_size=args.n,
                            chat=True, seed=args.seed)
     ks = [int(k) for k in args.k.split(",")]
