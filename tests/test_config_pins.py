@@ -78,10 +78,11 @@ def _renamed(flat: dict) -> dict:
     # defaults; the typed config saves them: the same adapter
     defaults = {f"adapter.{k}": v for k, v in make_config(flat["adapter.type"], {}).to_dict().items()}
     pinned = {renames.get(k, k): CHANGED.get((k, v), v) if isinstance(v, str) else v for k, v in flat.items()}
-    # an added key whose pinned value is a dict was flattened into its own keys (key.sub): they win
-    added = {k: v for k, v in {**ADDED["*"], **ADDED.get(method, {})}.items()
-             if not any(p.startswith(f"{k}.") for p in pinned)}
-    return {**defaults, **added, **pinned}
+
+    def unpinned(values: dict) -> dict:
+        """A default or added key whose pinned value is a dict was flattened into its own keys (key.sub): they win."""
+        return {k: v for k, v in values.items() if not any(p.startswith(f"{k}.") for p in pinned)}
+    return {**unpinned(defaults), **unpinned({**ADDED["*"], **ADDED.get(method, {})}), **pinned}
 
 
 def test_every_shipped_config_trains_what_it_trained_when_pinned():
