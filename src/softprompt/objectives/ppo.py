@@ -208,12 +208,14 @@ class PPO(ValueHeadPPO):
         logp, values = inputs.logprobs_and_values()
         pg, clip_frac = policy_loss(logp, ro.old_logprobs, ro.memo["advantages"], mask, c.epsilon, c.clip_high)
         vf = value_loss(values, ro.old_values, ro.memo["returns"], mask, c.cliprange_value)
-        if c.kl_penalty == "loss" and ro.ref_logprobs is not None and ro.memo["beta"]:
-            kl_loss = _masked_mean_t(k3_kl(logp, ro.ref_logprobs), mask)
-            pg = pg + ro.memo["beta"] * kl_loss
-        loss = c.vf_coef * vf + (pg if self.policy_on(inputs) else 0.0 * pg)
         metrics = {"policy_loss": pg.item(), "value_loss": vf.item(), "clip_fraction": clip_frac,
                    "value_mean": _masked_mean(values.detach(), mask), "kl_coef": ro.memo["beta"]}
+        policy = pg
+        if c.kl_penalty == "loss" and ro.ref_logprobs is not None and ro.memo["beta"]:
+            kl_loss = _masked_mean_t(k3_kl(logp, ro.ref_logprobs), mask)
+            policy = pg + ro.memo["beta"] * kl_loss
+            metrics["kl_loss"] = kl_loss.item()
+        loss = c.vf_coef * vf + (policy if self.policy_on(inputs) else 0.0 * policy)
         if c.entropy_coef:
             entropy = _masked_mean_t(inputs.entropy(), mask)
             loss = loss - c.entropy_coef * entropy

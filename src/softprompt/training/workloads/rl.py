@@ -76,10 +76,10 @@ class RLWork:
             metrics["eval_judge_score"] = float(judged.mean())
             metrics["eval_judge_positive_rate"] = float((judged > 0.5).float().mean())
             if self.conditioner is not None:  # the judge reads each row's target: the rate it was met, per target
-                met = (judged > 0.5).float()
-                for value in sorted({self.conditioner.text_of(e) for e in expanded}):
-                    rows_of = torch.tensor([self.conditioner.text_of(e) == value for e in expanded])
-                    metrics[f"eval_condition_met/{value}"] = float(met[rows_of].mean())
+                targets = [self.conditioner.text_of(e) for e in expanded]
+                for value in sorted(set(targets)):
+                    met = [bool(j > 0.5) for j, t in zip(judged, targets) if t == value]
+                    metrics[f"eval_condition_met/{value}"] = sum(met) / len(met)
         metrics["eval_distinct_2"] = distinct_n(gen.texts, 2)
         if gen.group_size > 1:  # several samples per prompt: how different they are from each other
             metrics.update({f"eval_{k}": v for k, v in set_metrics(gen.groups()).items()})
