@@ -301,6 +301,7 @@ def _pass_at_k(variants: list[Variant], path: Path) -> Path | None:
         if curve:
             ks, means, stds = zip(*curve)
             ax.errorbar(ks, means, yerr=stds, marker="o", capsize=3, label=v.name, color=f"C{i}")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # k is a count
     ax.set_xlabel("k (samples per request)")
     ax.set_ylabel("Pass@k (eval-gen)")
     ax.set_title("Pass@k per variant (mean over seeds; bars: std)", fontsize=9)
