@@ -2,7 +2,7 @@
 through eval-gen's own sampling and verifier. A task where exploration can matter has Pass@1 well
 below 1 and Pass@n above Pass@1 but below 1 (issue 21: Pass@1 10-50%, Pass@10 < 90%).
 
-    python bench/task_difficulty.py --source capitals --n 10 --out bench/results/task_difficulty.json
+    python bench/task_difficulty.py --source capitals --n 20 --num-eval 40 --k 1,2,5,10,20
 """
 
 from __future__ import annotations
