@@ -73,11 +73,25 @@ def depth_and_width(model) -> tuple[int, int]:
     return config.num_hidden_layers, max(width, config.hidden_size)
 
 
-def assert_paths_agree(actual: torch.Tensor, expected: torch.Tensor, model) -> None:
+def assert_paths_agree(actual: torch.Tensor, expected: torch.Tensor, model, scale: float | None = None) -> None:
     """Two fp32 computations of the same function through ``model`` (another batch layout, a cached
-    or packed path, another library) agree within :func:`fp32_path_tolerance`."""
+    or packed path, another library) agree within :func:`fp32_path_tolerance` of ``expected``'s
+    largest magnitude, or of ``scale`` when given (log-probs: see :func:`logprob_scale`)."""
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    assert_same_function(actual, expected, *depth_and_width(model))
+    if scale is None:
+        assert_same_function(actual, expected, *depth_and_width(model))
+        return
+    tol = fp32_path_tolerance(torch.tensor(scale), *depth_and_width(model))
+    diff = float((actual.detach().float() - expected.detach().float()).abs().max())
+    assert diff <= tol, f"max difference {diff:.3g} exceeds the fp32 reordering bound {tol:.3g}"
+
+
+def logprob_scale(model, ids, mask, temperature: float = 1.0) -> float:
+    """The scale a log-prob's path error is relative to: log p = z/T - logsumexp(z/T) carries the
+    logits' error twice (the token's logit and the normaliser, each of the logits' scale / T), so
+    2 * the largest |logit| / T. The log-prob's own magnitude is not that scale: it is small where
+    the logits are large and confident."""
+    return 2 * logit_scale(model, ids, mask) / temperature
 
 
 BF16_ULP = 2.0 ** -8  # bf16 keeps 8 significant bits: unit roundoff 2^-9, one ulp 2^-8 of a value

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from helpers import assert_paths_agree, encode, greedy_without_cache
+from helpers import assert_paths_agree, encode, greedy_without_cache, logprob_scale
 
 from softprompt import (
     ConditionalPromptConfig,
@@ -69,10 +69,11 @@ def test_logprobs_equal_teacher_forcing(causal_lm, name, truncation):
     prompt_ids, prompt_mask = out.expanded_prompts()
     teacher = model.sequence_logprobs(prompt_ids, prompt_mask, out.completion_ids, out.completion_mask,
                                       temperature=0.7, **trunc)
-    assert_paths_agree(out.logprobs, teacher, model)
+    scale = logprob_scale(model, *encode(model.tokenizer, TEXTS), temperature=0.7)
+    assert_paths_agree(out.logprobs, teacher, model, scale)
     grouped = model.grouped_logprobs(out.prompt_ids, out.prompt_mask, out.completion_ids, out.completion_mask, 3,
                                      temperature=0.7, **trunc)
-    assert_paths_agree(out.logprobs, grouped, model)
+    assert_paths_agree(out.logprobs, grouped, model, scale)
     real = out.completion_mask.bool()
     assert (out.logprobs[real] <= 0).all() and (out.logprobs[real] < 0).any()
     if trunc:  # renormalised over the kept tokens: above the untruncated log-prob wherever something was cut
