@@ -110,9 +110,9 @@ def test_kl_in_the_loss_leaves_the_rewards_and_adds_beta_times_the_k3_kl():
     torch.testing.assert_close(ro.memo["returns"], plain.memo["returns"])  # no KL in the rewards
     d = torch.tensor([[-1.5 - (-0.9), -1.0 - (-0.9)], [-2.5 - (-1.9), 0.0]])  # ref - logp, on the mask
     k3 = (d.exp() - d - 1) * ro.mask
-    assert float(loss - base) == pytest.approx(0.2 * float(k3.sum() / ro.mask.sum()), rel=1e-5)
+    assert (loss - base).item() == pytest.approx(0.2 * float(k3.sum() / ro.mask.sum()), rel=1e-5)
     assert out.metrics["kl_loss"] == pytest.approx(float(k3.sum() / ro.mask.sum()), rel=1e-5)
-    assert out.metrics["policy_loss"] == pytest.approx(float(base))  # the clipped surrogate alone (vf_coef 0)
+    assert out.metrics["policy_loss"] == pytest.approx(base.item())  # the clipped surrogate alone (vf_coef 0)
     loss.backward()
     plain_inputs, plain_logp, _ = _inputs(_rollout())
     no_kl(plain_inputs).loss.backward()
