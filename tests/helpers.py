@@ -58,9 +58,11 @@ def fp32_path_tolerance(reference: torch.Tensor, depth: int, width: int, margin:
     return margin * depth * width ** 0.5 * FP32_UNIT_ROUNDOFF * scale
 
 
-def assert_same_function(actual: torch.Tensor, expected: torch.Tensor, depth: int, width: int) -> None:
-    """``actual`` equals ``expected`` up to :func:`fp32_path_tolerance`."""
-    tol = fp32_path_tolerance(expected, depth, width)
+def assert_same_function(actual: torch.Tensor, expected: torch.Tensor, depth: int, width: int,
+                         scale: float | None = None) -> None:
+    """``actual`` equals ``expected`` up to :func:`fp32_path_tolerance` of ``expected``'s largest
+    magnitude, or of ``scale`` when given (log-probs: see :func:`logprob_scale`)."""
+    tol = fp32_path_tolerance(expected if scale is None else torch.tensor(scale), depth, width)
     diff = float((actual.detach().float() - expected.detach().float()).abs().max())
     assert diff <= tol, f"max difference {diff:.3g} exceeds the fp32 reordering bound {tol:.3g}"
 
@@ -75,15 +77,10 @@ def depth_and_width(model) -> tuple[int, int]:
 
 def assert_paths_agree(actual: torch.Tensor, expected: torch.Tensor, model, scale: float | None = None) -> None:
     """Two fp32 computations of the same function through ``model`` (another batch layout, a cached
-    or packed path, another library) agree within :func:`fp32_path_tolerance` of ``expected``'s
-    largest magnitude, or of ``scale`` when given (log-probs: see :func:`logprob_scale`)."""
+    or packed path, another library) agree within :func:`fp32_path_tolerance` (see
+    :func:`assert_same_function` for ``scale``)."""
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    if scale is None:
-        assert_same_function(actual, expected, *depth_and_width(model))
-        return
-    tol = fp32_path_tolerance(torch.tensor(scale), *depth_and_width(model))
-    diff = float((actual.detach().float() - expected.detach().float()).abs().max())
-    assert diff <= tol, f"max difference {diff:.3g} exceeds the fp32 reordering bound {tol:.3g}"
+    assert_same_function(actual, expected, *depth_and_width(model), scale=scale)
 
 
 def logprob_scale(model, ids, mask, temperature: float = 1.0) -> float:
