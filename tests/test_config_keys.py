@@ -39,6 +39,21 @@ def test_seed_spellings_move_to_the_adapter_and_the_saved_config_says_what_is_tr
     assert resolve("ptcprl_sst2", ["method_cfg.num_virtual_tokens=7"]).adapter.num_virtual_tokens == 7
 
 
+def test_adapter_type_is_one_key_away_on_every_glue_config():
+    """``adapter.type=X`` swaps the adapter as ``method.name=X`` swaps the method: X's defaults,
+    the options X shares with the YAML's adapter kept, the other adapter.* overrides after it."""
+    lora = resolve("sst2_smollm2", ["adapter.type=lora", "adapter.r=4"]).adapter
+    assert lora.adapter_type == "lora" and (lora.r, lora.alpha) == (4, 16)
+    prefix = resolve("sst2_smollm2", ["adapter.type=prefix_tuning"]).adapter
+    assert prefix.init.startswith("text:Classify the sentiment") and prefix.num_virtual_tokens == 20
+    for name in ("glue_cola_smollm2", "sst2_ptcprl_minilm"):
+        assert resolve(name, ["adapter.type=lora"]).adapter.adapter_type == "lora"
+    with pytest.raises(ConfigError, match="adapter.num_virtual_tokens"):  # a key LoRA has not is still an error
+        resolve("sst2_smollm2", ["adapter.type=lora", "adapter.num_virtual_tokens=3"])
+    with pytest.raises(ConfigError, match="unknown adapter 'bogus'; registered: conditional_prompt, lora"):
+        resolve("sst2_smollm2", ["adapter.type=bogus"])
+
+
 def test_conflicting_spellings_are_an_error_naming_both_keys(tmp_path):
     with pytest.raises(ConfigError, match=r"adapter.num_virtual_tokens=5 and method.n_soft_tokens=10 disagree"):
         resolve("softprompt_ppo_sentiment", ["adapter.num_virtual_tokens=5", "method.n_soft_tokens=10"])

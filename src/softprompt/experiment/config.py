@@ -277,6 +277,11 @@ def from_dict(raw: dict, overrides: list[str] = (), preset: str | None = None, w
     merged = deep_merge(base, raw)
     if "adapter" in raw:  # the YAML's adapter replaces the default one, filled with its type's defaults
         merged["adapter"] = _with_adapter_defaults(raw["adapter"], base["adapter"]["type"])
+    # ``adapter.type=X`` swaps the adapter: X's defaults, keeping the options X shares with the
+    # YAML's adapter (num_virtual_tokens, init), then the other adapter.* overrides
+    kind = _override_value(overrides, "adapter.type")
+    if isinstance(kind, str) and kind != merged["adapter"].get("type"):
+        merged["adapter"] = _swap_adapter(merged["adapter"], kind)
     # likewise the method: its own options, filled with its defaults. ``method.name=X`` swaps the
     # whole section, as a Hydra group does: X's defaults, then the other method.* overrides
     section = raw.get("method", base["method"])
@@ -315,14 +320,27 @@ def _legacy(section: dict) -> dict:
     return {k: v for k, v in section.items() if k not in flat}
 
 
-def _method_override(overrides) -> str | None:
-    name = None
+def _override_value(overrides, wanted: str):
+    """The value the last ``wanted=value`` override sets (None when none does)."""
+    value = None
     for text in overrides:
-        key, value, _ = parse_override(text)
-        key = canonical_key(key)  # the seed's method_cfg.name too
-        if key == "method.name" and isinstance(value, str):
-            name = value
-    return name
+        key, v, mode = parse_override(text)
+        if canonical_key(key) == wanted and mode != "delete":  # the seed's method_cfg.name too
+            value = v
+    return value
+
+
+def _method_override(overrides) -> str | None:
+    name = _override_value(overrides, "method.name")
+    return name if isinstance(name, str) else None
+
+
+def _swap_adapter(section: dict, kind: str) -> dict:
+    try:
+        defaults = make_config(kind, {}).to_dict()
+    except ConfigError:  # an unknown type: make_config names the valid ones when the config is built
+        return {"type": kind}
+    return {"type": kind, **defaults, **{k: v for k, v in section.items() if k in defaults}}
 
 
 def _with_adapter_defaults(section: dict, default_type: str) -> dict:
