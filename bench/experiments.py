@@ -26,6 +26,9 @@ PPO = ("softprompt sweep --config-name softprompt_ppo_sentiment --name ppo seed=
        "prompts.data_dir=GLUE_DIR")
 COND = ("softprompt sweep --config-name softprompt_ppo_sentiment_conditional --name cond seed=1,2,3 "
         "prompts.data_dir=GLUE_DIR")
+PTC_SMOL = ("softprompt sweep --config-name sst2_ptcprl_smollm2 --name {name} {method}seed=1,2,3 "
+            "task.max_train_examples=1000 train.eval_every=0")
+PTC_MINI = "softprompt sweep --config-name sst2_ptcprl_minilm --name {name} {method}seed=1,2,3"
 POLY = ("softprompt sweep --config-name polychromic_capitals --name capitals "
         "method.diversity_weight=0,0.5,1.0 seed=1,2,3 --eval-gen --n 20 --k all --verifier contains")
 
@@ -67,18 +70,19 @@ TARGETS = [
            POLY, baseline="capitals-diversity_weight=0-seed=*"),
     Target("polychromic_pass1_change", "capitals-diversity_weight=1.0-seed=*", metric("gen_pass@1"), ">=", -0.02,
            POLY, baseline="capitals-diversity_weight=0-seed=*"),
-    Target("ptcprl_phase2_gain_smollm2", "ptcprl_smollm2-seed=*", metric("eval_accuracy"), ">=", 0.0,
-           "softprompt sweep --config-name sst2_ptcprl_smollm2 --name ptcprl_smollm2 seed=1,2,3",
-           baseline="mle_smollm2-seed=*"),
+    # PTCPRL against MLE alone at equal steps and examples: the same config with method.name=mle
+    Target("ptcprl_phase2_gain_smollm2", "ptcprl_smollm2*-seed=*", metric("eval_accuracy"), ">=", 0.0,
+           PTC_SMOL.format(name="ptcprl_smollm2", method="") + "; "
+           + PTC_SMOL.format(name="mle_smollm2", method="method.name=mle "), baseline="mle_smollm2*-seed=*"),
     Target("ptcprl_phase2_gain_minilm", "ptcprl_minilm-seed=*", metric("eval_accuracy"), ">=", 0.0,
-           "softprompt sweep --config-name sst2_ptcprl_minilm --name ptcprl_minilm seed=1,2,3",
-           baseline="mle_minilm-seed=*"),
-    Target("sst2_smollm2_accuracy", "sst2_smollm2-seed=*", metric("eval_accuracy"), ">=", 0.90,
-           "softprompt sweep --config-name sst2_smollm2 --name sst2_smollm2 seed=1,2,3"),
-    Target("sst2_minilm_accuracy", "sst2_minilm-seed=*", metric("eval_accuracy"), ">=", 0.87,
-           "softprompt sweep --config-name sst2_minilm --name sst2_minilm seed=1,2,3"),
-    Target("cola_mcc", "cola-seed=*", metric("eval_mcc"), ">=", 0.30,
-           "softprompt sweep --config-name glue_cola_smollm2 --name cola seed=1,2,3"),
+           PTC_MINI.format(name="ptcprl_minilm", method="") + "; "
+           + PTC_MINI.format(name="mle_minilm", method="method.name=mle "), baseline="mle_minilm*-seed=*"),
+    Target("sst2_smollm2_accuracy", "sst2_prefix_smollm2-seed=*", metric("eval_accuracy"), ">=", 0.90,
+           "softprompt sweep --config-name sst2_prefix_smollm2 --name sst2_prefix_smollm2 seed=1,2,3"),
+    Target("sst2_minilm_accuracy", "sst2_prefix_minilm-seed=*", metric("eval_accuracy"), ">=", 0.87,
+           "softprompt sweep --config-name sst2_prefix_minilm --name sst2_prefix_minilm seed=1,2,3"),
+    Target("cola_mcc", "cola_lora_smollm2-seed=*", metric("eval_mcc"), ">=", 0.30,
+           "softprompt sweep --config-name cola_lora_smollm2 --name cola_lora_smollm2 seed=1,2,3"),
 ]
 
 

@@ -54,6 +54,14 @@ def test_adapter_type_is_one_key_away_on_every_glue_config():
         resolve("sst2_smollm2", ["adapter.type=bogus"])
 
 
+def test_a_child_yaml_that_changes_the_adapter_type_drops_its_parents_other_options(tmp_path):
+    child = _write(tmp_path / "child.yaml", "defaults: [sst2_smollm2]\nadapter:\n  type: lora\n  r: 2\n")
+    assert resolve(str(child)).adapter == resolve("sst2_smollm2", ["adapter.type=lora", "adapter.r=2"]).adapter
+    prefix = _write(tmp_path / "prefix.yaml", "defaults: [child.yaml]\nadapter:\n  type: prefix_tuning\n")
+    assert resolve(str(prefix)).adapter.num_virtual_tokens == 20  # the default: the LoRA parent had none
+    assert resolve("cola_lora_smollm2").adapter.adapter_type == "lora"  # shipped: a child of a prompt config
+
+
 def test_conflicting_spellings_are_an_error_naming_both_keys(tmp_path):
     with pytest.raises(ConfigError, match=r"adapter.num_virtual_tokens=5 and method.n_soft_tokens=10 disagree"):
         resolve("softprompt_ppo_sentiment", ["adapter.num_virtual_tokens=5", "method.n_soft_tokens=10"])

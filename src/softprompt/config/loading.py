@@ -140,7 +140,8 @@ def load_config(name: str | Path, overrides: Iterable[str] = (), aliases: dict[s
                 normalize: Callable[[dict, str, dict], dict] | None = None) -> dict:
     """Find a config, resolve its ``defaults`` chain, then apply the overrides. ``normalize(data,
     where, inherited)`` rewrites each file's mapping before it is merged into what its defaults
-    gave (``inherited``), e.g. older spellings of keys."""
+    gave (``inherited``), e.g. older spellings of keys; it may also replace a section of
+    ``inherited`` that the file swaps (an adapter of another type)."""
     dirs = _dirs(search)
     data = _load_tree(find_config(str(name), dirs), dirs, (), normalize)
     return apply_overrides(data, list(overrides), aliases)

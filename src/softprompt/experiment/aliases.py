@@ -6,6 +6,9 @@ sees one spelling, and a saved ``config.yaml`` holds only the canonical keys.
 - ``method_cfg.*`` is the seeds' spelling of ``method.*``.
 - ``model: NAME`` (a string, as every config before ``model.dtype`` had it) is ``model.name: NAME``.
 - :data:`SEED_KEYS`: adapter keys the seeds set under ``method`` move to the adapter.
+- A layer that changes ``adapter.type`` (a child YAML, ``adapter.type=X``) starts the adapter
+  from X's defaults and keeps only the options X shares with the adapter it replaces
+  (``num_virtual_tokens``, ``init``), as changing ``method.name`` swaps the method.
 - :data:`METHOD_KEYS`: a method's older key names, per method: the same meaning has one name in
   every RL method (TRL's GRPOConfig names: ``num_generations``, ``epsilon``, ``beta``), and
   PTCPRL's term weights say what they weigh.
@@ -20,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from ..adapters import make_config
 from ..config import parse_override
 from ..errors import ConfigError
 
@@ -80,6 +84,10 @@ def seed_aliases(raw: dict, where: str = "config", inherited: dict | None = None
     the key it spells; both spellings in one mapping with different values is an error naming both.
     ``inherited``: what the file's ``defaults`` gave, for the method's name when the file has none."""
     raw = dict(raw)
+    parent = (inherited or {}).get("adapter")
+    kind = raw["adapter"].get("type") if isinstance(raw.get("adapter"), dict) else None
+    if isinstance(parent, dict) and isinstance(kind, str) and kind != parent.get("type"):
+        inherited["adapter"] = swap_adapter(parent, kind)  # the parent's LoRA rank is no prefix's option
     if isinstance(raw.get("model"), str):  # the backbone's name alone: the section's other keys keep theirs
         raw["model"] = {"name": raw["model"]}
     if isinstance(raw.get("method_cfg"), dict):
@@ -108,6 +116,16 @@ def seed_aliases(raw: dict, where: str = "config", inherited: dict | None = None
                               f"disagree ({key} is the seed's spelling of {target}); give one of them")
         raw[section][option] = value
     return raw
+
+
+def swap_adapter(section: dict, kind: str) -> dict:
+    """The adapter ``section`` turned into a ``kind`` adapter: kind's defaults, with the options
+    of ``section`` that kind also has."""
+    try:
+        defaults = make_config(kind, {}).to_dict()
+    except ConfigError:  # an unknown type: building the config names the registered ones
+        return {"type": kind}
+    return {"type": kind, **defaults, **{k: v for k, v in section.items() if k in defaults}}
 
 
 def canonical_key(key: str) -> str:

@@ -35,6 +35,7 @@ from .aliases import (
     canonical_key,
     canonical_method,
     seed_aliases,
+    swap_adapter,
 )
 from .methods import (
     Method,
@@ -281,7 +282,7 @@ def from_dict(raw: dict, overrides: list[str] = (), preset: str | None = None, w
     # YAML's adapter (num_virtual_tokens, init), then the other adapter.* overrides
     kind = _override_value(overrides, "adapter.type")
     if isinstance(kind, str) and kind != merged["adapter"].get("type"):
-        merged["adapter"] = _swap_adapter(merged["adapter"], kind)
+        merged["adapter"] = swap_adapter(merged["adapter"], kind)
     # likewise the method: its own options, filled with its defaults. ``method.name=X`` swaps the
     # whole section, as a Hydra group does: X's defaults, then the other method.* overrides
     section = raw.get("method", base["method"])
@@ -333,14 +334,6 @@ def _override_value(overrides, wanted: str):
 def _method_override(overrides) -> str | None:
     name = _override_value(overrides, "method.name")
     return name if isinstance(name, str) else None
-
-
-def _swap_adapter(section: dict, kind: str) -> dict:
-    try:
-        defaults = make_config(kind, {}).to_dict()
-    except ConfigError:  # an unknown type: make_config names the valid ones when the config is built
-        return {"type": kind}
-    return {"type": kind, **defaults, **{k: v for k, v in section.items() if k in defaults}}
 
 
 def _with_adapter_defaults(section: dict, default_type: str) -> dict:
