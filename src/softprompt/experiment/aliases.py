@@ -8,7 +8,8 @@ sees one spelling, and a saved ``config.yaml`` holds only the canonical keys.
 - :data:`SEED_KEYS`: adapter keys the seeds set under ``method`` move to the adapter.
 - A layer that changes ``adapter.type`` (a child YAML, ``adapter.type=X``) starts the adapter
   from X's defaults and keeps only the options X shares with the adapter it replaces
-  (``num_virtual_tokens``, ``init``), as changing ``method.name`` swaps the method.
+  (``num_virtual_tokens``, ``init``); one that changes ``method.name`` starts the method from
+  its defaults, as ``method.name=X`` on the command line does.
 - :data:`METHOD_KEYS`: a method's older key names, per method: the same meaning has one name in
   every RL method (TRL's GRPOConfig names: ``num_generations``, ``epsilon``, ``beta``), and
   PTCPRL's term weights say what they weigh.
@@ -97,6 +98,9 @@ def seed_aliases(raw: dict, where: str = "config", inherited: dict | None = None
     if not isinstance(raw.get("method"), dict):
         return raw
     parent = (inherited or {}).get("method")
+    name = raw["method"].get("name")
+    if isinstance(parent, dict) and isinstance(name, str) and name != parent.get("name"):
+        inherited["method"] = {}  # another method: its own defaults, none of the parent method's options
     raw["method"] = method = canonical_method(raw["method"], where,
                                               parent.get("name") if isinstance(parent, dict) else None)
     for key, (target, convert) in SEED_KEYS.items():
