@@ -57,7 +57,8 @@ from softprompt.experiment import resolve
 for name in config_names():
     pipe = load_pipeline(name)
     configs = list(pipe.configs.values()) if pipe is not None else [resolve(name)]
-    assert configs and all(c.adapter.num_virtual_tokens > 0 for c in configs), name
+    assert configs and all((c.adapter.r if c.adapter.adapter_type == 'lora' else c.adapter.num_virtual_tokens) > 0
+                           for c in configs), name
     print(name)
 """)
     assert resolved.split() == shipped
