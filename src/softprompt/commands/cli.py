@@ -83,7 +83,7 @@ def _add_train(sub) -> None:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.batch=4 method.k_negatives=1")
     p.add_argument("--preset", default=None, help="apply the config's named preset first, e.g. 'paper': the "
                                                   "source's model and sizes (see the config's presets)")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its checkpoints/last")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its latest checkpoint (checkpoints/last, or a later step-<N>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--num-processes", type=int, default=1,
                    help="data-parallel processes on this machine (torch.distributed.run: gloo on CPU, NCCL on GPUs)")

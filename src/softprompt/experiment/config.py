@@ -128,6 +128,9 @@ class PreferencesSection:
             raise ConfigError("preferences: give 'file' or 'from_task', not both")
 
 
+TRACKER_NAMES = ("tensorboard", "wandb", "mlflow", "none")
+
+
 @dataclass
 class TrainSection:
     batch: int = hfield(8, "examples per optimizer step (before accumulation)", ge=1)
@@ -151,6 +154,33 @@ class TrainSection:
                "either way")
     max_bad_steps: int = hfield(5, "a step whose loss or gradient is NaN/inf is skipped (weights untouched); "
                                    "stop the run after this many in a row (0: never stop)", ge=0)
+    save_steps: int = hfield(0, "also keep a checkpoint every N optimizer steps, checkpoints/step-<N> (at the first "
+                                "batch boundary at or past each multiple; 0: off); best and last are kept as always, "
+                                "and --resume starts from the latest of them all", ge=0)
+    save_total_limit: int | None = hfield(None, "keep at most this many step-<N> checkpoints, deleting the oldest "
+                                                "(best and last are not counted; None: keep all)", ge=1)
+    report_to: list[str] | str = hfield(
+        ["tensorboard"], "experiment trackers, through accelerate: tensorboard (tb/ in the run folder), wandb, mlflow "
+                         "(pip install 'softprompt[wandb]' / 'softprompt[mlflow]'), or none. Each gets the scalars of "
+                         "train_log.jsonl and the evaluations, the resolved config as parameters, the run id as the "
+                         "run's name, and the run's plots and tables as artifacts (W&B, MLflow)")
+    project: str | None = hfield(None, "the trackers' project: W&B project, MLflow experiment (default: $WANDB_PROJECT "
+                                       "or $MLFLOW_EXPERIMENT_NAME, else 'softprompt')")
+
+    def __post_init__(self):
+        if isinstance(self.report_to, str):  # report_to: wandb
+            self.report_to = [self.report_to]
+        import difflib
+
+        for name in self.report_to:
+            if name not in TRACKER_NAMES:
+                close = difflib.get_close_matches(name, TRACKER_NAMES, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"train.report_to: {name!r} is not a tracker{hint}; expected a list of "
+                                  f"{', '.join(TRACKER_NAMES)}")
+        if "none" in self.report_to and len(self.report_to) > 1:
+            raise ConfigError(f"train.report_to={self.report_to}: 'none' cannot be combined with a tracker")
+        self.report_to = list(dict.fromkeys(self.report_to))
 
 
 @dataclass

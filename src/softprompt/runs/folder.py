@@ -1,7 +1,8 @@
 """Run folders: ``experiments/<model>/<dataset>/<method>/<run-id>/``.
 
 Holds the resolved ``config.yaml``, ``epoch_metrics.jsonl``, ``metrics.json``,
-TensorBoard events under ``tb/``, ``checkpoints/{best,last}``, ``predictions.jsonl`` and
+TensorBoard events under ``tb/`` (and the other trackers of ``train.report_to``, see
+``tracking``), ``checkpoints/{best,last}``, ``predictions.jsonl`` and
 ``train_result.log``, one human-readable line per step and per evaluation.
 """
 
@@ -44,7 +45,7 @@ def new_run_dir(config) -> Path:
 class RunFolder:
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._tb = None
+        self.trackers = None  # tracking.Trackers, once start_tracking ran
 
     @classmethod
     def create(cls, config) -> RunFolder:
@@ -69,18 +70,17 @@ class RunFolder:
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
+    def start_tracking(self, names: list[str], config: dict, project: str | None = None) -> None:
+        """Open the trackers ``names`` (``train.report_to``) for this run; see ``tracking``."""
+        from .tracking import Trackers
+
+        names = [n for n in names if n != "none"]
+        self.trackers = Trackers(names, self.path, config, project) if names else None
+
     def log_scalars(self, values: dict[str, float], step: int, prefix: str = "") -> None:
-        if self._tb is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard not installed: the JSON files still hold everything
-                self._tb = False
-            else:
-                self._tb = SummaryWriter(str(self.path / "tb"))
-        if self._tb:
-            for key, value in values.items():
-                if isinstance(value, (int, float)):
-                    self._tb.add_scalar(f"{prefix}{key}", value, step)
+        """Numbers of ``values`` (as ``<prefix><key>``) to the run's trackers at ``step``."""
+        if self.trackers is not None:
+            self.trackers.log({f"{prefix}{k}": v for k, v in values.items()}, step)
 
     def append_epoch_metrics(self, row: dict) -> None:
         path = self.path / "epoch_metrics.jsonl"
@@ -130,8 +130,10 @@ class RunFolder:
         write_predictions(rows, self.path / name)
 
     def close(self) -> None:
-        if self._tb:
-            self._tb.close()
+        """Finish the trackers (the run's plots and tables go to them as artifacts)."""
+        if self.trackers is not None:
+            self.trackers.finish()
+            self.trackers = None
 
 
 def _fmt(value: float) -> str:

@@ -30,9 +30,11 @@ from ..runs.loading import (  # noqa: F401  (load_trained_classifier, build_clas
     load_trained_classifier,
     task_of,
 )
+from ..runs.tracking import check_trackers
 from ..tasks import DataSource, find_source, get_task, read_split
 from ..tasks.preferences import pairs_from_labels, read_preferences, split_pairs
 from ..tasks.prompts import held_out_info, load_prompts
+from .checkpoint import step_checkpoints
 from .distributed import SHARDED, check_shardable
 from .preflight import check_models
 from .rollout import Policy, Reference
@@ -182,6 +184,7 @@ def make_trainer(config, resume: str | Path | None = None, progress: bool = True
     """The trainer for ``config`` (its run folder created, or ``resume``d). ``rewards``: Python
     reward functions for an RL method instead of ``config.rewards``."""
     check_models(config, rewards=rewards is None)  # a model that cannot load here fails first, in one line
+    check_trackers([n for n in config.train.report_to if n != "none"])  # a missing extra too
     seed_everything(config.seed)
     state = process_state()
     device = state.device  # this process's GPU, or the CPU: every model of the run is loaded there
@@ -211,9 +214,10 @@ def make_trainer(config, resume: str | Path | None = None, progress: bool = True
 
 
 def resume_point(path: Path) -> Path | None:
-    """``path`` when a run cut off there resumes from its ``checkpoints/last``, None for a new run;
-    a folder that exists without that checkpoint is refused rather than overwritten."""
-    if (path / "checkpoints" / "last").exists():
+    """``path`` when a run cut off there resumes from its ``checkpoints/last`` (or a later
+    ``step-<N>``), None for a new run; a folder that exists without a checkpoint is refused rather
+    than overwritten."""
+    if (path / "checkpoints" / "last").exists() or step_checkpoints(path / "checkpoints"):
         return path
     if path.exists():
         raise SoftPromptError(f"{path} exists without a checkpoint to resume; move it away and run again")

@@ -1,6 +1,7 @@
 """Training checkpoints: adapter + head + optimizer + scheduler + RNG state, written atomically.
 
-A checkpoint is a folder (``checkpoints/last``, ``checkpoints/best``) holding
+A checkpoint is a folder (``checkpoints/last``, ``checkpoints/best``, and ``checkpoints/step-<N>``
+every ``train.save_steps``) holding
 - ``softprompt_adapter.json`` + ``adapter.safetensors`` (a loadable adapter on its own, with
   ``backbone_layers.safetensors`` when transformer blocks train too),
 - ``head.safetensors`` for classifiers with a head,
@@ -131,6 +132,41 @@ def find_checkpoint(directory: Path) -> Path | None:
         if (candidate / STATE_FILE).exists():
             return candidate
     return None
+
+
+STEP_PREFIX = "step-"
+
+
+def step_checkpoints(checkpoints: Path) -> list[tuple[int, Path]]:
+    """The complete ``step-<N>`` checkpoints under ``checkpoints`` as (N, folder), oldest first."""
+    found = []
+    for path in Path(checkpoints).glob(f"{STEP_PREFIX}*"):
+        number = path.name[len(STEP_PREFIX):]
+        if number.isdigit() and find_checkpoint(path) is not None:
+            found.append((int(number), path))
+    return sorted(found)
+
+
+def latest_checkpoint(checkpoints: Path) -> Path | None:
+    """The complete checkpoint under ``checkpoints`` furthest into training: ``last`` or a
+    ``step-<N>`` (train.save_steps) written after it, by their saved global step; None if none."""
+    best, best_step = None, -1
+    for path in [checkpoints / "last", *(p for _, p in step_checkpoints(checkpoints))]:
+        found = find_checkpoint(path)
+        if found is None:
+            continue
+        step = read_json(found / STATE_FILE, "trainer state")["counters"].get("global_step", 0)
+        if step > best_step:  # a tie goes to last
+            best, best_step = found, step
+    return best
+
+
+def prune_step_checkpoints(checkpoints: Path, keep: int) -> list[Path]:
+    """Delete the oldest ``step-<N>`` checkpoints beyond the newest ``keep``; return what went."""
+    gone = [path for _, path in step_checkpoints(checkpoints)[:-keep]] if keep else []
+    for path in gone:
+        shutil.rmtree(path)
+    return gone
 
 
 def load_checkpoint(directory: Path, classifier, optimizer, scheduler) -> dict:

@@ -5,8 +5,8 @@ a rollout with rewards), the active objectives run (sharing one forward pass) an
 weighted losses are summed, backward (accumulated over ``grad_accum`` micro-batches), clip,
 step AdamW and the warmup+cosine schedule. An RL rollout is reused for ``num_iterations``
 optimizer steps. Evaluate each epoch (or every N steps; RL runs also before training), keep
-``checkpoints/best`` by the main metric and ``checkpoints/last`` for an exact ``--resume``,
-stop early on a plateau, show a rich progress bar.
+``checkpoints/best`` by the main metric and ``checkpoints/last`` for an exact ``--resume``
+(and ``checkpoints/step-<N>`` every ``train.save_steps``), stop early on a plateau, show a rich progress bar.
 """
 
 from __future__ import annotations
@@ -25,9 +25,12 @@ from ..objectives import OBJECTIVES
 from ..runs import RunFolder
 from ..storage import write_json
 from .checkpoint import (
+    STEP_PREFIX,
     find_checkpoint,
+    latest_checkpoint,
     load_checkpoint,
     load_reference,
+    prune_step_checkpoints,
     save_checkpoint,
 )
 from .distributed import SHARDED, Dist, full_numel
@@ -123,13 +126,17 @@ class Trainer:
         self.before_rows: list[dict] = []
         self._last_eval: tuple | None = None  # (step, metrics, rows, was the best) of the latest evaluation
         self.on_step = None  # optional callable(logs) after each optimizer step (library users, benchmarks)
+        if run is not None:
+            from ..config import to_dict
+
+            run.start_tracking(tr.report_to, to_dict(config), tr.project)
         self._interrupted = False  # set by the first Ctrl-C
 
     # -- training --------------------------------------------------------------------------------
     def resume(self) -> None:
         from pathlib import Path
 
-        last = find_checkpoint(Path(self.run_path) / "checkpoints" / "last")
+        last = latest_checkpoint(Path(self.run_path) / "checkpoints")  # last, or a later step-<N>
         if last is None:
             raise SoftPromptError(f"{self.run_path} has no complete checkpoint to resume from (checkpoints/last)")
         self.counters = load_checkpoint(last, self.clf, self.optimizer, self.scheduler)
@@ -231,6 +238,10 @@ class Trainer:
                 self._evaluate_and_keep(bar, job, epoch=round(c["epoch"] + c["micro_step"] / len(batches), 4),
                                         partial=c["micro_step"] != 0)
                 self._save("last")
+            if tr.save_steps and c["global_step"] // tr.save_steps > step_before // tr.save_steps:
+                self._save(f"{STEP_PREFIX}{c['global_step']}")
+                if self.run and tr.save_total_limit:
+                    prune_step_checkpoints(self.run.checkpoints, tr.save_total_limit)
             if self._finished():
                 return
 
