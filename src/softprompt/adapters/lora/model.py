@@ -33,6 +33,7 @@ class LoRA(Adapter):
         from transformers.pytorch_utils import Conv1D
 
         conv1d = any(isinstance(m, Conv1D) for m in model.modules())
+        self.fan_in_fan_out = conv1d  # PEFT's flag for it (and for the PEFT export's config)
         peft_config = LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
                                  target_modules=targets, fan_in_fan_out=conv1d)
         try:
