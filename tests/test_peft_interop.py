@@ -174,3 +174,38 @@ def test_peft_errors(tmp_path, family):
         str(tmp_path / "rs"))
     with pytest.raises(AdapterLoadError, match=r"adapter_config.json: use_rslora=True is not supported"):
         import_peft(tmp_path / "rs", tiny_llama())
+
+
+def test_export_command_writes_peft_and_merged_folders(tmp_path, family, capsys):
+    if family != "llama":
+        pytest.skip("the command is family-independent (the functions above run on each)")
+    from conftest import save_backbone
+    from test_trainer import config
+    from transformers import AutoModelForCausalLM
+
+    from softprompt.commands.cli import main
+    from softprompt.experiment import from_dict
+    from softprompt.training.assemble import make_trainer
+
+    model_dir = save_backbone(tiny_llama(), tmp_path / "model")
+    raw = config(tmp_path, model_dir, method={"name": "mle"}, train={"epochs": 1, "lr": 0.05})
+    raw["adapter"] = {"type": "lora", "r": 2, "alpha": 4}  # replaces the prompt's options
+    trainer = make_trainer(from_dict(raw), progress=False)
+    trainer.fit(progress=False)
+    run = trainer.run.path
+    trained = SoftPromptModel.from_pretrained(str(run))
+    ids = _ids(trained.tokenizer, "the movie was great")
+
+    assert main(["export", str(run), str(tmp_path / "peft")]) == 0
+    assert "PEFT adapter" in capsys.readouterr().out
+    from softprompt.modeling.backbones import load_backbone
+
+    peft_model = peft.PeftModel.from_pretrained(load_backbone(str(model_dir)).model, str(tmp_path / "peft")).eval()
+    assert main(["export", str(run), str(tmp_path / "merged"), "--merge"]) == 0
+    plain = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged")).eval()
+    with torch.no_grad():
+        ours = trained(ids).logits
+        assert_paths_agree(ours, peft_model(input_ids=ids).logits, trained)
+        assert_paths_agree(ours, plain(input_ids=ids).logits, trained)
+    assert main(["export", str(run), str(tmp_path / "peft")]) == 2  # never overwrites
+    assert "exists and is not empty" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from ..config import dump_yaml, load_yaml, to_dict
 from ..errors import SoftPromptError
 from ..experiment import ExperimentConfig, from_dict
 from ..storage import atomic_write, write_json
+from .tracking import Trackers
 
 CONFIG_FILE = "config.yaml"
 
@@ -72,8 +73,6 @@ class RunFolder:
 
     def start_tracking(self, names: list[str], config: dict, project: str | None = None) -> None:
         """Open the trackers ``names`` (``train.report_to``) for this run; see ``tracking``."""
-        from .tracking import Trackers
-
         names = [n for n in names if n != "none"]
         self.trackers = Trackers(names, self.path, config, project) if names else None
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..config import to_dict
 from ..errors import ConfigError, SoftPromptError, TrainingDiverged, TrainingInterrupted
 from ..objectives import OBJECTIVES
 from ..runs import RunFolder
@@ -127,8 +128,6 @@ class Trainer:
         self._last_eval: tuple | None = None  # (step, metrics, rows, was the best) of the latest evaluation
         self.on_step = None  # optional callable(logs) after each optimizer step (library users, benchmarks)
         if run is not None:
-            from ..config import to_dict
-
             run.start_tracking(tr.report_to, to_dict(config), tr.project)
         self._interrupted = False  # set by the first Ctrl-C
 
