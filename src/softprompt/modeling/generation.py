@@ -202,21 +202,69 @@ def check_chat_template(tokenizer, chat: bool, model: str = "the model") -> None
 
 def apply_chat_template(tokenizer, messages: list[dict], template_kwargs: dict | None = None) -> str:
     """The text of ``messages`` under the tokenizer's chat template, ready for the assistant's turn;
-    ``template_kwargs`` reach the template as variables (``enable_thinking: false`` for Qwen3)."""
+    ``template_kwargs`` reach the template as variables (``enable_thinking: false`` for Qwen3).
+    Content given as typed parts (``[{"type": "text", "text": ...}]``) reaches a template that
+    renders parts (Gemma-3's) as it is, and any other template as the parts' text joined by newlines."""
     check_chat_template(tokenizer, True)
+    messages = check_messages(messages)
+    if any(isinstance(m["content"], list) for m in messages) and not renders_typed_parts(tokenizer):
+        messages = [{**m, "content": parts_text(m["content"])} for m in messages]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                          **dict(template_kwargs or {}))
+
+
+def parts_text(content) -> str:
+    """A message's content as text: itself, or its typed text parts joined by newlines."""
+    return content if isinstance(content, str) else "\n".join(part["text"] for part in content)
+
+
+_PROBE = "softprompt-typed-part-probe"
+
+
+def renders_typed_parts(tokenizer) -> bool:
+    """Whether the tokenizer's chat template renders typed content parts (Gemma-3's does; SmolLM2's
+    would print the list's repr): a one-part probe, remembered per tokenizer."""
+    known = getattr(tokenizer, "_softprompt_typed_parts", None)
+    if known is None:
+        try:
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": [{"type": "text", "text": _PROBE}]}], tokenize=False,
+                add_generation_prompt=True)
+            known = _PROBE in text and "'type'" not in text and '"type"' not in text
+        except Exception:  # a template that fails on lists (jinja errors of every kind) renders no parts
+            known = False
+        tokenizer._softprompt_typed_parts = known
+    return known
+
+
+def check_messages(messages, where: str = "a chat prompt") -> list[dict]:
+    """``messages`` if it is a conversation (TRL's conversational format): a non-empty list of
+    ``{"role": str, "content": str | [{"type": "text", "text": str}, ...]}``; else a ConfigError
+    saying what is wrong."""
+    def bad(why: str):
+        raise ConfigError(f"{where}: {why}; expected a string or a list of {{'role': ..., 'content': ...}} messages "
+                          f"(content a string or [{{'type': 'text', 'text': ...}}] parts); got {str(messages)[:80]!r}")
+
+    if not isinstance(messages, list) or not messages:
+        bad("not a non-empty list")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            bad(f"message {i} has no 'role' string")
+        content = m.get("content")
+        if isinstance(content, list):
+            for part in content:
+                if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                    bad(f"message {i} has a content part that is not {{'type': 'text', 'text': str}} (only text "
+                        "parts are supported)")
+        elif not isinstance(content, str):
+            bad(f"message {i} has no 'content' string or list of parts")
+    return messages
 
 
 def _messages(prompt) -> list[dict]:
     if isinstance(prompt, str):
         return [{"role": "user", "content": prompt}]
-    ok = isinstance(prompt, list) and prompt and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt)
-    if not ok:
-        raise ConfigError(f"a chat prompt is a string or a list of {{'role': ..., 'content': ...}} messages; "
-                          f"got {str(prompt)[:80]!r}")
-    return prompt
+    return check_messages(prompt)
 
 
 def _warpers(temperature: float, top_k: int, top_p: float):

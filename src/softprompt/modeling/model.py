@@ -32,7 +32,7 @@ from .backbones import (
 )
 from .backbones import untouched as untouched_backbone
 from .families import check_positions, check_prefix_window, sliding_window
-from .generation import generate, policy_entropy, policy_logprobs
+from .generation import check_messages, generate, parts_text, policy_entropy, policy_logprobs
 from .placement import insert_virtual, position_ids
 from .precision import autocast, backbone_dtype
 
@@ -501,12 +501,17 @@ class SoftPromptModel(nn.Module):
         """One chat turn (hardPrompt2softPrompt's ``generate_response``): the reply and the updated history.
 
         ``conversation_history`` is a list of ``{"role": "user"|"assistant"|"system", "content": str}``
-        messages; the question is appended as a user message, rendered with the backbone's chat
+        messages (TRL's conversational format; content may be typed text parts,
+        ``[{"type": "text", "text": ...}]``, as Gemma-3 templates use); the question is appended as a user message, rendered with the backbone's chat
         template, answered (sampled at ``temperature``; 0 = greedy), and the history comes back
         with the question and the answer appended. The input list is not modified.
         """
-        if not isinstance(asked_question, str) or not asked_question.strip():
-            raise ConfigError("generate_response: asked_question must be a non-empty string")
+        if isinstance(asked_question, list):  # typed parts: [{"type": "text", "text": ...}]
+            check_messages([{"role": "user", "content": asked_question}], "generate_response: asked_question")
+        if not isinstance(asked_question, (str, list)) or not parts_text(asked_question).strip():
+            raise ConfigError("generate_response: asked_question must be a non-empty string (or text parts)")
+        if conversation_history:
+            check_messages(conversation_history, "generate_response: conversation_history")
         messages = [*(conversation_history or []), {"role": "user", "content": asked_question}]
         out = self.generate([messages], chat=True, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
                             temperature=temperature if temperature > 0 else 1.0, **kwargs)

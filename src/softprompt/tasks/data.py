@@ -30,6 +30,12 @@ class Example:
     extra: dict = field(default_factory=dict)  # the row's other columns (ids, genre, source, ...)
 
 
+def generation_input(example):
+    """What the policy continues for ``example``: its conversation (``extra["messages"]``, from a
+    prompt file in TRL's conversational format) when it has one, else its text."""
+    return example.extra.get("messages") or example.text
+
+
 def example_field(example, name: str):
     """The value of field ``name`` of an Example (an attribute, else a column in ``extra``) or of a
     dict; None when it has none."""

@@ -27,6 +27,7 @@ from pathlib import Path
 from ..config.fields import hfield
 from ..config.registry import Registry
 from ..errors import ConfigError, DataError
+from ..modeling.generation import check_messages, parts_text
 from .base import get_task
 from .data import Example, detokenize
 from .files import get_text, read_json_lines, read_rows, read_text, table_records
@@ -45,7 +46,10 @@ class PromptsSection:
     dataset: str | None = hfield(None, "review_openings, sentence_splits: a Hugging Face dataset id or a "
                                        "save_to_disk folder instead of a GLUE folder")
     dataset_config: str | None = hfield(None, "the dataset's config (for nyu-mll/glue: the task by default)")
-    file: str | None = hfield(None, "file: .txt (a prompt per line), .jsonl or .csv")
+    file: str | None = hfield(None, "file: .txt (a prompt per line), .jsonl or .csv; a .jsonl prompt may be a "
+                                    "conversation in TRL's format (a list of role/content messages, content text or "
+                                    "[{type: text, text: ...}] parts; or a 'messages' field), which needs "
+                                    "generation.chat=true")
     eval_file: str | None = hfield(None, "file: held-out prompts (default: the last num_eval of 'file')")
     column: str = hfield("prompt", "file: the column holding the prompt (.jsonl/.csv)")
     items: list[str] = hfield([], "list: the training prompts")
@@ -297,5 +301,36 @@ def read_prompt_file(path: Path, column: str = "prompt") -> list[Example]:
         records = table_records(path, rows[1:], rows[0][1], [column], "comma" if sep == "," else "tab")
     else:
         raise DataError(f"prompt file {path}: expected a .txt, .jsonl, .csv or .tsv file")
+    if path.suffix == ".jsonl" and any(isinstance(r.get(column), list) or (column not in r and "messages" in r)
+                                       for _, r in records):
+        return [conversation_example(path, line, r, column, i) for i, (line, r) in enumerate(records)]
     return [Example(text=get_text(path, line, r, column), index=i, extra={k: v for k, v in r.items() if k != column})
             for i, (line, r) in enumerate(records)]
+
+
+def conversation_example(path: Path, line: int, record: dict, column: str, index: int) -> Example:
+    """A prompt in TRL's conversational format: ``column`` (or ``messages``) holds a list of
+    role/content messages (content text, or typed text parts). The policy continues the
+    conversation (``extra["messages"]``; ``generation.chat`` must be on); the example's text, which
+    rewards see as the prompt, is the last user message. Trailing assistant turns of a ``messages``
+    record are its reference response (``extra["reference"]``), not part of the prompt. A plain
+    string among them is one user message."""
+    key = column if column in record else "messages"
+    if key not in record:
+        raise DataError(f"{path}:{line}: no {column!r} (or 'messages') field; found {sorted(record)}")
+    value = record[key]
+    if isinstance(value, str) and value.strip():  # a plain prompt among conversations: one user turn
+        value = [{"role": "user", "content": value}]
+    try:
+        messages = check_messages(value, where=f"{path}:{line}: {key!r}")
+    except ConfigError as e:
+        raise DataError(str(e)) from None
+    extra = {k: v for k, v in record.items() if k != key}
+    if key == "messages":
+        while messages and messages[-1]["role"] == "assistant":
+            extra.setdefault("reference", parts_text(messages[-1]["content"]))
+            messages = messages[:-1]
+    users = [m for m in messages if m["role"] == "user"]
+    if not users:
+        raise DataError(f"{path}:{line}: {key!r} has no user message to answer")
+    return Example(text=parts_text(users[-1]["content"]).strip(), index=index, extra={**extra, "messages": messages})

@@ -149,6 +149,9 @@ def build_rl(config, rewards=None, backbone=None, device=None):
     read: dict = {}
     train, evaluation = load_prompts(config.prompts, config.seed, tokenizer, read)  # bad prompts fail before the model
     backbone = loaded[0]
+    if not config.generation.chat and any("messages" in e.extra for e in train + evaluation):
+        raise ConfigError(f"prompts from {config.prompts.file or config.prompts.source!r} are conversations (lists "
+                          "of messages): set generation.chat=true so the chat template renders them")
     if method.reference_responses is not None:
         for e in train:  # MLE on reference responses needs one per training prompt
             reference_response(e, method.reference_responses, config.prompts.file or config.prompts.source)

@@ -26,6 +26,7 @@ from ..modeling.backbones import keep_base_weights, untouched
 from ..modeling.generation import GenerationConfig, GenerationOutput
 from ..modeling.lockstep import in_lockstep
 from ..modeling.model import SoftPromptModel
+from ..tasks.data import generation_input
 
 
 class Policy(nn.Module):
@@ -295,7 +296,7 @@ def make_rollout(policy: Policy, examples: list, gen_config: GenerationConfig, r
     was_training = policy.training
     policy.eval()
     try:
-        gen = policy.model.generate([e.text for e in examples], gen_config, condition=condition)
+        gen = policy.model.generate([generation_input(e) for e in examples], gen_config, condition=condition)
         temperature = gen_config.temperature if gen_config.do_sample else 1.0
         truncation = {"top_k": gen_config.top_k, "top_p": gen_config.top_p} if gen_config.do_sample else {}
         cond = condition.repeat_interleave(gen.group_size, 0) if condition is not None else None

@@ -11,6 +11,7 @@ from ...modeling.scoring import completion_nll
 from ...runs.reports import plot_curves, samples_table
 from ...storage import write_json
 from ...tasks.conditions import conditioner_for
+from ...tasks.data import generation_input
 from ..rollout import RLInputs, make_rollout, score
 
 
@@ -63,7 +64,7 @@ class RLWork:
         cfg = self.config.generation.to_generation_config(group_size=self.config.generation.eval_samples,
                                                           seed=self.config.seed)
         condition = self.condition(examples) if policy.model.adapter is not None else None
-        gen = policy.model.generate([e.text for e in examples], cfg, condition=condition)
+        gen = policy.model.generate([generation_input(e) for e in examples], cfg, condition=condition)
         policy.train(was_training)
         expanded_prompts, expanded, total, parts = score(self.rewards, examples, gen)
         finite = torch.isfinite(total)
