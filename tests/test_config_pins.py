@@ -20,10 +20,7 @@ ADDED: dict[str, dict[str, object]] = {
     "*": {"model.dtype": "float32",  # issue 19: the backbone's precision; fp32 as every config ran before
           "generation.chat_template_kwargs": {},  # nothing extra reaches a chat template, as before
           # a task's (and the prompt sources') data from a datasets dataset; None: not used, as before
-          "task.dataset": None, "task.dataset_config": None, "prompts.dataset": None, "prompts.dataset_config": None,
-          # issue 22: step checkpoints off, TensorBoard only, the default project: as before
-          "train.save_steps": 0, "train.save_total_limit": None, "train.report_to": ["tensorboard"],
-          "train.project": None},
+          "task.dataset": None, "task.dataset_config": None, "prompts.dataset": None, "prompts.dataset_config": None,},
     "ppo": {"method.epsilon_high": None},  # PPO's clip takes GRPO's upper bound too; None: symmetric, as before
     "ppo_single_step": {"method.epsilon_high": None},
 }

@@ -205,7 +205,7 @@ def eval_gen_run(run: str, prompts: str | None = None, n: int = 10, ks: str = "1
     sample, measure, and write ``metrics.json`` and ``generations.jsonl`` to ``out``."""
     path = resolve_run_path(run)
     config = RunFolder(path).read_config()
-    if not config.is_rl:
+    if not config.is_generative:
         raise SoftPromptError(f"{path}: eval-gen samples text; this run trained {config.method_name!r} "
                               "(not a generation method)")
     ks_list = parse_ks(ks, n)  # k > n fails before any model loads

@@ -210,7 +210,7 @@ class ExperimentConfig:
     adapter: AdapterConfig = field(default_factory=PromptTuningConfig, metadata={
         "help": "adapter.type (prompt_tuning, prefix_tuning, conditional_prompt, lora) and its options"})
     method: Method = field(default_factory=MLEMethod, metadata={
-        "help": "method.name (mle, ptcprl, grpo, ppo, ppo_single_step, polychromic, reward_pairwise) and its options"})
+        "help": "method.name (mle, ptcprl, grpo, ppo, ppo_single_step, polychromic, sft, reward_pairwise) and its options"})
     prompts: PromptsSection = field(default_factory=PromptsSection)
     preferences: PreferencesSection = field(default_factory=PreferencesSection)
     generation: GenerationSection = field(default_factory=GenerationSection)
@@ -246,14 +246,19 @@ class ExperimentConfig:
         return self.method.kind == "rl"
 
     @property
+    def is_generative(self) -> bool:
+        """The run trains a generation adapter on prompts (RL or SFT): eval-gen samples from it."""
+        return self.method.kind in ("rl", "sft")
+
+    @property
     def is_preference(self) -> bool:
         return self.method.kind == "preference"
 
     @property
     def dataset_name(self) -> str:
-        """The run folder's <dataset> part: the task, the prompt source of an RL run, or the
-        preference file (``<task>_pairs`` for pairs built from a task)."""
-        if self.is_rl:
+        """The run folder's <dataset> part: the task, the prompt source of an RL or SFT run, or
+        the preference file (``<task>_pairs`` for pairs built from a task)."""
+        if self.is_generative:
             return self.prompts.source
         if self.is_preference:
             p = self.preferences

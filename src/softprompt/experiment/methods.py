@@ -3,6 +3,7 @@
 A method is only configuration: its objectives are registered components and the trainer is
 the same for all. Classification methods (``mle``, ``ptcprl``) train on labelled examples;
 RL methods (``grpo``, ``ppo``, ``ppo_single_step``, ``polychromic``) train on prompts, with rewards;
+``sft`` trains a generation adapter on prompts with responses (or conversations);
 ``reward_pairwise`` trains a comparative reward model on preference pairs.
 """
 
@@ -23,6 +24,7 @@ from ..objectives.mle import MLEConfig
 from ..objectives.pairwise import PairwiseConfig
 from ..objectives.polychromic import PolychromicConfig, ResponseMLEConfig
 from ..objectives.ppo import PPOConfig, SingleStepPPOConfig
+from ..objectives.sft import SFTConfig
 
 METHODS: Registry[type] = Registry("method")
 
@@ -33,7 +35,7 @@ class Method:
     the kind of data it trains on, the objectives it runs in which phases, and its capabilities."""
 
     name: ClassVar[str] = ""
-    kind: ClassVar[str] = "classification"  # classification | preference | rl
+    kind: ClassVar[str] = "classification"  # classification | preference | rl | sft
     value_head: ClassVar[bool] = False  # the policy carries a scalar value head (PPO)
 
     def config_tag(self) -> tuple[str, str]:
@@ -248,6 +250,28 @@ class PolychromicMethod(PolychromicConfig, RLMethod):
     def schedule(self) -> Schedule:
         weights = {"polychromic": 1.0, **({"response_mle": self.mle_weight} if self.mle_weight > 0 else {})}
         return Schedule([Phase(weights)])
+
+
+@register("sft")
+@dataclass
+class SFTMethod(Method):
+    """Supervised fine-tuning of a generation adapter on responses (TRL's SFT): cross-entropy on the
+    response tokens given the prompt; for a conversation (generation.chat), on its assistant turns
+    only. Data: the prompt sources' examples (prompts.*) with a response field, or TRL 'messages'."""
+
+    kind: ClassVar[str] = "sft"
+    response_field: str = hfield("response", "the examples' field holding the response to learn (a prompt file's "
+                                             "column; 'answer' for the capitals source); a 'messages' record "
+                                             "brings its own assistant turns")
+    max_completion_tokens: int = hfield(256, "completions (response, or the conversation from the first assistant "
+                                             "turn on) longer than this are cut at the end, counted in data.json",
+                                        ge=1)
+
+    def objectives(self) -> dict[str, object]:
+        return {"sft": SFTConfig()}
+
+    def schedule(self) -> Schedule:
+        return Schedule([Phase({"sft": 1.0})])
 
 
 @register("reward_pairwise")

@@ -200,16 +200,17 @@ def check_chat_template(tokenizer, chat: bool, model: str = "the model") -> None
                           f"or use an instruct model")
 
 
-def apply_chat_template(tokenizer, messages: list[dict], template_kwargs: dict | None = None) -> str:
+def apply_chat_template(tokenizer, messages: list[dict], template_kwargs: dict | None = None,
+                        add_generation_prompt: bool = True) -> str:
     """The text of ``messages`` under the tokenizer's chat template, ready for the assistant's turn;
-    ``template_kwargs`` reach the template as variables (``enable_thinking: false`` for Qwen3).
-    Content given as typed parts (``[{"type": "text", "text": ...}]``) reaches a template that
+    ``template_kwargs`` reach the template as variables (``enable_thinking: false`` for Qwen3);
+    ``add_generation_prompt`` False renders the conversation as it is (SFT). Content given as typed parts (``[{"type": "text", "text": ...}]``) reaches a template that
     renders parts (Gemma-3's) as it is, and any other template as the parts' text joined by newlines."""
     check_chat_template(tokenizer, True)
     messages = check_messages(messages)
     if any(isinstance(m["content"], list) for m in messages) and not renders_typed_parts(tokenizer):
         messages = [{**m, "content": parts_text(m["content"])} for m in messages]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
                                          **dict(template_kwargs or {}))
 
 

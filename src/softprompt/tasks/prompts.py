@@ -313,7 +313,8 @@ def conversation_example(path: Path, line: int, record: dict, column: str, index
     role/content messages (content text, or typed text parts). The policy continues the
     conversation (``extra["messages"]``; ``generation.chat`` must be on); the example's text, which
     rewards see as the prompt, is the last user message. Trailing assistant turns of a ``messages``
-    record are its reference response (``extra["reference"]``), not part of the prompt. A plain
+    record are its reference response (``extra["reference"]``), not part of the prompt; the whole
+    conversation is ``extra["conversation"]`` (SFT trains on its assistant turns). A plain
     string among them is one user message."""
     key = column if column in record else "messages"
     if key not in record:
@@ -326,6 +327,8 @@ def conversation_example(path: Path, line: int, record: dict, column: str, index
     except ConfigError as e:
         raise DataError(str(e)) from None
     extra = {k: v for k, v in record.items() if k != key}
+    if key == "messages" and any(m["role"] == "assistant" for m in messages):
+        extra["conversation"] = messages  # the whole of it, assistant turns too: what SFT learns
     if key == "messages":
         while messages and messages[-1]["role"] == "assistant":
             extra.setdefault("reference", parts_text(messages[-1]["content"]))

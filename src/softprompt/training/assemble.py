@@ -17,6 +17,7 @@ from ..errors import ConfigError, SoftPromptError
 from ..modeling.backbones import unfreeze_top_layers
 from ..modeling.generation import check_chat_template
 from ..modeling.model import SoftPromptModel
+from ..modeling.sft_data import conversation_of, response_of
 from ..objectives.polychromic import reference_response
 from ..rewards import RewardContext, RewardSet
 from ..rewards.base import make_part
@@ -39,7 +40,7 @@ from .distributed import SHARDED, check_shardable
 from .preflight import check_models
 from .rollout import Policy, Reference
 from .trainer import Data, Trainer, strategy_of
-from .workloads import ClassificationWork, PreferenceWork, RLWork, count_overlong
+from .workloads import ClassificationWork, PreferenceWork, RLWork, SFTWork, count_overlong
 
 
 def seed_everything(seed: int) -> None:
@@ -183,6 +184,38 @@ def build_rl(config, rewards=None, backbone=None, device=None):
     return work, Data(train, evaluation)
 
 
+def build_sft(config, backbone=None, device=None):
+    """(SFTWork, Data) for ``method.name=sft``: the prompt sources' examples with their responses
+    (checked before the model loads), a causal LM with the adapter."""
+    method = config.method
+    loaded = [backbone]
+
+    def tokenizer():
+        loaded[0] = loaded[0] or config_backbone(config, device)
+        return loaded[0].tokenizer
+    read: dict = {}
+    train, evaluation = load_prompts(config.prompts, config.seed, tokenizer, read)
+    where = config.prompts.file or config.prompts.source
+    if not config.generation.chat and any("messages" in e.extra for e in train + evaluation):
+        raise ConfigError(f"prompts from {where!r} are conversations (lists of messages): set generation.chat=true "
+                          "so the chat template renders them")
+    check = conversation_of if config.generation.chat else response_of
+    for e in train + evaluation:  # every example has something to learn, before the model loads
+        check(e, method.response_field)
+    if config.adapter.adapter_type == "conditional_prompt":
+        raise ConfigError("method.name=sft trains prompt_tuning, prefix_tuning or lora; a conditional prompt needs "
+                          "each example's condition, which SFT does not read yet")
+    backbone = loaded[0] or config_backbone(config, device)
+    if not backbone.is_causal:
+        raise ConfigError(f"method sft needs a causal LM; {config.model.name!r} is an encoder")
+    check_chat_template(backbone.tokenizer, config.generation.chat, config.model.name)
+    work = SFTWork(config, Policy(adapter_model(config, backbone)),
+                   {"train_prompts": len(train), "eval_prompts": len(evaluation), **read,
+                    **held_out_info(train, evaluation, where)})
+    work.count_truncated(train, evaluation)
+    return work, Data(train, evaluation)
+
+
 def make_trainer(config, resume: str | Path | None = None, progress: bool = True, rewards=None) -> Trainer:
     """The trainer for ``config`` (its run folder created, or ``resume``d). ``rewards``: Python
     reward functions for an RL method instead of ``config.rewards``."""
@@ -193,6 +226,8 @@ def make_trainer(config, resume: str | Path | None = None, progress: bool = True
     device = state.device  # this process's GPU, or the CPU: every model of the run is loaded there
     if config.is_rl:
         work, data = build_rl(config, rewards=rewards, device=device)
+    elif config.method.kind == "sft":
+        work, data = build_sft(config, device=device)
     elif config.is_preference:
         data, info = load_preference_data(config)  # bad files fail here, before any folder exists
         model = adapter_model(config, config_backbone(config, device))

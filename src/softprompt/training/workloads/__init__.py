@@ -1,5 +1,5 @@
 """What the one trainer trains on: labelled examples (classification), preference pairs
-(reward models) or prompts (RL).
+(reward models), prompts (RL) or prompts with responses (SFT).
 
 A workload turns a batch of examples into the objectives' inputs, evaluates, and writes its
 reports. The trainer's loop (optimizer, schedule, checkpoints, early stopping) is the same.
@@ -11,5 +11,6 @@ from .base import count_overlong
 from .classification import ClassificationWork
 from .preference import PreferenceWork
 from .rl import RLWork
+from .sft import SFTWork
 
-__all__ = ["ClassificationWork", "PreferenceWork", "RLWork", "count_overlong"]
+__all__ = ["ClassificationWork", "PreferenceWork", "RLWork", "SFTWork", "count_overlong"]
