@@ -110,7 +110,7 @@ class GenerationSection:
 
 @dataclass
 class PreferencesSection:
-    file: str | None = hfield(None, "reward_pairwise: preference file (.xlsx, .csv, .jsonl) in the seed's layout "
+    file: str | None = hfield(None, "reward_pairwise, dpo: preference file (.xlsx, .csv, .jsonl) in the seed's layout "
                                     "(context_messages, policy_response, reference_response, human_eval) "
                                     "or prompt/chosen/rejected")
     eval_file: str | None = hfield(None, "held-out preference file (default: eval_ratio of 'file')")
@@ -210,7 +210,7 @@ class ExperimentConfig:
     adapter: AdapterConfig = field(default_factory=PromptTuningConfig, metadata={
         "help": "adapter.type (prompt_tuning, prefix_tuning, conditional_prompt, lora) and its options"})
     method: Method = field(default_factory=MLEMethod, metadata={
-        "help": "method.name (mle, ptcprl, grpo, ppo, ppo_single_step, polychromic, sft, reward_pairwise) and its options"})
+        "help": "method.name (mle, ptcprl, grpo, ppo, ppo_single_step, polychromic, sft, dpo, reward_pairwise) and its options"})
     prompts: PromptsSection = field(default_factory=PromptsSection)
     preferences: PreferencesSection = field(default_factory=PreferencesSection)
     generation: GenerationSection = field(default_factory=GenerationSection)
@@ -247,8 +247,8 @@ class ExperimentConfig:
 
     @property
     def is_generative(self) -> bool:
-        """The run trains a generation adapter on prompts (RL or SFT): eval-gen samples from it."""
-        return self.method.kind in ("rl", "sft")
+        """The run trains a generation adapter (RL, SFT, DPO): eval-gen samples from it."""
+        return self.method.kind in ("rl", "sft", "dpo")
 
     @property
     def is_preference(self) -> bool:
@@ -258,11 +258,11 @@ class ExperimentConfig:
     def dataset_name(self) -> str:
         """The run folder's <dataset> part: the task, the prompt source of an RL or SFT run, or
         the preference file (``<task>_pairs`` for pairs built from a task)."""
-        if self.is_generative:
-            return self.prompts.source
-        if self.is_preference:
+        if self.is_preference or self.method.kind == "dpo":
             p = self.preferences
             return Path(p.file).stem if p.file else f"{p.from_task}_pairs"
+        if self.is_generative:
+            return self.prompts.source
         return self.task.name
 
     def adapter_config(self) -> AdapterConfig:

@@ -3,14 +3,15 @@
 A method is only configuration: its objectives are registered components and the trainer is
 the same for all. Classification methods (``mle``, ``ptcprl``) train on labelled examples;
 RL methods (``grpo``, ``ppo``, ``ppo_single_step``, ``polychromic``) train on prompts, with rewards;
-``sft`` trains a generation adapter on prompts with responses (or conversations);
+``sft`` trains a generation adapter on prompts with responses (or conversations), ``dpo`` on
+preference pairs;
 ``reward_pairwise`` trains a comparative reward model on preference pairs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from ..config import build
 from ..config.fields import hfield
@@ -18,6 +19,7 @@ from ..config.registry import Registry
 from ..errors import ConfigError
 from ..objectives import Phase, Schedule
 from ..objectives.contrastive import ContrastiveConfig
+from ..objectives.dpo import DPOConfig
 from ..objectives.grpo import GRPOConfig
 from ..objectives.label_reinforce import LabelReinforceConfig
 from ..objectives.mle import MLEConfig
@@ -35,7 +37,7 @@ class Method:
     the kind of data it trains on, the objectives it runs in which phases, and its capabilities."""
 
     name: ClassVar[str] = ""
-    kind: ClassVar[str] = "classification"  # classification | preference | rl | sft
+    kind: ClassVar[str] = "classification"  # classification | preference | rl | sft | dpo
     value_head: ClassVar[bool] = False  # the policy carries a scalar value head (PPO)
 
     def config_tag(self) -> tuple[str, str]:
@@ -272,6 +274,28 @@ class SFTMethod(Method):
 
     def schedule(self) -> Schedule:
         return Schedule([Phase({"sft": 1.0})])
+
+
+@register("dpo")
+@dataclass
+class DPOMethod(DPOConfig, Method):
+    """DPO on preference pairs (preferences.*: the seed's table or prompt/chosen/rejected): the
+    responses' log-probs under the adapter against the reference's, computed once per pair."""
+
+    kind: ClassVar[str] = "dpo"
+    reference: Literal["none", "initial_prompt"] = hfield(
+        "none", "dpo: the reference model: the backbone without the adapter (none; LoRA's layers off), or with the "
+                "adapter as it started (initial_prompt)")
+    empty_context_prompt: str | None = hfield(
+        None, "dpo: the prompt of pairs without a context (pairs built from a task have none), e.g. 'What did you "
+              "think of the film?'; unset: such pairs are refused")
+    max_completion_tokens: int = hfield(256, "dpo: responses longer than this are cut at the end", ge=1)
+
+    def objectives(self) -> dict[str, object]:
+        return {"dpo": DPOConfig(beta=self.beta, loss_type=self.loss_type, label_smoothing=self.label_smoothing)}
+
+    def schedule(self) -> Schedule:
+        return Schedule([Phase({"dpo": 1.0})])
 
 
 @register("reward_pairwise")

@@ -40,7 +40,7 @@ from .distributed import SHARDED, check_shardable
 from .preflight import check_models
 from .rollout import Policy, Reference
 from .trainer import Data, Trainer, strategy_of
-from .workloads import ClassificationWork, PreferenceWork, RLWork, SFTWork, count_overlong
+from .workloads import ClassificationWork, DPOWork, PreferenceWork, RLWork, SFTWork, count_overlong
 
 
 def seed_everything(seed: int) -> None:
@@ -216,6 +216,28 @@ def build_sft(config, backbone=None, device=None):
     return work, Data(train, evaluation)
 
 
+def build_dpo(config, backbone=None, device=None):
+    """(DPOWork, Data of PreferencePair) for ``method.name=dpo``: the pairs (checked before the model
+    loads), a causal LM with the adapter, and the reference (the model without the adapter, or the
+    adapter as it started)."""
+    data, info = load_preference_data(config)
+    prompt = config.method.empty_context_prompt
+    empty = next((p for p in data.train + data.eval if not p.context), None)
+    if empty is not None and not prompt:
+        raise ConfigError(f"preference pair {empty.index} (line {empty.line}) has no context (prompt); pairs built "
+                          "from a task have none: set method.empty_context_prompt, e.g. 'What did you think of the "
+                          "film?'")
+    if config.adapter.adapter_type == "conditional_prompt":
+        raise ConfigError("method.name=dpo trains prompt_tuning, prefix_tuning or lora; not a conditional prompt")
+    backbone = backbone or config_backbone(config, device)
+    if not backbone.is_causal:
+        raise ConfigError(f"method dpo needs a causal LM; {config.model.name!r} is an encoder")
+    check_chat_template(backbone.tokenizer, config.generation.chat, config.model.name)
+    policy = Policy(adapter_model(config, backbone))
+    work = DPOWork(config, policy, Reference(policy, config.method.reference), info)
+    return work, data
+
+
 def make_trainer(config, resume: str | Path | None = None, progress: bool = True, rewards=None) -> Trainer:
     """The trainer for ``config`` (its run folder created, or ``resume``d). ``rewards``: Python
     reward functions for an RL method instead of ``config.rewards``."""
@@ -228,6 +250,8 @@ def make_trainer(config, resume: str | Path | None = None, progress: bool = True
         work, data = build_rl(config, rewards=rewards, device=device)
     elif config.method.kind == "sft":
         work, data = build_sft(config, device=device)
+    elif config.method.kind == "dpo":
+        work, data = build_dpo(config, device=device)
     elif config.is_preference:
         data, info = load_preference_data(config)  # bad files fail here, before any folder exists
         model = adapter_model(config, config_backbone(config, device))

@@ -253,6 +253,11 @@ class Reference:
                                    f"(expected {sorted(own)[:3]} with their shapes, found {sorted(tensors)[:3]})")
         self.initial = {k: t.to(device=own[k].device, dtype=own[k].dtype) for k, t in tensors.items()}
 
+    def active(self):
+        """A context in which the policy's model computes as the reference (the adapter at its
+        initial weights, or no adapter), for log-probs outside a rollout (DPO's)."""
+        return self._swapped()
+
     @contextlib.contextmanager
     def _swapped(self):
         model = self.policy.model
