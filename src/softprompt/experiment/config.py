@@ -121,6 +121,7 @@ class PreferencesSection:
     positive_label: int = hfield(1, "from_task: the class whose texts are chosen", ge=0)
     min_words: int = hfield(4, "from_task: shortest text used, in words", ge=1)
     max_train_pairs: int | None = hfield(None, "use at most this many training pairs", ge=1)
+    max_eval_pairs: int | None = hfield(None, "evaluate on at most this many held-out pairs", ge=1)
     max_length: int = hfield(256, "truncate 'context [SEP] response' to this many tokens (the context's start goes)", ge=1)
 
     def __post_init__(self):

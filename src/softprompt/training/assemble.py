@@ -109,6 +109,8 @@ def load_preference_data(config) -> tuple[Data, dict]:
                           "file) or preferences.from_task (e.g. sst2)")
     if p.max_train_pairs:
         train = train[:p.max_train_pairs]
+    if p.max_eval_pairs:
+        evaluation = evaluation[:p.max_eval_pairs]
     info.update({"train_pairs": len(train), "eval_pairs": len(evaluation)})
     return Data(train, evaluation), info
 
