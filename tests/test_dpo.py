@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import save_backbone, tiny_llama
 
-from softprompt import PromptTuningConfig, SoftPromptModel
+from softprompt import SoftPromptModel
 from softprompt.errors import ConfigError
 from softprompt.experiment import from_dict
 from softprompt.objectives.dpo import DPOConfig, dpo_loss

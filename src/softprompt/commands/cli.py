@@ -20,7 +20,7 @@ from .configs import format_list, list_configs, show_config
 from .convert_weights import convert_weights
 from .eval_gen import eval_gen_run
 from .evaluate import evaluate_tasks
-from .export import add_export
+from .export import add_export, add_push
 from .stages import Pipeline, load_source
 from .sweep import sweep
 
@@ -387,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_convert(sub)
     add_export(sub)
+    add_push(sub)
     _add_configs(sub)
     _add_reference(sub)
     return parser

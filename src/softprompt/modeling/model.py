@@ -25,6 +25,7 @@ from ..errors import AdapterLoadError, ConfigError
 from ..hf_compat import cache_kwarg, cache_name, output_cache
 from .backbones import (
     Backbone,
+    is_hub_id,
     layer_params,
     load_backbone,
     load_layer_weights,
@@ -33,6 +34,7 @@ from .backbones import (
 from .backbones import untouched as untouched_backbone
 from .families import check_positions, check_prefix_window, sliding_window
 from .generation import check_messages, generate, parts_text, policy_entropy, policy_logprobs
+from .hub import HUB, hub_snapshot, prepare_upload, push_folder, split_revision
 from .placement import insert_virtual, position_ids
 from .precision import autocast, backbone_dtype
 
@@ -54,8 +56,18 @@ def packaged_runs() -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.joinpath("softprompt_adapter.json").is_file())
 
 
-def resolve_run_path(path: str | Path) -> Path:
-    """``packaged:NAME`` (an adapter shipped inside softprompt, e.g. the SST-2 judge) or a path."""
+def resolve_run_path(path: str | Path, revision: str | None = None) -> Path:
+    """``packaged:NAME`` (an adapter shipped inside softprompt, e.g. the SST-2 judge),
+    ``hub:user/repo[@revision]`` (a Hub repo, through the Hugging Face cache: ``modeling/hub.py``),
+    a plain ``user/repo`` that is no local path (the same), or a path."""
+    if isinstance(path, str) and path.startswith(HUB):
+        return hub_snapshot(path[len(HUB):], revision)
+    if isinstance(path, str) and not Path(path).exists() and path.count("/") == 1 and \
+            is_hub_id(split_revision(path)[0]) and not path.startswith((".", "/")):
+        try:
+            return hub_snapshot(path, revision)
+        except AdapterLoadError as e:
+            raise AdapterLoadError(f"{path} is no local folder; as a Hub repo: {e}") from None
     if isinstance(path, str) and path.startswith(PACKAGED):
         from importlib import resources
 
@@ -66,9 +78,10 @@ def resolve_run_path(path: str | Path) -> Path:
     return Path(path)
 
 
-def resolve_adapter_dir(path: str | Path) -> Path:
-    """An adapter directory, or a run folder whose best (else last) checkpoint holds one."""
-    path = resolve_run_path(path)
+def resolve_adapter_dir(path: str | Path, revision: str | None = None) -> Path:
+    """An adapter directory, or a run folder whose best (else last) checkpoint holds one (local, or
+    on the Hub: see :func:`resolve_run_path`)."""
+    path = resolve_run_path(path, revision)
     for candidate in (path, path / "checkpoints" / "best", path / "checkpoints" / "last"):
         if (candidate / "softprompt_adapter.json").exists():
             return candidate
@@ -131,13 +144,16 @@ class SoftPromptModel(nn.Module):
         return cls(backbone, build_adapter(config, backbone) if config is not None else None)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, backbone: Backbone | str | None = None, **load_kw) -> SoftPromptModel:
-        """Load an adapter directory or a run folder; the backbone recorded in it unless one is given.
+    def from_pretrained(cls, path: str | Path, backbone: Backbone | str | None = None, revision: str | None = None,
+                        **load_kw) -> SoftPromptModel:
+        """Load an adapter directory or a run folder, or a Hub repo (``"user/repo"``,
+        ``"hub:user/repo@rev"``, or ``revision=``: through the Hugging Face cache, ``HF_HUB_OFFLINE``
+        honoured); the backbone recorded in it unless one is given.
 
         Transformer blocks trained with the adapter (``num_layers_unfrozen``) are copied into the
         backbone, as LoRA changes it in place; :meth:`untouched` still runs the loaded backbone.
         """
-        directory = resolve_adapter_dir(path)
+        directory = resolve_adapter_dir(path, revision)
         meta = read_adapter_meta(directory)
         if backbone is None:
             backbone = meta["backbone"]["spec"]
@@ -146,6 +162,18 @@ class SoftPromptModel(nn.Module):
         model = cls(backbone, load_adapter(directory, backbone))
         load_backbone_layers(directory, backbone)
         return model
+
+    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
+                    revision: str | None = None, commit_message: str = "Upload softprompt adapter") -> str:
+        """Upload the adapter (and the blocks trained with it) to Hub repo ``repo_id`` with a model card
+        (``modeling/hub.py``); created if needed. Returns the commit's URL. For a whole run (its
+        config, metrics and head too): ``softprompt push RUN_DIR REPO_ID``."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = prepare_upload(self.save_pretrained(Path(tmp) / "adapter"), Path(tmp) / "upload", repo_id)
+            return push_folder(folder, repo_id, private=private, token=token, revision=revision,
+                               commit_message=commit_message)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the adapter, and the backbone blocks trained with it if any (see save_adapter_and_blocks)."""
