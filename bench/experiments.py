@@ -27,7 +27,7 @@ PPO = ("softprompt sweep --config-name softprompt_ppo_sentiment --name ppo seed=
 COND = "softprompt sweep --config-name sentiment_steering_conditional --name cond_grpo_lr1e-3 seed=1,2,3"
 PTC_SMOL = ("softprompt sweep --config-name sst2_ptcprl_smollm2 --name {name} {method}seed=1,2,3 "
             "task.max_train_examples=1000 train.eval_every=0")
-PTC_MINI = "softprompt sweep --config-name sst2_ptcprl_minilm --name {name} {method}seed=1,2,3"
+PTC_MINI = "softprompt sweep --config-name sst2_ptcprl_minilm --name {name} {method}seed=1,2,3 train.eval_every=0"
 POLY = ("softprompt sweep --config-name polychromic_capitals --name capitals "
         "method.diversity_weight=0,0.5,1.0 seed=1,2,3 --eval-gen --n 20 --k all --verifier contains")
 
