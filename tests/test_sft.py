@@ -93,3 +93,26 @@ def test_an_sft_run_lowers_the_held_out_loss(tmp_path):
     assert trainer.run.path.parts[-3:] == ("file", "sft", "r")
     data = json.loads((trainer.run.path / "data.json").read_text())
     assert data["train_examples"] == 4 and data["train_truncated"] == 0
+
+
+def test_polychromic_starts_from_an_sft_run_with_init_from(tmp_path):
+    from softprompt.training.assemble import build_rl, make_trainer
+
+    path = tmp_path / "sft.jsonl"
+    path.write_text('{"prompt": "the movie was", "response": "great fun"}\n{"prompt": "i hated it", '
+                    '"response": "so boring"}\n')
+    model_dir = save_backbone(tiny_llama(), tmp_path / "model")
+    common = {"model": str(model_dir), "output_dir": str(tmp_path / "runs"),
+              "adapter": {"type": "prompt_tuning", "num_virtual_tokens": 3, "init": "random", "init_seed": 0},
+              "prompts": {"source": "file", "file": str(path), "eval_file": str(path)}}
+    sft = make_trainer(from_dict({**common, "run_id": "sft", "method": {"name": "sft"},
+                                  "train": {"batch": 2, "epochs": 2, "lr": 0.3, "report_to": "none"}}),
+                       progress=False)
+    sft.fit(progress=False)
+    trained = SoftPromptModel.from_pretrained(str(sft.run.path)).adapter.embeddings
+    poly = {**common, "method": {"name": "polychromic", "num_generations": 4, "set_size": 2}}
+    no_reward = [lambda p, c, e: [0.0] * len(c)]
+    work, _ = build_rl(from_dict({**poly, "init_from": str(sft.run.path)}), rewards=no_reward)
+    fresh, _ = build_rl(from_dict(poly), rewards=no_reward)
+    assert torch.equal(work.module.model.adapter.embeddings, trained)
+    assert (trained - fresh.module.model.adapter.embeddings).abs().max() > 1e-3  # SFT moved it from the init
