@@ -133,6 +133,33 @@ def warn_truncated_sampling(config) -> None:
         "of the set is scored as if still in it, so log-probs stay finite).%s", g.top_k, g.top_p, kl)
 
 
+def generation_prompts(config, backbone=None, device=None) -> tuple[list, list, dict, object]:
+    """(train, eval, where they were read, the backbone if it had to load) of a generation method's
+    prompt source: bad prompts fail before the model loads, unless the source counts tokens;
+    conversations need ``generation.chat``."""
+    loaded = [backbone]
+
+    def tokenizer():  # only for prompt sources that count tokens: loads the backbone early
+        loaded[0] = loaded[0] or config_backbone(config, device)
+        return loaded[0].tokenizer
+    read: dict = {}
+    train, evaluation = load_prompts(config.prompts, config.seed, tokenizer, read)
+    if not config.generation.chat and any("messages" in e.extra for e in train + evaluation):
+        raise ConfigError(f"prompts from {config.prompts.file or config.prompts.source!r} are conversations (lists "
+                          "of messages): set generation.chat=true so the chat template renders them")
+    return train, evaluation, read, loaded[0]
+
+
+def generation_backbone(config, backbone=None, device=None, who: str = "this method"):
+    """``backbone`` (or the config's, loaded), checked to be a causal LM with a chat template when
+    ``generation.chat`` is on; ``who`` names the method in the error."""
+    backbone = backbone or config_backbone(config, device)
+    if not backbone.is_causal:
+        raise ConfigError(f"{who} needs a causal LM; {config.model.name!r} is an encoder")
+    check_chat_template(backbone.tokenizer, config.generation.chat, config.model.name)
+    return backbone
+
+
 def build_rl(config, rewards=None, backbone=None, device=None):
     """(RLWork, Data) for an RL method: policy (+ value head), reference, rewards, judge, prompts.
 
@@ -144,24 +171,11 @@ def build_rl(config, rewards=None, backbone=None, device=None):
     """
     method = config.method
     warn_truncated_sampling(config)
-    loaded = [backbone]
-
-    def tokenizer():  # only for prompt sources that count tokens: loads the backbone early
-        loaded[0] = loaded[0] or config_backbone(config, device)
-        return loaded[0].tokenizer
-    read: dict = {}
-    train, evaluation = load_prompts(config.prompts, config.seed, tokenizer, read)  # bad prompts fail before the model
-    backbone = loaded[0]
-    if not config.generation.chat and any("messages" in e.extra for e in train + evaluation):
-        raise ConfigError(f"prompts from {config.prompts.file or config.prompts.source!r} are conversations (lists "
-                          "of messages): set generation.chat=true so the chat template renders them")
+    train, evaluation, read, backbone = generation_prompts(config, backbone, device)
     if method.reference_responses is not None:
         for e in train:  # MLE on reference responses needs one per training prompt
             reference_response(e, method.reference_responses, config.prompts.file or config.prompts.source)
-    backbone = backbone or config_backbone(config, device)
-    if not backbone.is_causal:
-        raise ConfigError(f"RL method {config.method_name!r} needs a causal LM; {config.model.name!r} is an encoder")
-    check_chat_template(backbone.tokenizer, config.generation.chat, config.model.name)
+    backbone = generation_backbone(config, backbone, device, f"RL method {config.method_name!r}")
     unfrozen = unfreeze_top_layers(backbone.model, method.layers_unfrozen) if method.layers_unfrozen else []
     model = adapter_model(config, backbone)
     policy = Policy(model, value_head=method.value_head, tune_v_head=method.tunes_value_head, unfrozen=unfrozen)
@@ -190,27 +204,15 @@ def build_sft(config, backbone=None, device=None):
     """(SFTWork, Data) for ``method.name=sft``: the prompt sources' examples with their responses
     (checked before the model loads), a causal LM with the adapter."""
     method = config.method
-    loaded = [backbone]
-
-    def tokenizer():
-        loaded[0] = loaded[0] or config_backbone(config, device)
-        return loaded[0].tokenizer
-    read: dict = {}
-    train, evaluation = load_prompts(config.prompts, config.seed, tokenizer, read)
+    train, evaluation, read, backbone = generation_prompts(config, backbone, device)
     where = config.prompts.file or config.prompts.source
-    if not config.generation.chat and any("messages" in e.extra for e in train + evaluation):
-        raise ConfigError(f"prompts from {where!r} are conversations (lists of messages): set generation.chat=true "
-                          "so the chat template renders them")
     check = conversation_of if config.generation.chat else response_of
     for e in train + evaluation:  # every example has something to learn, before the model loads
         check(e, method.response_field)
     if config.adapter.adapter_type == "conditional_prompt":
         raise ConfigError("method.name=sft trains prompt_tuning, prefix_tuning or lora; a conditional prompt needs "
                           "each example's condition, which SFT does not read yet")
-    backbone = loaded[0] or config_backbone(config, device)
-    if not backbone.is_causal:
-        raise ConfigError(f"method sft needs a causal LM; {config.model.name!r} is an encoder")
-    check_chat_template(backbone.tokenizer, config.generation.chat, config.model.name)
+    backbone = generation_backbone(config, backbone, device, "method sft")
     work = SFTWork(config, Policy(adapter_model(config, backbone)),
                    {"train_prompts": len(train), "eval_prompts": len(evaluation), **read,
                     **held_out_info(train, evaluation, where)})
@@ -231,10 +233,7 @@ def build_dpo(config, backbone=None, device=None):
                           "film?'")
     if config.adapter.adapter_type == "conditional_prompt":
         raise ConfigError("method.name=dpo trains prompt_tuning, prefix_tuning or lora; not a conditional prompt")
-    backbone = backbone or config_backbone(config, device)
-    if not backbone.is_causal:
-        raise ConfigError(f"method dpo needs a causal LM; {config.model.name!r} is an encoder")
-    check_chat_template(backbone.tokenizer, config.generation.chat, config.model.name)
+    backbone = generation_backbone(config, backbone, device, "method dpo")
     policy = Policy(adapter_model(config, backbone))
     work = DPOWork(config, policy, Reference(policy, config.method.reference), info)
     return work, data
