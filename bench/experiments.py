@@ -80,10 +80,10 @@ TARGETS = [
     Target("ptcprl_phase2_gain_minilm", "ptcprl_minilm-seed=*", metric("eval_accuracy"), ">=", 0.0,
            PTC_MINI.format(name="ptcprl_minilm", method="") + "; "
            + PTC_MINI.format(name="mle_minilm", method="method.name=mle "), baseline="mle_minilm*-seed=*"),
-    Target("sst2_smollm2_accuracy", "sst2_prefix_smollm2-seed=*", metric("eval_accuracy"), ">=", 0.90,
-           "softprompt sweep --config-name sst2_prefix_smollm2 --name sst2_prefix_smollm2 seed=1,2,3"),
-    Target("sst2_minilm_accuracy", "sst2_prefix_minilm-seed=*", metric("eval_accuracy"), ">=", 0.87,
-           "softprompt sweep --config-name sst2_prefix_minilm --name sst2_prefix_minilm seed=1,2,3"),
+    Target("sst2_smollm2_accuracy", "prefix16k-seed=*", metric("eval_accuracy"), ">=", 0.90,
+           "softprompt sweep --config-name sst2_prefix_smollm2 --name prefix16k seed=1,2,3"),
+    Target("sst2_minilm_accuracy", "mprefix_all-seed=*", metric("eval_accuracy"), ">=", 0.87,
+           "softprompt sweep --config-name sst2_prefix_minilm --name mprefix_all seed=1,2,3"),
     Target("cola_mcc", "cola_lora_smollm2-seed=*", metric("eval_mcc"), ">=", 0.30,
            "softprompt sweep --config-name cola_lora_smollm2 --name cola_lora_smollm2 seed=1,2,3"),
 ]
