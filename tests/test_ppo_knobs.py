@@ -69,7 +69,8 @@ def _rollout(rewards=(1.0, 0.0)):
     return SimpleNamespace(rewards=torch.tensor(rewards), valid=torch.tensor([True, True]), mask=mask,
                            old_logprobs=torch.tensor([[-1.0, -1.0], [-2.0, 0.0]]),
                            ref_logprobs=torch.tensor([[-1.5, -1.0], [-2.5, 0.0]]),
-                           old_values=torch.tensor([[0.5, 0.2], [0.2, 0.0]]), memo={})
+                           old_values=torch.tensor([[0.5, 0.2], [0.2, 0.0]]), memo={},
+                           is_weights=None, sequence_is_weights=None)  # sampled natively: no engine weights
 
 
 def _inputs(ro, step=0, entropy=None):

@@ -116,7 +116,8 @@ def test_single_step_ppo_by_hand():
     ro = SimpleNamespace(rewards=torch.tensor([1.0, 0.0]), valid=torch.tensor([True, True]), mask=mask,
                          old_logprobs=torch.tensor([[-1.0, -1.0], [-2.0, 0.0]]),
                          ref_logprobs=torch.tensor([[-1.5, -1.0], [-2.0, 0.0]]),
-                         old_values=torch.tensor([[0.5, 9.0], [0.2, 9.0]]), memo={})
+                         old_values=torch.tensor([[0.5, 9.0], [0.2, 9.0]]), memo={},
+                         is_weights=None, sequence_is_weights=None)  # sampled natively: no engine weights
     logp = torch.tensor([[-0.8, -1.0], [-2.1, 0.0]], requires_grad=True)
     values = torch.tensor([[0.7, 9.0], [0.1, 9.0]], requires_grad=True)
     inputs = SimpleNamespace(rollout=ro, step=0, logprobs_and_values=lambda: (logp, values))

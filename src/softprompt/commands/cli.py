@@ -258,6 +258,9 @@ def _add_eval_gen(sub) -> None:
     p.add_argument("--max-embed-per-set", type=int, default=None,
                    help="embed a seeded sample of at most this many of each prompt's samples (an unbiased estimate "
                         "of embedding diversity; encoding is the slow part)")
+    p.add_argument("--backend", choices=["native", "vllm"], default=None,
+                   help="what samples: softprompt's generation or a vLLM engine with the soft prompt as prompt_embeds "
+                        "(default: the run's generation.backend)")
     p.add_argument("--out", default=None, help="output folder (default: RUN/eval_gen, or RUN/eval_gen_base)")
     p.set_defaults(func=cmd_eval_gen)
 
@@ -271,7 +274,7 @@ def cmd_eval_gen(args) -> int:
     metrics, out = eval_gen_run(args.run, args.prompts, args.n, args.k, args.verifier, args.out, args.base,
                                 args.max_prompts, args.temperature, args.max_new_tokens, args.seed,
                                 None if args.embedding_model == "none" else args.embedding_model,
-                                max_embed_per_set=args.max_embed_per_set)
+                                max_embed_per_set=args.max_embed_per_set, backend=args.backend)
     table = Table(title=f"{metrics['num_prompts']} prompts x {metrics['n']} samples ({metrics['verifier']})")
     table.add_column("metric")
     table.add_column("value", justify="right")

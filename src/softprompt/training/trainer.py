@@ -186,6 +186,7 @@ class Trainer:
         try:
             return self.finish()
         finally:
+            getattr(self.work, "close", lambda: None)()  # a vLLM engine's process and memory
             self.dist.release()
 
     def _finished(self) -> bool:

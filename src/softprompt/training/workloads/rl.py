@@ -22,8 +22,9 @@ class RLWork:
     evaluate_before = True  # "before" numbers come from the same evaluation as "after"
     main_metric = "reward"
 
-    def __init__(self, config, policy, rewards, reference=None, judge=None, base_lm=None):
+    def __init__(self, config, policy, rewards, reference=None, judge=None, base_lm=None, engine=None):
         self.config, self.module, self.rewards = config, policy, rewards
+        self.engine = engine  # a VLLMEngine (generation.backend: vllm) or None: the policy's own generation
         self.method = config.method_config()
         self.reference, self.judge, self.base_lm = reference, judge, base_lm
         self.gen = config.generation.to_generation_config(group_size=self.method.samples_per_prompt)
@@ -43,7 +44,8 @@ class RLWork:
 
     def inputs(self, examples: list, epoch: int, step: int, device):
         ro = make_rollout(self.module, examples, self.gen, self.rewards, self.reference, values=self.values,
-                          condition=self.condition(examples))
+                          condition=self.condition(examples), engine=self.engine,
+                          is_cap=self.config.generation.importance_sampling_cap)
         valid = ro.valid
         logs = {"reward": float(ro.rewards[valid].mean()) if valid.any() else float("nan"),
                 "reward_std": float(ro.rewards[valid].std()) if int(valid.sum()) > 1 else 0.0,
@@ -52,6 +54,7 @@ class RLWork:
         for name, values in ro.reward_parts.items():
             finite = values[torch.isfinite(values)]
             logs[f"reward/{name}"] = float(finite.mean()) if len(finite) else float("nan")
+        logs.update(ro.engine_stats)  # vllm: how far the engine's log-probs are from the trainer's
         entropy = bool(getattr(self.method, "entropy_coef", 0))  # PPO's entropy term: from the same forward
         return RLInputs(ro, self.module, epoch, step, with_entropy=entropy), logs
 
@@ -64,7 +67,8 @@ class RLWork:
         cfg = self.config.generation.to_generation_config(group_size=self.config.generation.eval_samples,
                                                           seed=self.config.seed)
         condition = self.condition(examples) if policy.model.adapter is not None else None
-        gen = policy.model.generate([generation_input(e) for e in examples], cfg, condition=condition)
+        generate = self.engine.generate if self.engine is not None else policy.model.generate
+        gen = generate([generation_input(e) for e in examples], cfg, condition=condition)
         policy.train(was_training)
         expanded_prompts, expanded, total, parts = score(self.rewards, examples, gen)
         finite = torch.isfinite(total)
@@ -103,6 +107,11 @@ class RLWork:
         their loaded weights (SoftPromptModel.untouched)."""
         with self.module.model.untouched():
             return self.evaluate(examples)[0]
+
+    def close(self) -> None:
+        """Stop the vLLM engine, if any (the trainer calls this when fit ends)."""
+        if self.engine is not None:
+            self.engine.close()
 
     def report(self, run, before_rows, after_rows) -> None:
         rows = run.read_jsonl("train_log.jsonl")
