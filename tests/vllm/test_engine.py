@@ -101,6 +101,29 @@ def test_tiny_llama_greedy_on_vllm_equals_native(tmp_path):
         engine.close()
 
 
+def test_a_conditional_prompt_sends_each_request_its_own_vectors(tmp_path):
+    from softprompt.adapters import ConditionalPromptConfig
+
+    path = tiny_llama_dir(tmp_path / "tiny")
+    torch.manual_seed(1)
+    model = SoftPromptModel.from_backbone(str(path), ConditionalPromptConfig(num_virtual_tokens=3, condition_dim=4,
+                                                                             hidden_dim=8, init="random"))
+    engine = VLLMEngine(model, seed=0, **FAST)
+    try:
+        prompts = ["the movie was", "the movie was", "i loved it and"]
+        condition = torch.tensor([[3.0, 0, 0, 0], [0, 0, -3.0, 0], [0, 1.0, 0, 0]])
+        engine.record = True
+        config = GenerationConfig(max_new_tokens=8, do_sample=False)
+        served = engine.generate(prompts, config, condition=condition)
+        virtual = engine.requests[-1]
+        assert not torch.equal(virtual[0], virtual[1])  # one prompt text, two conditions: two prompts sent
+        torch.testing.assert_close(virtual, model.adapter.prompt_embeddings(3, condition).detach())
+        native = model.generate(prompts, config, condition=condition)
+        assert torch.equal(served.completion_ids, native.completion_ids) and served.texts == native.texts
+    finally:
+        engine.close()
+
+
 def test_grpo_on_vllm_trains_the_prompt_and_sends_each_step_the_optimizers_last_prompt(tmp_path):
     path = tiny_llama_dir(tmp_path / "tiny")
     cfg = from_dict({
