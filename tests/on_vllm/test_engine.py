@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytest.importorskip("vllm")
+pytest.importorskip("vllm.entrypoints")  # the real package (this folder is not named vllm: it would shadow it)
 
 from conftest import save_backbone  # noqa: E402
 from helpers import assert_paths_agree, depth_and_width, fp32_path_tolerance, logprob_scale  # noqa: E402
