@@ -79,12 +79,15 @@ def run_softprompt(args) -> dict:
     steps, rewards = [], []
     trainer.on_step = lambda logs: (steps.append(logs["step_seconds"]), rewards.append(logs["reward"]))
     torch.manual_seed(0)
-    gaps = []
+    gaps = []  # each step's (max, mean) |log p_trainer - log p_vllm| and k3 KL(vllm || trainer)
     if args.backend == "vllm":
         on_step = trainer.on_step
-        trainer.on_step = lambda logs: (on_step(logs), gaps.append(logs["vllm/logprob_diff_max"]))
+        trainer.on_step = lambda logs: (on_step(logs), gaps.append(
+            (logs["vllm/logprob_diff_max"], logs["vllm/logprob_diff_mean"], logs["vllm/kl"])))
     trainer.fit(progress=False)
-    return {**summary(steps, rewards), "build_s": build_s, **({"logprob_diff_max": max(gaps)} if gaps else {})}
+    engines = {"logprob_diff_max": max(g[0] for g in gaps), "logprob_diff_mean": sum(g[1] for g in gaps) / len(gaps),
+               "kl_mean": sum(g[2] for g in gaps) / len(gaps)} if gaps else {}
+    return {**summary(steps, rewards), "build_s": build_s, **engines}
 
 
 def run_trl(args) -> dict:
