@@ -112,10 +112,11 @@ def test_a_conditional_prompt_sends_each_request_its_own_vectors(tmp_path):
     try:
         prompts = ["the movie was", "the movie was", "i loved it and"]
         condition = torch.tensor([[3.0, 0, 0, 0], [0, 0, -3.0, 0], [0, 1.0, 0, 0]])
-        engine.record = True
+        sent, original = [], engine.prompt_embeds
+        engine.prompt_embeds = lambda *a, **kw: sent.append(original(*a, **kw)) or sent[-1]
         config = GenerationConfig(max_new_tokens=8, do_sample=False)
         served = engine.generate(prompts, config, condition=condition)
-        virtual = engine.requests[-1]
+        virtual = torch.stack([row[:3] for row in sent[-1]])  # each request's 3 virtual tokens
         assert not torch.equal(virtual[0], virtual[1])  # one prompt text, two conditions: two prompts sent
         torch.testing.assert_close(virtual, model.adapter.prompt_embeddings(3, condition).detach())
         native = model.generate(prompts, config, condition=condition)

@@ -80,8 +80,6 @@ class VLLMEngine:
         self.llm = LLM(model=model.backbone.path, tokenizer=model.backbone.path, enable_prompt_embeds=True,
                        dtype=str(self.dtype).removeprefix("torch."), seed=seed, max_model_len=max_model_len,
                        logprobs_mode="processed_logprobs", enforce_eager=enforce_eager, **memory)
-        self.requests: list[torch.Tensor] = []  # set record=True to keep each call's embeddings (tests)
-        self.record = False
 
     def close(self) -> None:
         """Stop the engine (its process and memory)."""
@@ -124,14 +122,12 @@ class VLLMEngine:
                  condition: torch.Tensor | None = None, **kwargs) -> GenerationOutput:
         """Like ``SoftPromptModel.generate``: G = ``config.group_size`` samples per prompt."""
         config = GenerationConfig.from_kwargs(config, **kwargs)
-        model, tok, device = self.model, self.model.tokenizer, self.model.device
+        tok, device = self.model.tokenizer, self.model.device
         enc = encode_prompts(tok, prompts, config, device)
         prompt_ids, prompt_mask = enc["input_ids"], enc["attention_mask"]
         if condition is not None:
             condition = condition.to(device)
         requests = self.prompt_embeds(prompt_ids, prompt_mask, condition)
-        if self.record:
-            self.requests.append(torch.stack([r[:model.num_sequence_tokens] for r in requests]))
         g = config.group_size
         # one seed per request (seed + i) so that a request's samples do not depend on its batch-mates
         params = [self.sampling_params(config, g, config.seed + i if config.seed is not None else None)
